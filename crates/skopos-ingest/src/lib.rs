@@ -1,0 +1,1 @@
+//! skopos-ingest (placeholder).

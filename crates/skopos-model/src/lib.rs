@@ -1,0 +1,23 @@
+//! Shared data types of skopos: labels, samples, matchers, write batches and
+//! the limits every write path enforces.
+//!
+//! The one design decision to know: this crate does no I/O. Decoders
+//! (`skopos-ingest`) produce these types, storage engines (`skopos-tsdb`)
+//! consume them, and the [`SampleSink`] trait is the narrow seam between the
+//! two, so a scraper or a protocol handler never needs to know which storage
+//! sits behind it.
+
+mod labels;
+mod limits;
+mod matcher;
+mod sample;
+mod write;
+
+pub use labels::{is_valid_label_name, is_valid_metric_name, Label, Labels, LabelsBuilder};
+pub use limits::{LimitError, Limits};
+pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use sample::{is_stale_nan, Sample, STALE_NAN, STALE_NAN_BITS};
+pub use write::{AppendError, AppendOutcome, SampleSink, SeriesSamples, WriteBatch};
+
+/// The label that carries a series' metric name.
+pub const METRIC_NAME: &str = "__name__";

@@ -1,0 +1,1 @@
+//! skopos-server (placeholder).

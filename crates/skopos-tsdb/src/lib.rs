@@ -1,0 +1,1 @@
+//! skopos-tsdb: metrics storage (placeholder while the engine is written).
