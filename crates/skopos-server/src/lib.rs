@@ -1,1 +1,21 @@
-//! skopos-server (placeholder).
+//! skopos-server: every network edge of skopos — the HTTP API (axum), the
+//! OTLP/gRPC service (tonic), authentication, TLS, and self-monitoring.
+//!
+//! The one design decision to know: handlers are thin. Each one bounds and
+//! decodes its input with `skopos-ingest`, hands a `WriteBatch` to the TSDB,
+//! and maps typed errors to the status codes the incumbent protocol defines.
+//! Nothing here knows an on-disk format, and nothing outside this crate knows
+//! an HTTP type.
+
+mod api;
+mod auth;
+mod body;
+mod grpc;
+mod otlp_http;
+mod remote_write;
+mod selfmon;
+mod server;
+
+pub use api::parse_selector;
+pub use selfmon::SelfMetrics;
+pub use server::{run, start, ServerConfig, ServerHandle, TlsConfig};

@@ -1,0 +1,371 @@
+//! The Prometheus-compatible read API that exists before PromQL does:
+//! `/api/v1/series`, `/api/v1/labels`, `/api/v1/label/<name>/values`, with
+//! Prometheus' JSON envelope and error types. GET with a query string and
+//! POST with a form body are both accepted, and `match[]` may repeat.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use skopos_model::{MatchOp, Matcher, METRIC_NAME};
+
+use crate::server::AppState;
+
+/// Prometheus' smallest and largest representable timestamps, in ms, used
+/// when `start`/`end` are absent.
+const MIN_TIME: i64 = i64::MIN / 2;
+const MAX_TIME: i64 = i64::MAX / 2;
+
+/// An API error in Prometheus' envelope.
+pub struct ApiError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, error_type: "bad_data", message: message.into() }
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, error_type: "internal", message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "errorType": self.error_type, "error": self.message});
+        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+fn success(data: Value) -> Response {
+    let body = json!({"status": "success", "data": data});
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Query parameters from the URL and, for POST, the form body; repeated
+/// keys are kept in order.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub async fn collect(method: &Method, headers: &HeaderMap, query: Option<String>, body: Body) -> Result<Params, ApiError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        if let Some(q) = query {
+            pairs.extend(form_urlencoded_pairs(&q));
+        }
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        if method == Method::POST && is_form {
+            let bytes = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .map_err(|e| ApiError::bad_data(format!("reading form body: {e}")))?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::bad_data("form body is not UTF-8"))?;
+            pairs.extend(form_urlencoded_pairs(text));
+        }
+        Ok(Params(pairs))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+fn form_urlencoded_pairs(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |j: usize| bytes.get(j).and_then(|b| (*b as char).to_digit(16));
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(i + 1), hex(i + 2)) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a Prometheus timestamp parameter: RFC 3339 or (fractional) Unix
+/// seconds. Returns milliseconds.
+pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
+    let err = || ApiError::bad_data(format!("invalid parameter {name:?}: cannot parse {value:?} to a valid timestamp"));
+    if let Ok(secs) = value.parse::<f64>() {
+        if !secs.is_finite() {
+            return Err(err());
+        }
+        let ms = (secs * 1000.0).round();
+        return Ok(ms.clamp(MIN_TIME as f64, MAX_TIME as f64) as i64);
+    }
+    let t = humantime_rfc3339(value).ok_or_else(err)?;
+    Ok(t)
+}
+
+/// RFC 3339 to Unix milliseconds (`2024-01-02T03:04:05.678Z`, or with an offset).
+fn humantime_rfc3339(v: &str) -> Option<i64> {
+    let b = v.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| v.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &v[19..];
+    let mut ms = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if digits.is_empty() {
+            return None;
+        }
+        let padded = format!("{:0<3}", &digits[..digits.len().min(3)]);
+        ms = padded.parse().ok()?;
+        rest = &frac[digits.len()..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    Some(((days * 86400 + h * 3600 + mi * 60 + s - offset_min * 60) * 1000) + ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// Parses one `match[]` selector (`up`, `{job="a"}`, `up{job=~"a|b"}`)
+/// into storage matchers.
+pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
+    let bad = |m: String| m;
+    let expr = promql_parser::parser::parse(s).map_err(|e| bad(format!("{s:?}: {e}")))?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(bad(format!("{s:?} is not a series selector")));
+    };
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(bad(format!("{s:?}: `or` inside a selector is not supported here")));
+    }
+    let mut out = Vec::new();
+    if let Some(name) = &vs.name {
+        out.push(Matcher::equal(METRIC_NAME, name.clone()));
+    }
+    for m in &vs.matchers.matchers {
+        let op = match m.op {
+            promql_parser::label::MatchOp::Equal => MatchOp::Equal,
+            promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
+            promql_parser::label::MatchOp::Re(_) => MatchOp::RegexMatch,
+            promql_parser::label::MatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+        };
+        out.push(Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| bad(e.to_string()))?);
+    }
+    if out.iter().all(|m| m.matches_empty()) {
+        return Err(bad(format!("{s:?}: vector selector must contain at least one non-empty matcher")));
+    }
+    Ok(out)
+}
+
+fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
+    let start = p.get("start").map(|v| parse_time("start", v)).transpose()?.unwrap_or(MIN_TIME);
+    let end = p.get("end").map(|v| parse_time("end", v)).transpose()?.unwrap_or(MAX_TIME);
+    if end < start {
+        return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+    }
+    Ok((start, end))
+}
+
+fn selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    p.all("match[]")
+        .into_iter()
+        .map(|s| parse_selector(s).map_err(|m| ApiError::bad_data(format!("invalid parameter \"match[]\": {m}"))))
+        .collect()
+}
+
+fn limit(p: &Params) -> Result<Option<usize>, ApiError> {
+    match p.get("limit") {
+        None | Some("") | Some("0") => Ok(None),
+        Some(v) => v
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_data(format!("invalid parameter \"limit\": {v:?} is not a positive integer"))),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, skopos_tsdb::TsdbError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub async fn series(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    let sels = selectors(&p)?;
+    if sels.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let (start, end) = time_range(&p)?;
+    let lim = limit(&p)?;
+    let db = st.db.clone();
+    let mut all = blocking(move || {
+        let mut out = Vec::new();
+        for m in &sels {
+            out.extend(db.series(m, start, end)?);
+        }
+        Ok(out)
+    })
+    .await?;
+    all.sort();
+    all.dedup();
+    if let Some(l) = lim {
+        all.truncate(l);
+    }
+    let data: Vec<Value> = all
+        .iter()
+        .map(|ls| Value::Object(ls.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect()))
+        .collect();
+    Ok(success(Value::Array(data)))
+}
+
+pub async fn labels(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    let sels = selectors(&p)?;
+    let (start, end) = time_range(&p)?;
+    let lim = limit(&p)?;
+    let db = st.db.clone();
+    let mut names = blocking(move || {
+        if sels.is_empty() {
+            return db.label_names(&[], start, end);
+        }
+        let mut out = Vec::new();
+        for m in &sels {
+            out.extend(db.label_names(m, start, end)?);
+        }
+        Ok(out)
+    })
+    .await?;
+    names.sort();
+    names.dedup();
+    if let Some(l) = lim {
+        names.truncate(l);
+    }
+    Ok(success(json!(names)))
+}
+
+pub async fn label_values(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    if !skopos_model::is_valid_label_name(&name) && name != METRIC_NAME {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let sels = selectors(&p)?;
+    let (start, end) = time_range(&p)?;
+    let lim = limit(&p)?;
+    let db = st.db.clone();
+    let mut values = blocking(move || {
+        if sels.is_empty() {
+            return db.label_values(&name, &[], start, end);
+        }
+        let mut out = Vec::new();
+        for m in &sels {
+            out.extend(db.label_values(&name, m, start, end)?);
+        }
+        Ok(out)
+    })
+    .await?;
+    values.sort();
+    values.dedup();
+    if let Some(l) = lim {
+        values.truncate(l);
+    }
+    Ok(success(json!(values)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_prometheus_does() {
+        assert_eq!(parse_time("t", "1700000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_time("t", "1700000000.123").unwrap(), 1_700_000_000_123);
+        assert_eq!(parse_time("t", "2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_time("t", "2023-11-14T23:13:20.5+01:00").unwrap(), 1_700_000_000_500);
+        let e = parse_time("start", "yesterday").unwrap_err();
+        assert!(e.message.contains("\"start\""));
+    }
+
+    #[test]
+    fn selectors_become_matchers() {
+        let m = parse_selector(r#"up{job=~"a|b",env!="dev"}"#).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0], Matcher::equal("__name__", "up"));
+        assert!(m[1].matches("a") && !m[1].matches("c"));
+        assert!(parse_selector(r#"{job=""}"#).is_err());
+        assert!(parse_selector("rate(x[5m])").is_err());
+        assert!(parse_selector("up{").is_err());
+    }
+
+    #[test]
+    fn form_pairs_decode_percent_and_plus() {
+        let p = form_urlencoded_pairs("match%5B%5D=up%7Bjob%3D%22a+b%22%7D&match[]=x&bad=%zz");
+        assert_eq!(p[0], ("match[]".into(), "up{job=\"a b\"}".into()));
+        assert_eq!(p[1], ("match[]".into(), "x".into()));
+        assert_eq!(p[2], ("bad".into(), "%zz".into()));
+    }
+}

@@ -1,0 +1,122 @@
+//! `POST /v1/metrics`: OTLP/HTTP, binary protobuf or JSON, optionally gzip.
+//!
+//! Answers in the request's encoding: `ExportMetricsServiceResponse` with
+//! `partial_success` when some points were refused, or a `google.rpc.Status`
+//! with a 4xx when the request as a whole is bad (never retried by SDKs), or
+//! 503 when storage is unavailable (retried).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use prost::Message;
+use skopos_ingest::otlp::Encoding;
+
+use crate::server::{AppState, StoreError};
+
+/// `google.rpc.Status`, the error body OTLP/HTTP specifies.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+const INVALID_ARGUMENT: i32 = 3;
+const UNAVAILABLE: i32 = 14;
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    match base {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(format!(
+            "unsupported Content-Type {ct:?}: OTLP/HTTP takes application/x-protobuf or application/json"
+        )),
+    }
+}
+
+fn status_response(status: StatusCode, enc: Encoding, code: i32, message: String) -> Response {
+    match enc {
+        Encoding::Protobuf => {
+            let body = RpcStatus { code, message }.encode_to_vec();
+            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+        }
+        Encoding::Json => {
+            let body = serde_json::json!({"code": code, "message": message}).to_string();
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }
+}
+
+fn success(enc: Encoding, rejected: i64, message: String) -> Response {
+    let partial = (rejected > 0 || !message.is_empty()).then_some(ExportMetricsPartialSuccess {
+        rejected_data_points: rejected,
+        error_message: message,
+    });
+    match enc {
+        Encoding::Protobuf => {
+            let body = ExportMetricsServiceResponse { partial_success: partial }.encode_to_vec();
+            ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+        }
+        Encoding::Json => {
+            let body = match partial {
+                Some(p) => serde_json::json!({"partialSuccess": {
+                    "rejectedDataPoints": p.rejected_data_points.to_string(),
+                    "errorMessage": p.error_message}}),
+                None => serde_json::json!({}),
+            };
+            ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    const PROTO: &str = "otlp";
+    let enc = match encoding(&headers) {
+        Ok(e) => e,
+        Err(msg) => {
+            st.metrics.rejected(PROTO, "content_type", 1);
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
+        }
+    };
+    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            st.metrics.rejected(PROTO, "body", 1);
+            return status_response(e.status, enc, INVALID_ARGUMENT, e.message);
+        }
+    };
+    let req = match skopos_ingest::otlp::decode_metrics_request(&raw, enc) {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics.rejected(PROTO, "malformed", 1);
+            return status_response(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, e.to_string());
+        }
+    };
+    let translation = st.otlp.translate(&req);
+    if translation.rejected_points > 0 {
+        st.metrics.rejected(PROTO, "untranslatable", translation.rejected_points as usize);
+    }
+    match st.store(PROTO, translation.batch).await {
+        Ok(outcome) => {
+            let mut rejected = translation.rejected_points;
+            let mut message = translation.error_message;
+            if let Some(r) = outcome.first_rejection {
+                rejected += outcome.rejected() as i64;
+                if !message.is_empty() {
+                    message.push_str("; ");
+                }
+                message.push_str(&r);
+            }
+            success(enc, rejected, message)
+        }
+        Err(StoreError::Client(msg)) => status_response(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, msg),
+        Err(StoreError::Unavailable(msg)) => status_response(StatusCode::SERVICE_UNAVAILABLE, enc, UNAVAILABLE, msg),
+    }
+}

@@ -1,0 +1,407 @@
+//! Wiring: opens the TSDB, binds every listener, serves, runs the background
+//! loops (maintenance, self-scrape, scraping), and shuts all of it down in
+//! order so the WAL is flushed and closed last.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use skopos_ingest::otlp::{Translator, TranslatorOptions};
+use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
+use skopos_model::{AppendError, AppendOutcome, SampleSink, WriteBatch};
+use skopos_tsdb::Db;
+use tokio::task::JoinHandle;
+
+use crate::auth::Token;
+use crate::selfmon::SelfMetrics;
+
+/// Certificate and key (PEM) for serving HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything the server needs; the binary builds it from flags and the
+/// config file.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub otlp_http_listen: Option<SocketAddr>,
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    /// Bearer token every request must carry, if set.
+    pub auth_token: Option<String>,
+    /// Allow a non-loopback listener without a token.
+    pub insecure: bool,
+    pub tls: Option<TlsConfig>,
+    pub tsdb: skopos_tsdb::Options,
+    /// Largest request body accepted, compressed or decompressed.
+    pub max_body_bytes: usize,
+    /// How often skopos stores its own metrics; `None` disables it.
+    pub self_scrape_interval: Option<Duration>,
+    pub maintenance_interval: Duration,
+    pub scrape: Option<ScrapeConfigFile>,
+    pub otlp: TranslatorOptions,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            data_dir,
+            listen: "127.0.0.1:9700".parse().expect("valid literal"),
+            otlp_http_listen: Some("127.0.0.1:4318".parse().expect("valid literal")),
+            otlp_grpc_listen: Some("127.0.0.1:4317".parse().expect("valid literal")),
+            auth_token: None,
+            insecure: false,
+            tls: None,
+            tsdb: skopos_tsdb::Options::default(),
+            max_body_bytes: 32 << 20,
+            self_scrape_interval: Some(Duration::from_secs(15)),
+            maintenance_interval: Duration::from_secs(60),
+            scrape: None,
+            otlp: TranslatorOptions::default(),
+        }
+    }
+
+    /// Refuses to expose the server beyond loopback without a token or an
+    /// explicit `--insecure`.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let addrs = [Some(self.listen), self.otlp_http_listen, self.otlp_grpc_listen];
+        for addr in addrs.into_iter().flatten() {
+            if !addr.ip().is_loopback() && self.auth_token.is_none() && !self.insecure {
+                bail!(
+                    "refusing to listen on non-loopback address {addr} without authentication: \
+                     pass --auth-token-file FILE (clients then send Authorization: Bearer <token>) \
+                     or --insecure to accept unauthenticated requests"
+                );
+            }
+        }
+        if let Some(t) = &self.auth_token {
+            if t.trim().is_empty() {
+                bail!("the auth token file is empty");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub db: Arc<Db>,
+    pub metrics: Arc<SelfMetrics>,
+    pub otlp: Translator,
+    pub max_body_bytes: usize,
+    pub auth_token: Option<String>,
+}
+
+/// A store failure, classified for status codes.
+pub enum StoreError {
+    /// The client's data is at fault; do not retry.
+    Client(String),
+    /// Storage could not take the write; retry later.
+    Unavailable(String),
+}
+
+impl AppState {
+    /// Appends a batch off the async runtime and counts the outcome.
+    pub async fn store(&self, protocol: &'static str, batch: WriteBatch) -> Result<AppendOutcome, StoreError> {
+        if batch.series.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || db.append(&batch))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("append task failed: {e}")))?;
+        match result {
+            Ok(outcome) => {
+                self.metrics.ingested(protocol, outcome.samples_appended);
+                if outcome.too_old > 0 {
+                    self.metrics.rejected(protocol, "too_old", outcome.too_old);
+                }
+                if outcome.conflicts > 0 {
+                    self.metrics.rejected(protocol, "conflict", outcome.conflicts);
+                }
+                Ok(outcome)
+            }
+            Err(e @ AppendError::SeriesLimit { .. }) => {
+                self.metrics.rejected(protocol, "series_limit", 1);
+                Err(StoreError::Client(e.to_string()))
+            }
+            Err(e) if e.is_client_error() => {
+                self.metrics.rejected(protocol, "invalid_series", 1);
+                Err(StoreError::Client(e.to_string()))
+            }
+            Err(e) => {
+                self.metrics.rejected(protocol, "unavailable", 1);
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// A running server: its bound addresses, and the means to stop it.
+pub struct ServerHandle {
+    pub listen: SocketAddr,
+    pub otlp_http: Option<SocketAddr>,
+    pub otlp_grpc: Option<SocketAddr>,
+    state: Arc<AppState>,
+    http: Vec<(axum_server::Handle<SocketAddr>, JoinHandle<std::io::Result<()>>)>,
+    grpc: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<Result<(), tonic::transport::Error>>)>,
+    loops: Vec<JoinHandle<()>>,
+    scraper: Option<Arc<ScrapeManager>>,
+}
+
+fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let l = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} ({what})"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+/// Opens storage and starts every listener and loop.
+pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
+    config.validate()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let tsdb_dir = config.data_dir.join("metrics");
+    let opts = config.tsdb.clone();
+    let started = Instant::now();
+    let db = tokio::task::spawn_blocking(move || Db::open(&tsdb_dir, opts))
+        .await?
+        .with_context(|| format!("cannot open the metrics store in {}", config.data_dir.display()))?;
+    let db = Arc::new(db);
+    let st = db.stats();
+    tracing::info!(
+        head_series = st.head_series,
+        head_samples = st.head_samples,
+        blocks = st.blocks,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "metrics store open"
+    );
+
+    let metrics = Arc::new(SelfMetrics::default());
+    let state = Arc::new(AppState {
+        db: db.clone(),
+        metrics: metrics.clone(),
+        otlp: Translator::new(config.otlp.clone()),
+        max_body_bytes: config.max_body_bytes,
+        auth_token: config.auth_token.clone(),
+    });
+
+    let main_listener = bind(config.listen, "--listen")?;
+    let listen = main_listener.local_addr()?;
+    let otlp_http_listener = config.otlp_http_listen.map(|a| bind(a, "--otlp-http-listen")).transpose()?;
+    let otlp_http = otlp_http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let grpc_listener = config.otlp_grpc_listen.map(|a| bind(a, "--otlp-grpc-listen")).transpose()?;
+    let otlp_grpc = grpc_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+
+    let app = router(state.clone());
+    let tls = match &config.tls {
+        Some(t) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
+                .await
+                .with_context(|| format!("cannot load TLS certificate {} and key {}", t.cert.display(), t.key.display()))?,
+        ),
+        None => None,
+    };
+    let mut http = Vec::new();
+    for l in std::iter::once(main_listener).chain(otlp_http_listener) {
+        let handle = axum_server::Handle::new();
+        let svc = app.clone().into_make_service();
+        let task = match &tls {
+            Some(tls) => {
+                let server = axum_server::from_tcp_rustls(l, tls.clone())?.handle(handle.clone());
+                tokio::spawn(async move { server.serve(svc).await })
+            }
+            None => {
+                let server = axum_server::from_tcp(l)?.handle(handle.clone());
+                tokio::spawn(async move { server.serve(svc).await })
+            }
+        };
+        http.push((handle, task));
+    }
+
+    let grpc = match grpc_listener {
+        Some(l) => {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let incoming = tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(l)?);
+            let svc = crate::grpc::service(state.clone(), config.max_body_bytes);
+            let task = tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = rx.await;
+                    })
+                    .await
+            });
+            Some((tx, task))
+        }
+        None => None,
+    };
+
+    let mut loops = Vec::new();
+    let maint_db = db.clone();
+    let every = config.maintenance_interval;
+    loops.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let db = maint_db.clone();
+            match tokio::task::spawn_blocking(move || db.maintenance(now_ms())).await {
+                Ok(Ok(report)) => tracing::debug!(?report, "maintenance done"),
+                Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
+                Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
+            }
+        }
+    }));
+    if let Some(interval) = config.self_scrape_interval {
+        loops.push(tokio::spawn(crate::selfmon::self_scrape_loop(
+            metrics.clone(),
+            db.clone(),
+            listen.to_string(),
+            interval,
+        )));
+    }
+    let scraper = config.scrape.as_ref().map(|file| {
+        let sink: Arc<dyn SampleSink> = Arc::new(CountingSink { db: db.clone(), metrics: metrics.clone() });
+        let m = Arc::new(ScrapeManager::new(sink));
+        m.apply(file);
+        m
+    });
+
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%listen, ?otlp_http, ?otlp_grpc, "skopos serving on {scheme}://{listen}");
+    Ok(ServerHandle { listen, otlp_http, otlp_grpc, state, http, grpc, loops, scraper })
+}
+
+/// Sends scraped samples to the TSDB and counts them.
+struct CountingSink {
+    db: Arc<Db>,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl SampleSink for CountingSink {
+    fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
+        let r = self.db.append(batch);
+        if let Ok(o) = &r {
+            self.metrics.ingested("scrape", o.samples_appended);
+        }
+        r
+    }
+}
+
+impl ServerHandle {
+    pub fn db(&self) -> &Arc<Db> {
+        &self.state.db
+    }
+
+    pub fn scraper(&self) -> Option<&Arc<ScrapeManager>> {
+        self.scraper.as_ref()
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish (up to 10 s),
+    /// stops scraping (writing staleness markers), then closes the TSDB,
+    /// which flushes and fsyncs the WAL.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        for (h, _) in &self.http {
+            h.graceful_shutdown(Some(Duration::from_secs(10)));
+        }
+        if let Some((tx, task)) = self.grpc {
+            let _ = tx.send(());
+            let _ = task.await;
+        }
+        for (_, task) in self.http {
+            let _ = task.await;
+        }
+        if let Some(s) = &self.scraper {
+            s.stop().await;
+        }
+        for l in &self.loops {
+            l.abort();
+        }
+        for l in self.loops {
+            let _ = l.await;
+        }
+        drop(self.scraper);
+        let state = self.state;
+        let mut db = state.db.clone();
+        drop(state);
+        for _ in 0..50 {
+            match Arc::try_unwrap(db) {
+                Ok(db) => {
+                    tokio::task::spawn_blocking(move || db.close()).await??;
+                    tracing::info!("metrics store closed");
+                    return Ok(());
+                }
+                Err(still_shared) => {
+                    db = still_shared;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        tracing::warn!("metrics store still in use at shutdown; it flushes when dropped");
+        Ok(())
+    }
+}
+
+/// Runs until `shutdown` resolves, then stops cleanly.
+pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let handle = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    handle.shutdown().await
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let token = state.auth_token.clone().map(|t| Token(t.into()));
+    Router::new()
+        .route("/api/v1/write", post(crate::remote_write::write))
+        .route("/v1/metrics", post(crate::otlp_http::metrics))
+        .route("/api/v1/series", get(crate::api::series).post(crate::api::series))
+        .route("/api/v1/labels", get(crate::api::labels).post(crate::api::labels))
+        .route("/api/v1/label/{name}/values", get(crate::api::label_values))
+        .route("/metrics", get(self_metrics))
+        .route("/-/healthy", get(|| async { "skopos is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "skopos is Ready.\n" }))
+        .route("/", get(index))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "404 page not found\n") })
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(token, crate::auth::require_token))
+        .with_state(state)
+}
+
+async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    st.metrics.observe_request(&handler, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn self_metrics(State(st): State<Arc<AppState>>) -> Response {
+    let text = st.metrics.render(&st.db);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("index.html"))
+}
