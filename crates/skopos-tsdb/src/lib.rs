@@ -1,1 +1,221 @@
-//! skopos-tsdb: metrics storage (placeholder while the engine is written).
+//! skopos-tsdb: the embedded metrics storage engine.
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! dir/lock              exclusive flock while a Db is open
+//! dir/wal/NNNNNNNN      write-ahead log segments   (format: [`wal`] module docs)
+//! dir/wal/checkpoint.N  head state up to segment N
+//! dir/blocks/<id>/      immutable blocks           (format: [`block`] module docs)
+//! ```
+//!
+//! Writes go to the WAL (one `write(2)` per batch before `append` returns)
+//! and then to the in-memory [`head`]. Periodic [`Db::maintenance`] cuts the
+//! oldest part of the head into a block, compacts blocks, applies retention
+//! and truncates the WAL behind a checkpoint.
+//!
+//! The one design decision to know: **the head applies a batch before the
+//! WAL record is written, and WAL replay accepts any sample** (it ignores the
+//! out-of-order window and de-duplicates). That lets appenders to different
+//! series run in parallel and only serialize on the short WAL write, and it
+//! makes every crash window (between block write and checkpoint, between
+//! head apply and WAL write) resolve to "data present twice", which queries
+//! and compaction de-duplicate, never to "data lost".
+//!
+//! The TSDB knows nothing about PromQL or HTTP.
+
+mod block;
+mod chunk;
+mod db;
+mod encoding;
+mod head;
+mod index;
+mod inspect;
+mod wal;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use skopos_model::{Labels, Sample};
+
+pub use db::Db;
+pub use inspect::{inspect, BlockInfo, InspectReport, NameCount, WalInfo};
+
+/// When the WAL is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before `append` returns.
+    Always,
+    /// By a background thread at this interval.
+    Interval(Duration),
+    /// Never explicitly (the OS decides; a `kill -9` still loses nothing).
+    Never,
+}
+
+impl Default for FsyncPolicy {
+    fn default() -> Self {
+        FsyncPolicy::Interval(Duration::from_secs(1))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub wal_fsync: FsyncPolicy,
+    /// Blocks entirely older than now minus this are deleted.
+    pub retention_time: Option<Duration>,
+    /// Oldest blocks are deleted until blocks total at most this many bytes.
+    pub retention_size: Option<u64>,
+    /// How far behind the newest head sample an out-of-order sample may be.
+    pub out_of_order_window_ms: i64,
+    pub block_duration_ms: i64,
+    pub limits: skopos_model::Limits,
+    pub wal_segment_size: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            wal_fsync: FsyncPolicy::default(),
+            retention_time: Some(Duration::from_secs(15 * 24 * 3600)),
+            retention_size: None,
+            out_of_order_window_ms: 10 * 60 * 1000,
+            block_duration_ms: 2 * 3600 * 1000,
+            limits: skopos_model::Limits::default(),
+            wal_segment_size: 128 << 20,
+        }
+    }
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum TsdbError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt data in {path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("data directory {path} is locked: {message}")]
+    Locked { path: PathBuf, message: String },
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    #[error("the database is closed")]
+    Closed,
+}
+
+impl TsdbError {
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        TsdbError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// One series and its samples, as returned by [`Db::select`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// Cheap snapshot of the database's state and cumulative counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub head_series: u64,
+    pub head_samples: u64,
+    pub head_chunks: u64,
+    /// Oldest / newest timestamp in the head; `None` when the head is empty.
+    pub head_min_t: Option<i64>,
+    pub head_max_t: Option<i64>,
+    pub blocks: u64,
+    pub block_bytes: u64,
+    pub wal_segments: u64,
+    pub wal_bytes: u64,
+    pub samples_appended: u64,
+    pub duplicates: u64,
+    pub too_old: u64,
+    pub conflicts: u64,
+    pub series_created: u64,
+    pub series_limit_rejections: u64,
+    pub wal_fsyncs: u64,
+    pub wal_corruptions_repaired: u64,
+    pub compactions: u64,
+    pub blocks_deleted_by_retention: u64,
+    pub head_cuts: u64,
+}
+
+/// What one [`Db::maintenance`] run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MaintenanceReport {
+    /// Blocks cut from the head.
+    pub head_cuts: u64,
+    pub compactions: u64,
+    pub blocks_deleted: u64,
+    pub series_gc: u64,
+    pub wal_segments_deleted: u64,
+}
+
+/// What [`Db::backfill`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackfillReport {
+    pub blocks_created: u64,
+    pub series: u64,
+    pub samples: u64,
+    /// Samples dropped because another sample of the series had the same timestamp.
+    pub duplicates_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub samples_appended: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub too_old: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub series_created: AtomicU64,
+    pub series_limit_rejections: AtomicU64,
+    pub wal_fsyncs: AtomicU64,
+    pub wal_corruptions_repaired: AtomicU64,
+    pub compactions: AtomicU64,
+    pub blocks_deleted_by_retention: AtomicU64,
+    pub head_cuts: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Formats a millisecond duration the way Prometheus does (`10m`, `1h30m`).
+pub fn format_duration_ms(ms: i64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    if rest < 0 {
+        out.push('-');
+        rest = -rest;
+    }
+    for (unit, size) in [
+        ("d", 86_400_000i64),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}

@@ -1,0 +1,863 @@
+//! [`Db`]: ties the WAL, the head and the blocks together.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use skopos_model::{
+    AppendError, AppendOutcome, Labels, Matcher, Sample, SampleSink, SeriesSamples, WriteBatch,
+};
+
+use crate::block::{self, Block, BlockWriter, FrameCache};
+use crate::head::{align_down, Added, Head, MemSeries};
+use crate::wal::{self, Record, Wal};
+use crate::{
+    format_duration_ms, BackfillReport, Counters, MaintenanceReport, Options, SeriesData, Stats,
+    TsdbError,
+};
+
+/// Series per WAL record when writing checkpoints.
+const CHECKPOINT_BATCH: usize = 4096;
+
+/// The metrics database. `Send + Sync`; share it behind an `Arc`.
+pub struct Db {
+    dir: PathBuf,
+    opts: Options,
+    _lock: File,
+    head: Head,
+    wal: Wal,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    counters: Arc<Counters>,
+    /// Serializes head cuts, compaction, retention and backfill.
+    maint: Mutex<()>,
+    closed: AtomicBool,
+}
+
+fn lock_dir(dir: &Path) -> Result<File, TsdbError> {
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| TsdbError::io(&path, e))?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(TsdbError::Locked {
+            path: dir.to_path_buf(),
+            message: format!("another process (or Db) holds {}: {err}", path.display()),
+        });
+    }
+    Ok(f)
+}
+
+impl Db {
+    pub fn open(dir: &Path, opts: Options) -> Result<Db, TsdbError> {
+        if opts.block_duration_ms <= 0 {
+            return Err(TsdbError::InvalidOptions(
+                "block_duration_ms must be positive".into(),
+            ));
+        }
+        if opts.out_of_order_window_ms < 0 {
+            return Err(TsdbError::InvalidOptions(
+                "out_of_order_window_ms must not be negative".into(),
+            ));
+        }
+        fs::create_dir_all(dir).map_err(|e| TsdbError::io(dir, e))?;
+        let lock = lock_dir(dir)?;
+        let blocks_dir = dir.join("blocks");
+        fs::create_dir_all(&blocks_dir).map_err(|e| TsdbError::io(&blocks_dir, e))?;
+        let blocks = block::load_all(&blocks_dir, true)?;
+        let counters = Arc::new(Counters::default());
+        let head = Head::new(opts.block_duration_ms);
+        let wal_dir = dir.join("wal");
+        let damaged = replay_into(&head, &wal_dir)?;
+        Counters::add(&counters.wal_corruptions_repaired, damaged);
+        let wal = Wal::create(
+            &wal_dir,
+            opts.wal_segment_size,
+            opts.wal_fsync,
+            counters.clone(),
+        )?;
+        Ok(Db {
+            dir: dir.to_path_buf(),
+            opts,
+            _lock: lock,
+            head,
+            wal,
+            blocks: RwLock::new(blocks.into_iter().map(Arc::new).collect()),
+            counters,
+            maint: Mutex::new(()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Looks a series up, creating it (and logging its WAL record) if needed.
+    fn resolve(&self, labels: &Labels) -> Result<Arc<MemSeries>, AppendError> {
+        let hash = self.head.hash(labels);
+        if let Some(s) = self.head.index.read().get(hash, labels) {
+            return Ok(s.clone());
+        }
+        let mut ix = self.head.index.write();
+        if let Some(s) = ix.get(hash, labels) {
+            return Ok(s.clone());
+        }
+        let s = ix.create(hash, labels, None);
+        let mut buf = Vec::new();
+        wal::encode_series(&mut buf, [(s.r, labels)]);
+        self.wal
+            .log(&buf)
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        Counters::add(&self.counters.series_created, 1);
+        Ok(s)
+    }
+
+    pub fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AppendError::Unavailable("the database is closed".into()));
+        }
+        for s in &batch.series {
+            self.opts.limits.check(&s.labels)?;
+        }
+        let mut out = AppendOutcome::default();
+        let live: Vec<&SeriesSamples> = batch
+            .series
+            .iter()
+            .filter(|s| !s.samples.is_empty())
+            .collect();
+        let hashes: Vec<u64> = live.iter().map(|s| self.head.hash(&s.labels)).collect();
+        let mut handles: Vec<Option<Arc<MemSeries>>> = {
+            let ix = self.head.index.read();
+            live.iter()
+                .zip(&hashes)
+                .map(|(s, h)| ix.get(*h, &s.labels).cloned())
+                .collect()
+        };
+        if handles.iter().any(Option::is_none) {
+            let mut ix = self.head.index.write();
+            let mut fresh: HashMap<&Labels, usize> = HashMap::new();
+            for (i, s) in live.iter().enumerate() {
+                if handles[i].is_none() && ix.get(hashes[i], &s.labels).is_none() {
+                    let n = fresh.len();
+                    fresh.entry(&s.labels).or_insert(n);
+                }
+            }
+            let current = ix.series.len();
+            let limit = self.opts.limits.max_series;
+            if !fresh.is_empty() && current + fresh.len() > limit {
+                Counters::add(&self.counters.series_limit_rejections, 1);
+                return Err(AppendError::SeriesLimit {
+                    new: fresh.len(),
+                    current,
+                    limit,
+                });
+            }
+            let mut created = Vec::new();
+            for (i, s) in live.iter().enumerate() {
+                if handles[i].is_some() {
+                    continue;
+                }
+                let h = match ix.get(hashes[i], &s.labels) {
+                    Some(h) => h.clone(),
+                    None => {
+                        let h = ix.create(hashes[i], &s.labels, None);
+                        created.push((h.r, &s.labels));
+                        h
+                    }
+                };
+                handles[i] = Some(h);
+            }
+            if !created.is_empty() {
+                let mut buf = Vec::new();
+                wal::encode_series(&mut buf, created.iter().map(|(r, l)| (*r, *l)));
+                self.wal
+                    .log(&buf)
+                    .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                out.series_created = created.len();
+                Counters::add(&self.counters.series_created, created.len() as u64);
+            }
+        }
+
+        let window = self.opts.out_of_order_window_ms;
+        let block_ms = self.opts.block_duration_ms;
+        let mut accepted: Vec<(u64, Vec<Sample>)> = Vec::with_capacity(live.len());
+        for (i, s) in live.iter().enumerate() {
+            let mut handle = handles[i].take().expect("resolved above");
+            let mut st = loop {
+                let st = handle.state.lock();
+                if !st.deleted {
+                    break st;
+                }
+                drop(st);
+                handle = self.resolve(&s.labels)?;
+            };
+            let mut ok = Vec::with_capacity(s.samples.len());
+            let chunks_before = st.chunk_count();
+            for smp in &s.samples {
+                let max_t = self.head.max_t.load(Ordering::SeqCst);
+                let oldest = (max_t != i64::MIN).then(|| max_t.saturating_sub(window));
+                match st.add(smp.t, smp.v, oldest, block_ms) {
+                    Added::Appended => {
+                        ok.push(*smp);
+                        self.head.note_appended(smp.t);
+                    }
+                    Added::Duplicate => out.duplicates += 1,
+                    Added::Conflict => {
+                        out.conflicts += 1;
+                        out.first_rejection.get_or_insert_with(|| {
+                            format!(
+                                "duplicate sample for timestamp with different value: series {} at t={}",
+                                s.labels, smp.t
+                            )
+                        });
+                    }
+                    Added::TooOld => {
+                        out.too_old += 1;
+                        out.first_rejection.get_or_insert_with(|| {
+                            format!(
+                                "sample timestamp too old: t={} for series {} is before {} (newest sample {}); out-of-order window is {}",
+                                smp.t,
+                                s.labels,
+                                oldest.unwrap_or(i64::MIN),
+                                max_t,
+                                format_duration_ms(window)
+                            )
+                        });
+                    }
+                }
+            }
+            let chunks_after = st.chunk_count();
+            drop(st);
+            if chunks_after > chunks_before {
+                self.head
+                    .chunks
+                    .fetch_add((chunks_after - chunks_before) as u64, Ordering::Relaxed);
+            }
+            out.samples_appended += ok.len();
+            if !ok.is_empty() {
+                accepted.push((handle.r, ok));
+            }
+        }
+        if !accepted.is_empty() {
+            let mut buf = Vec::new();
+            wal::encode_samples(&mut buf, accepted.iter().map(|(r, s)| (*r, s.as_slice())));
+            self.wal
+                .log(&buf)
+                .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        }
+        let c = &self.counters;
+        Counters::add(&c.samples_appended, out.samples_appended as u64);
+        Counters::add(&c.duplicates, out.duplicates as u64);
+        Counters::add(&c.too_old, out.too_old as u64);
+        Counters::add(&c.conflicts, out.conflicts as u64);
+        Ok(out)
+    }
+
+    fn blocks_snapshot(&self) -> Vec<Arc<Block>> {
+        self.blocks.read().clone()
+    }
+
+    /// Head series matching, with their labels.
+    fn head_matches(&self, matchers: &[Matcher]) -> Vec<(Labels, Arc<MemSeries>)> {
+        let ix = self.head.index.read();
+        ix.ix
+            .select(matchers)
+            .into_iter()
+            .filter_map(|r| ix.series.get(&r).map(|s| (ix.labels_of(s), s.clone())))
+            .collect()
+    }
+
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesData>, TsdbError> {
+        let mut acc: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
+        for (bi, b) in self.blocks_snapshot().iter().enumerate() {
+            if !b.overlaps(mint, maxt) {
+                continue;
+            }
+            let mut cache = FrameCache::default();
+            for sid in b.index.select(matchers) {
+                if !b.has_data_in(sid, mint, maxt) {
+                    continue;
+                }
+                let s = b.samples(sid, mint, maxt, &mut cache, bi)?;
+                if !s.is_empty() {
+                    acc.entry(b.labels(sid)).or_default().push(s);
+                }
+            }
+        }
+        for (labels, s) in self.head_matches(matchers) {
+            let samples = s.state.lock().samples(mint, maxt);
+            if !samples.is_empty() {
+                acc.entry(labels).or_default().push(samples);
+            }
+        }
+        Ok(acc
+            .into_iter()
+            .map(|(labels, parts)| SeriesData {
+                labels,
+                samples: merge(parts),
+            })
+            .collect())
+    }
+
+    pub fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, TsdbError> {
+        let mut out = std::collections::BTreeSet::new();
+        for b in self
+            .blocks_snapshot()
+            .iter()
+            .filter(|b| b.overlaps(mint, maxt))
+        {
+            for sid in b.index.select(matchers) {
+                if b.has_data_in(sid, mint, maxt) {
+                    out.insert(b.labels(sid));
+                }
+            }
+        }
+        for (labels, s) in self.head_matches(matchers) {
+            let st = s.state.lock();
+            if st.min_t().is_some_and(|a| a <= maxt) && st.max_t().is_some_and(|b| b >= mint) {
+                out.insert(labels);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    fn head_overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.head.samples.load(Ordering::Relaxed) > 0
+            && self.head.min_t.load(Ordering::SeqCst) <= maxt
+            && self.head.max_t.load(Ordering::SeqCst) >= mint
+    }
+
+    pub fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, TsdbError> {
+        let mut out = std::collections::BTreeSet::new();
+        if matchers.is_empty() {
+            for b in self
+                .blocks_snapshot()
+                .iter()
+                .filter(|b| b.overlaps(mint, maxt))
+            {
+                out.extend(b.index.label_names());
+            }
+            if self.head_overlaps(mint, maxt) {
+                out.extend(self.head.index.read().ix.label_names());
+            }
+        } else {
+            for l in self.series(matchers, mint, maxt)? {
+                out.extend(l.into_vec().into_iter().map(|l| l.name));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, TsdbError> {
+        let mut out = std::collections::BTreeSet::new();
+        if matchers.is_empty() {
+            for b in self
+                .blocks_snapshot()
+                .iter()
+                .filter(|b| b.overlaps(mint, maxt))
+            {
+                out.extend(b.index.label_values(name));
+            }
+            if self.head_overlaps(mint, maxt) {
+                out.extend(self.head.index.read().ix.label_values(name));
+            }
+        } else {
+            for l in self.series(matchers, mint, maxt)? {
+                if let Some(v) = l.get(name) {
+                    out.insert(v.to_string());
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Periodic housekeeping: cut the head into blocks when it spans more
+    /// than 1.5 block durations, compact, apply retention, truncate the WAL.
+    pub fn maintenance(&self, now_ms: i64) -> Result<MaintenanceReport, TsdbError> {
+        let _g = self.maint.lock();
+        let mut report = MaintenanceReport::default();
+        let block_ms = self.opts.block_duration_ms;
+        for _ in 0..1000 {
+            if self.head.samples.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            let (hmin, hmax) = (
+                self.head.min_t.load(Ordering::SeqCst),
+                self.head.max_t.load(Ordering::SeqCst),
+            );
+            if (hmax as i128 - hmin as i128) <= (block_ms as i128 * 3 / 2) {
+                break;
+            }
+            let end = align_down(hmin, block_ms).saturating_add(block_ms);
+            self.cut_head(end - 1)?;
+            report.head_cuts += 1;
+        }
+        if report.head_cuts > 0 {
+            let (gc, deleted) = self.gc_and_checkpoint()?;
+            report.series_gc = gc;
+            report.wal_segments_deleted = deleted;
+        }
+        report.compactions = self.compact()?;
+        report.blocks_deleted = self.apply_retention(now_ms)?;
+        Ok(report)
+    }
+
+    /// Persists everything in the head into block(s) now.
+    pub fn flush_head(&self) -> Result<(), TsdbError> {
+        let _g = self.maint.lock();
+        if self.head.samples.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let block_ms = self.opts.block_duration_ms;
+        // One block per block_duration-aligned range, oldest first.
+        for _ in 0..100_000 {
+            if self.head.samples.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            let hmin = self.head.min_t.load(Ordering::SeqCst);
+            let hmax = self.head.max_t.load(Ordering::SeqCst);
+            let end = align_down(hmin, block_ms).saturating_add(block_ms);
+            self.cut_head(end.min(hmax.saturating_add(1)) - 1)?;
+            if end > hmax {
+                break;
+            }
+        }
+        self.gc_and_checkpoint()?;
+        Ok(())
+    }
+
+    /// Writes every head sample with `t <= maxt` into one block, then drops
+    /// those samples from the head.
+    fn cut_head(&self, maxt: i64) -> Result<(), TsdbError> {
+        let end = maxt.saturating_add(1);
+        let mut snap: Vec<(Labels, Arc<MemSeries>)> = {
+            let ix = self.head.index.read();
+            ix.series
+                .values()
+                .map(|s| (ix.labels_of(s), s.clone()))
+                .collect()
+        };
+        snap.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut writer = BlockWriter::new(&self.dir.join("blocks"))?;
+        let mut marks = Vec::with_capacity(snap.len());
+        for (labels, s) in &snap {
+            let (samples, last_t, gen) = {
+                let st = s.state.lock();
+                (st.samples(i64::MIN, maxt), st.last_t, st.ooo_gen)
+            };
+            marks.push((last_t, gen));
+            writer.add_series(labels, &samples)?;
+        }
+        if let Some(b) = writer.finish(1, Vec::new(), "head")? {
+            self.add_block(b);
+        }
+        let (mut samples, mut chunks) = (0, 0);
+        let (mut new_min, mut any) = (i64::MAX, false);
+        for ((_, s), (last_t, gen)) in snap.iter().zip(marks) {
+            let mut st = s.state.lock();
+            let cutoff = end.min(last_t.saturating_add(1));
+            let drop_ooo = st.ooo_gen == gen;
+            let (a, b) = st.truncate(cutoff, drop_ooo, end);
+            samples += a;
+            chunks += b;
+            if let Some(m) = st.min_t() {
+                new_min = new_min.min(m);
+                any = true;
+            }
+        }
+        self.head.samples.fetch_sub(samples, Ordering::Relaxed);
+        self.head.chunks.fetch_sub(chunks, Ordering::Relaxed);
+        // Series created during the cut are not in `snap`; include them.
+        if let Some((lo, _)) = self.head.time_range() {
+            new_min = new_min.min(lo);
+            any = true;
+        }
+        self.head
+            .min_t
+            .store(if any { new_min } else { i64::MAX }, Ordering::SeqCst);
+        Counters::add(&self.counters.head_cuts, 1);
+        Ok(())
+    }
+
+    fn add_block(&self, b: Block) {
+        let mut blocks = self.blocks.write();
+        blocks.push(Arc::new(b));
+        blocks.sort_by(|a, b| (a.meta.min_time, &a.meta.id).cmp(&(b.meta.min_time, &b.meta.id)));
+    }
+
+    /// Removes empty series from the head, then writes a WAL checkpoint of
+    /// the head and deletes the segments it covers. Returns (series removed,
+    /// WAL files deleted).
+    fn gc_and_checkpoint(&self) -> Result<(u64, u64), TsdbError> {
+        let gc = {
+            let mut ix = self.head.index.write();
+            let mut removed = Vec::new();
+            for s in ix.series.values() {
+                let mut st = s.state.lock();
+                if st.is_empty() {
+                    st.deleted = true;
+                    removed.push((s.r, self.head.hash(&ix.labels_of(s))));
+                }
+            }
+            ix.remove(&removed);
+            removed.len() as u64
+        };
+        let upto = self.wal.rotate()?;
+        let mut cp = self.wal.begin_checkpoint(upto)?;
+        let series: Vec<(Labels, Arc<MemSeries>)> = {
+            let ix = self.head.index.read();
+            ix.series
+                .values()
+                .map(|s| (ix.labels_of(s), s.clone()))
+                .collect()
+        };
+        let mut buf = Vec::new();
+        for part in series.chunks(CHECKPOINT_BATCH) {
+            buf.clear();
+            wal::encode_series(&mut buf, part.iter().map(|(l, s)| (s.r, l)));
+            let samples: Vec<(u64, Vec<Sample>)> = part
+                .iter()
+                .map(|(_, s)| (s.r, s.state.lock().samples(i64::MIN, i64::MAX)))
+                .collect();
+            wal::encode_samples(&mut buf, samples.iter().map(|(r, s)| (*r, s.as_slice())));
+            cp.write(&buf)?;
+        }
+        let deleted = cp.commit()?;
+        Ok((gc, deleted))
+    }
+
+    /// Merges overlapping blocks, then adjacent blocks into ranges of 3×, 9×,
+    /// ... the block duration (up to 10% of retention, at most 31 days).
+    fn compact(&self) -> Result<u64, TsdbError> {
+        let mut n = 0;
+        for _ in 0..1000 {
+            let blocks = self.blocks_snapshot();
+            let group = overlapping_group(&blocks).or_else(|| self.adjacent_group(&blocks));
+            let Some(group) = group else { break };
+            let level = group
+                .iter()
+                .map(|b| b.meta.compaction.level)
+                .max()
+                .unwrap_or(1)
+                + 1;
+            self.merge_blocks(&group, level)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn adjacent_group(&self, blocks: &[Arc<Block>]) -> Option<Vec<Arc<Block>>> {
+        let base = self.opts.block_duration_ms;
+        let mut max_range = 31 * 86_400_000i64;
+        if let Some(rt) = self.opts.retention_time {
+            max_range = max_range.min(rt.as_millis() as i64 / 10);
+        }
+        let horizon = blocks.iter().map(|b| b.meta.max_time).max()?;
+        let mut range = base.saturating_mul(3);
+        while range <= max_range {
+            let mut groups: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+            for b in blocks {
+                let start = align_down(b.meta.min_time, range);
+                if b.meta.max_time < start + range {
+                    groups.entry(start).or_default().push(b.clone());
+                }
+            }
+            for (start, g) in groups {
+                // Only compact windows that are complete (newer data exists).
+                if g.len() >= 2 && start + range <= horizon {
+                    return Some(g);
+                }
+            }
+            range = range.saturating_mul(3);
+        }
+        None
+    }
+
+    fn merge_blocks(&self, group: &[Arc<Block>], level: u32) -> Result<(), TsdbError> {
+        let mut all: BTreeMap<Labels, Vec<(usize, u32)>> = BTreeMap::new();
+        for (bi, b) in group.iter().enumerate() {
+            for sid in 0..b.series.len() as u32 {
+                all.entry(b.labels(sid)).or_default().push((bi, sid));
+            }
+        }
+        let mut caches: Vec<FrameCache> = group.iter().map(|_| FrameCache::default()).collect();
+        let mut writer = BlockWriter::new(&self.dir.join("blocks"))?;
+        for (labels, refs) in all {
+            let mut parts = Vec::with_capacity(refs.len());
+            for (bi, sid) in refs {
+                parts.push(group[bi].samples(sid, i64::MIN, i64::MAX, &mut caches[bi], bi)?);
+            }
+            writer.add_series(&labels, &merge(parts))?;
+        }
+        let mut sources: Vec<String> = Vec::new();
+        for b in group {
+            if b.meta.compaction.sources.is_empty() {
+                sources.push(b.meta.id.clone());
+            } else {
+                sources.extend(b.meta.compaction.sources.iter().cloned());
+            }
+        }
+        let new = writer.finish(level, sources, "compaction")?;
+        let ids: Vec<&str> = group.iter().map(|b| b.id()).collect();
+        {
+            let mut blocks = self.blocks.write();
+            blocks.retain(|b| !ids.contains(&b.id()));
+        }
+        if let Some(b) = new {
+            self.add_block(b);
+        }
+        for b in group {
+            block::delete(&b.dir)?;
+        }
+        Counters::add(&self.counters.compactions, 1);
+        Ok(())
+    }
+
+    fn apply_retention(&self, now_ms: i64) -> Result<u64, TsdbError> {
+        let mut doomed: Vec<Arc<Block>> = Vec::new();
+        {
+            let mut blocks = self.blocks.write();
+            if let Some(rt) = self.opts.retention_time {
+                let cutoff = now_ms.saturating_sub(rt.as_millis() as i64);
+                let (old, keep): (Vec<_>, Vec<_>) =
+                    blocks.drain(..).partition(|b| b.meta.max_time < cutoff);
+                *blocks = keep;
+                doomed.extend(old);
+            }
+            if let Some(limit) = self.opts.retention_size {
+                let mut total: u64 = blocks.iter().map(|b| b.disk_bytes).sum();
+                while total > limit && !blocks.is_empty() {
+                    let oldest = blocks.remove(0);
+                    total -= oldest.disk_bytes;
+                    doomed.push(oldest);
+                }
+            }
+        }
+        for b in &doomed {
+            block::delete(&b.dir)?;
+            tracing::info!(block = %b.id(), min_time = b.meta.min_time, max_time = b.meta.max_time, "deleted block by retention");
+        }
+        Counters::add(
+            &self.counters.blocks_deleted_by_retention,
+            doomed.len() as u64,
+        );
+        Ok(doomed.len() as u64)
+    }
+
+    /// Writes historical samples straight into blocks aligned to the block
+    /// duration, bypassing the head and the out-of-order window.
+    pub fn backfill(&self, series: Vec<SeriesSamples>) -> Result<BackfillReport, TsdbError> {
+        for s in &series {
+            self.opts
+                .limits
+                .check(&s.labels)
+                .map_err(|e| TsdbError::InvalidData(e.to_string()))?;
+        }
+        let _g = self.maint.lock();
+        let mut report = BackfillReport::default();
+        let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        for s in series {
+            merged.entry(s.labels).or_default().extend(s.samples);
+        }
+        let block_ms = self.opts.block_duration_ms;
+        let mut windows: BTreeMap<i64, Vec<(&Labels, std::ops::Range<usize>)>> = BTreeMap::new();
+        for samples in merged.values_mut() {
+            samples.sort_by_key(|s| s.t);
+            let before = samples.len();
+            samples.dedup_by_key(|s| s.t);
+            report.duplicates_dropped += (before - samples.len()) as u64;
+            report.samples += samples.len() as u64;
+            if !samples.is_empty() {
+                report.series += 1;
+            }
+        }
+        for (labels, samples) in merged.iter() {
+            let mut i = 0;
+            while i < samples.len() {
+                let start = align_down(samples[i].t, block_ms);
+                let j = i + samples[i..].partition_point(|s| s.t < start.saturating_add(block_ms));
+                windows.entry(start).or_default().push((labels, i..j));
+                i = j;
+            }
+        }
+        for parts in windows.values() {
+            let mut writer = BlockWriter::new(&self.dir.join("blocks"))?;
+            for (labels, range) in parts {
+                writer.add_series(labels, &merged[*labels][range.clone()])?;
+            }
+            if let Some(b) = writer.finish(1, Vec::new(), "backfill")? {
+                self.add_block(b);
+                report.blocks_created += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let blocks = self.blocks.read();
+        let (wal_segments, wal_bytes) = wal::disk_usage(&self.dir.join("wal"));
+        let head_samples = self.head.samples.load(Ordering::Relaxed);
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            head_series: self.head.index.read().series.len() as u64,
+            head_samples,
+            head_chunks: self.head.chunks.load(Ordering::Relaxed),
+            head_min_t: (head_samples > 0).then(|| self.head.min_t.load(Ordering::SeqCst)),
+            head_max_t: (head_samples > 0).then(|| self.head.max_t.load(Ordering::SeqCst)),
+            blocks: blocks.len() as u64,
+            block_bytes: blocks.iter().map(|b| b.disk_bytes).sum(),
+            wal_segments,
+            wal_bytes,
+            samples_appended: l(&c.samples_appended),
+            duplicates: l(&c.duplicates),
+            too_old: l(&c.too_old),
+            conflicts: l(&c.conflicts),
+            series_created: l(&c.series_created),
+            series_limit_rejections: l(&c.series_limit_rejections),
+            wal_fsyncs: l(&c.wal_fsyncs),
+            wal_corruptions_repaired: l(&c.wal_corruptions_repaired),
+            compactions: l(&c.compactions),
+            blocks_deleted_by_retention: l(&c.blocks_deleted_by_retention),
+            head_cuts: l(&c.head_cuts),
+        }
+    }
+
+    /// Approximate heap bytes used by the head (series, labels, chunks, index).
+    pub fn head_memory_bytes(&self) -> u64 {
+        let ix = self.head.index.read();
+        let mut total = ix.ix.symbols.heap_bytes();
+        for values in ix.ix.postings.values() {
+            total += 48;
+            for list in values.values() {
+                total += 40 + list.capacity() * 8;
+            }
+        }
+        for s in ix.series.values() {
+            // Arc + series struct + hash map entries + symbol ids + chunk data.
+            total += std::mem::size_of::<MemSeries>()
+                + 16
+                + 40
+                + s.syms.len() * 4
+                + s.state.lock().heap_bytes();
+        }
+        total as u64
+    }
+
+    /// Flushes and fsyncs the WAL and releases the directory lock.
+    pub fn close(self) -> Result<(), TsdbError> {
+        self.closed.store(true, Ordering::Release);
+        self.wal.close()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = self.wal.close();
+    }
+}
+
+impl SampleSink for Db {
+    fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
+        Db::append(self, batch)
+    }
+}
+
+/// Merges sorted sample runs; on equal timestamps the earliest run wins.
+fn merge(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut all: Vec<Sample> = parts.into_iter().flatten().collect();
+    all.sort_by_key(|s| s.t);
+    all.dedup_by_key(|s| s.t);
+    all
+}
+
+/// The first set of blocks whose time ranges overlap each other.
+fn overlapping_group(blocks: &[Arc<Block>]) -> Option<Vec<Arc<Block>>> {
+    let mut sorted = blocks.to_vec();
+    sorted.sort_by_key(|b| b.meta.min_time);
+    let mut group: Vec<Arc<Block>> = Vec::new();
+    let mut group_max = i64::MIN;
+    for b in sorted {
+        if !group.is_empty() && b.meta.min_time <= group_max {
+            group_max = group_max.max(b.meta.max_time);
+            group.push(b);
+            continue;
+        }
+        if group.len() >= 2 {
+            return Some(group);
+        }
+        group_max = b.meta.max_time;
+        group = vec![b];
+    }
+    (group.len() >= 2).then_some(group)
+}
+
+/// Replays the WAL in `wal_dir` into `head`, repairing damaged tails.
+fn replay_into(head: &Head, wal_dir: &Path) -> Result<u64, TsdbError> {
+    let mut refs: HashMap<u64, Arc<MemSeries>> = HashMap::new();
+    let block_ms = head.block_ms;
+    let mut visit = |rec: Record| match rec {
+        Record::Series(list) => {
+            let mut ix = head.index.write();
+            for (r, labels) in list {
+                let h = head.hash(&labels);
+                let s = match ix.get(h, &labels) {
+                    Some(s) => s.clone(),
+                    None => ix.create(h, &labels, Some(r)),
+                };
+                refs.insert(r, s);
+            }
+        }
+        Record::Samples(list) => {
+            for (r, samples) in list {
+                let Some(s) = refs.get(&r) else { continue };
+                let mut st = s.state.lock();
+                let before = st.chunk_count();
+                for smp in samples {
+                    if st.add(smp.t, smp.v, None, block_ms) == Added::Appended {
+                        head.note_appended(smp.t);
+                    }
+                }
+                let after = st.chunk_count();
+                head.chunks
+                    .fetch_add(after.saturating_sub(before) as u64, Ordering::Relaxed);
+            }
+        }
+    };
+    wal::replay(wal_dir, true, &mut visit)
+}

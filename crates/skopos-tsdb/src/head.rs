@@ -1,0 +1,418 @@
+//! The head: the in-memory, writable part of the database holding the most
+//! recent samples (those not yet cut into blocks).
+//!
+//! Series labels are interned into a symbol table (a series stores only
+//! `u32` symbol ids); samples live in Gorilla chunks with the open chunk
+//! appended in place. Out-of-order samples (older than the series' latest
+//! sample but inside the window) go to a small sorted per-series buffer that
+//! is merged at query time and when the head is cut into a block.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use skopos_model::{Labels, Sample};
+
+use crate::chunk::{self, ChunkEncoder, HEAD_CHUNK_SAMPLES};
+use crate::index::MemIndex;
+
+pub struct HeadChunk {
+    pub bytes: Box<[u8]>,
+    pub min_t: i64,
+    pub max_t: i64,
+    pub count: u16,
+}
+
+pub struct SeriesState {
+    pub closed: Vec<HeadChunk>,
+    pub open: Option<ChunkEncoder>,
+    pub ooo: Vec<Sample>,
+    /// Bumped on each out-of-order insert (lets a head cut know whether the
+    /// buffer changed since it took its snapshot).
+    pub ooo_gen: u32,
+    pub last_t: i64,
+    pub last_v: u64,
+    /// Set when garbage-collected: an appender holding a stale handle must
+    /// look the series up again.
+    pub deleted: bool,
+}
+
+pub struct MemSeries {
+    pub r: u64,
+    pub syms: Box<[u32]>,
+    pub state: Mutex<SeriesState>,
+}
+
+/// Result of trying to add one sample to a series.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Added {
+    Appended,
+    Duplicate,
+    Conflict,
+    TooOld,
+}
+
+impl SeriesState {
+    fn new() -> Self {
+        SeriesState {
+            closed: Vec::new(),
+            open: None,
+            ooo: Vec::new(),
+            ooo_gen: 0,
+            last_t: i64::MIN,
+            last_v: 0,
+            deleted: false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.closed.is_empty()
+            && self.open.as_ref().is_none_or(|o| o.count() == 0)
+            && self.ooo.is_empty()
+    }
+
+    pub fn min_t(&self) -> Option<i64> {
+        let c = self.closed.first().map(|c| c.min_t);
+        let o = self
+            .open
+            .as_ref()
+            .filter(|o| o.count() > 0)
+            .map(|o| o.min_t());
+        let x = self.ooo.first().map(|s| s.t);
+        [c, o, x].into_iter().flatten().min()
+    }
+
+    pub fn max_t(&self) -> Option<i64> {
+        let c = self.closed.last().map(|c| c.max_t);
+        let o = self
+            .open
+            .as_ref()
+            .filter(|o| o.count() > 0)
+            .map(|o| o.max_t());
+        let x = self.ooo.last().map(|s| s.t);
+        [c, o, x].into_iter().flatten().max()
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.closed.len() + usize::from(self.open.as_ref().is_some_and(|o| o.count() > 0))
+    }
+
+    /// Value stored at exactly `t`, if any.
+    fn find(&self, t: i64) -> Option<u64> {
+        if let Ok(i) = self.ooo.binary_search_by_key(&t, |s| s.t) {
+            return Some(self.ooo[i].v.to_bits());
+        }
+        let mut buf = Vec::new();
+        for c in self.closed.iter().filter(|c| c.min_t <= t && t <= c.max_t) {
+            buf.clear();
+            if chunk::decode(&c.bytes, c.count as usize, &mut buf).is_ok() {
+                if let Some(s) = buf.iter().find(|s| s.t == t) {
+                    return Some(s.v.to_bits());
+                }
+            }
+        }
+        if let Some(o) = self
+            .open
+            .as_ref()
+            .filter(|o| o.count() > 0 && o.min_t() <= t && t <= o.max_t())
+        {
+            buf.clear();
+            if chunk::decode(o.bytes(), o.count(), &mut buf).is_ok() {
+                return buf.iter().find(|s| s.t == t).map(|s| s.v.to_bits());
+            }
+        }
+        None
+    }
+
+    /// Adds a sample. `oldest` is the oldest timestamp an out-of-order
+    /// sample may have (`None` = no limit, used by WAL replay).
+    pub fn add(&mut self, t: i64, v: f64, oldest: Option<i64>, block_ms: i64) -> Added {
+        if t > self.last_t {
+            self.append_in_order(t, v, block_ms);
+            return Added::Appended;
+        }
+        if t == self.last_t {
+            return if self.last_v == v.to_bits() {
+                Added::Duplicate
+            } else {
+                Added::Conflict
+            };
+        }
+        if oldest.is_some_and(|o| t < o) {
+            return Added::TooOld;
+        }
+        match self.find(t) {
+            Some(bits) if bits == v.to_bits() => Added::Duplicate,
+            Some(_) => Added::Conflict,
+            None => {
+                let i = self.ooo.partition_point(|s| s.t < t);
+                self.ooo.insert(i, Sample { t, v });
+                self.ooo_gen = self.ooo_gen.wrapping_add(1);
+                Added::Appended
+            }
+        }
+    }
+
+    fn close_open(&mut self) {
+        if let Some(o) = self.open.take() {
+            if o.count() > 0 {
+                self.closed.push(HeadChunk {
+                    min_t: o.min_t(),
+                    max_t: o.max_t(),
+                    count: o.count() as u16,
+                    bytes: o.into_bytes(),
+                });
+            }
+        }
+    }
+
+    fn append_in_order(&mut self, t: i64, v: f64, block_ms: i64) {
+        let cut = match &self.open {
+            None => true,
+            Some(o) => {
+                o.count() >= HEAD_CHUNK_SAMPLES
+                    || (o.count() > 0
+                        && t >= align_down(o.min_t(), block_ms).saturating_add(block_ms))
+            }
+        };
+        if cut {
+            self.close_open();
+            self.open = Some(ChunkEncoder::for_value(v));
+        }
+        self.open.as_mut().expect("just ensured").push(t, v);
+        self.last_t = t;
+        self.last_v = v.to_bits();
+    }
+
+    /// All samples in `[mint, maxt]`, sorted, chunks merged with the
+    /// out-of-order buffer.
+    pub fn samples(&self, mint: i64, maxt: i64) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for c in self
+            .closed
+            .iter()
+            .filter(|c| c.max_t >= mint && c.min_t <= maxt)
+        {
+            let _ = chunk::decode(&c.bytes, c.count as usize, &mut out);
+        }
+        if let Some(o) = self
+            .open
+            .as_ref()
+            .filter(|o| o.count() > 0 && o.max_t() >= mint && o.min_t() <= maxt)
+        {
+            let _ = chunk::decode(o.bytes(), o.count(), &mut out);
+        }
+        out.retain(|s| s.t >= mint && s.t <= maxt);
+        let lo = self.ooo.partition_point(|s| s.t < mint);
+        let hi = self.ooo.partition_point(|s| s.t <= maxt);
+        if lo < hi {
+            out.extend_from_slice(&self.ooo[lo..hi]);
+            out.sort_by_key(|s| s.t);
+            out.dedup_by_key(|s| s.t);
+        }
+        out
+    }
+
+    /// Drops in-order samples with `t < cutoff` and, if `drop_ooo`, buffered
+    /// out-of-order samples with `t < ooo_cutoff`. Returns (samples, chunks) removed.
+    pub fn truncate(&mut self, cutoff: i64, drop_ooo: bool, ooo_cutoff: i64) -> (u64, u64) {
+        let before_samples = self.sample_count();
+        let before_chunks = self.chunk_count() as u64;
+        let mut kept = Vec::with_capacity(self.closed.len());
+        for c in std::mem::take(&mut self.closed) {
+            if c.max_t < cutoff {
+                continue;
+            }
+            if c.min_t >= cutoff {
+                kept.push(c);
+                continue;
+            }
+            let mut s = Vec::new();
+            let _ = chunk::decode(&c.bytes, c.count as usize, &mut s);
+            s.retain(|s| s.t >= cutoff);
+            if !s.is_empty() {
+                let e = ChunkEncoder::from_samples(&s);
+                kept.push(HeadChunk {
+                    min_t: e.min_t(),
+                    max_t: e.max_t(),
+                    count: e.count() as u16,
+                    bytes: e.into_bytes(),
+                });
+            }
+        }
+        self.closed = kept;
+        if let Some(o) = self
+            .open
+            .as_ref()
+            .filter(|o| o.count() > 0 && o.min_t() < cutoff)
+        {
+            let mut s = Vec::new();
+            let _ = chunk::decode(o.bytes(), o.count(), &mut s);
+            s.retain(|s| s.t >= cutoff);
+            let e = ChunkEncoder::from_samples(&s);
+            self.open = if s.is_empty() { None } else { Some(e) };
+        }
+        if drop_ooo {
+            let n = self.ooo.partition_point(|s| s.t < ooo_cutoff);
+            self.ooo.drain(..n);
+            if self.ooo.is_empty() {
+                self.ooo = Vec::new();
+            }
+        }
+        (
+            before_samples - self.sample_count(),
+            before_chunks - self.chunk_count() as u64,
+        )
+    }
+
+    pub fn sample_count(&self) -> u64 {
+        let c: u64 = self.closed.iter().map(|c| c.count as u64).sum();
+        c + self.open.as_ref().map_or(0, |o| o.count() as u64) + self.ooo.len() as u64
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.closed
+            .iter()
+            .map(|c| c.bytes.len() + std::mem::size_of::<HeadChunk>())
+            .sum::<usize>()
+            + self.open.as_ref().map_or(0, |o| o.heap_bytes())
+            + self.ooo.capacity() * 16
+    }
+}
+
+pub fn align_down(t: i64, step: i64) -> i64 {
+    t.div_euclid(step) * step
+}
+
+#[derive(Default)]
+pub struct HeadIndex {
+    pub ix: MemIndex<u64>,
+    pub series: HashMap<u64, Arc<MemSeries>>,
+    by_hash: HashMap<u64, u64>,
+    collisions: HashMap<u64, Vec<u64>>,
+    next_ref: u64,
+}
+
+impl HeadIndex {
+    pub fn labels_of(&self, s: &MemSeries) -> Labels {
+        self.ix.symbols.labels(&s.syms)
+    }
+
+    pub fn get(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
+        let is = |r: &u64| {
+            self.series
+                .get(r)
+                .filter(|s| self.ix.symbols.labels_eq(&s.syms, labels))
+        };
+        if let Some(s) = self.by_hash.get(&hash).and_then(is) {
+            return Some(s);
+        }
+        self.collisions.get(&hash)?.iter().find_map(is)
+    }
+
+    /// Creates a series; `r` forces a ref (WAL replay), otherwise the next one.
+    pub fn create(&mut self, hash: u64, labels: &Labels, r: Option<u64>) -> Arc<MemSeries> {
+        let r = r.unwrap_or(self.next_ref);
+        self.next_ref = self.next_ref.max(r + 1);
+        let syms: Box<[u32]> = labels
+            .iter()
+            .flat_map(|l| [l.name.as_str(), l.value.as_str()])
+            .map(|s| self.ix.symbols.intern(s))
+            .collect();
+        let s = Arc::new(MemSeries {
+            r,
+            syms,
+            state: Mutex::new(SeriesState::new()),
+        });
+        self.ix.add_sorted(r, &s.syms);
+        self.series.insert(r, s.clone());
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(r);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.entry(hash).or_default().push(r)
+            }
+        }
+        s
+    }
+
+    /// Removes series (refs sorted); `hashes` are their label hashes.
+    pub fn remove(&mut self, removed: &[(u64, u64)]) {
+        let mut refs: Vec<u64> = removed.iter().map(|r| r.0).collect();
+        refs.sort_unstable();
+        self.ix.remove(&refs);
+        for (r, hash) in removed {
+            self.series.remove(r);
+            if self.by_hash.get(hash) == Some(r) {
+                self.by_hash.remove(hash);
+                if let Some(mut c) = self.collisions.remove(hash) {
+                    if let Some(first) = c.pop() {
+                        self.by_hash.insert(*hash, first);
+                    }
+                    if !c.is_empty() {
+                        self.collisions.insert(*hash, c);
+                    }
+                }
+            } else if let Some(c) = self.collisions.get_mut(hash) {
+                c.retain(|x| x != r);
+                if c.is_empty() {
+                    self.collisions.remove(hash);
+                }
+            }
+        }
+    }
+}
+
+pub struct Head {
+    pub index: RwLock<HeadIndex>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Newest sample timestamp ever appended (`i64::MIN` when none).
+    pub max_t: AtomicI64,
+    /// Oldest sample timestamp in the head (recomputed after cuts).
+    pub min_t: AtomicI64,
+    pub samples: AtomicU64,
+    pub chunks: AtomicU64,
+    pub block_ms: i64,
+}
+
+impl Head {
+    pub fn new(block_ms: i64) -> Self {
+        Head {
+            index: RwLock::new(HeadIndex::default()),
+            hasher: Default::default(),
+            max_t: AtomicI64::new(i64::MIN),
+            min_t: AtomicI64::new(i64::MAX),
+            samples: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+            block_ms,
+        }
+    }
+
+    pub fn hash(&self, labels: &Labels) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        labels.hash(&mut h);
+        h.finish()
+    }
+
+    /// Min and max timestamps over the head's samples (scans all series).
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let ix = self.index.read();
+        let mut range: Option<(i64, i64)> = None;
+        for s in ix.series.values() {
+            let st = s.state.lock();
+            if let (Some(a), Some(b)) = (st.min_t(), st.max_t()) {
+                range = Some(range.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+            }
+        }
+        range
+    }
+
+    pub fn note_appended(&self, t: i64) {
+        self.max_t.fetch_max(t, Ordering::SeqCst);
+        self.min_t.fetch_min(t, Ordering::SeqCst);
+        self.samples.fetch_add(1, Ordering::Relaxed);
+    }
+}
