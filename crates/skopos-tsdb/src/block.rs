@@ -603,6 +603,7 @@ fn parse_index(body: &[u8]) -> Option<ParsedIndex> {
 }
 
 /// Bytes of all files below `dir`.
+#[cfg(test)]
 pub fn dir_bytes_recursive(dir: &Path) -> u64 {
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
     rd.flatten()

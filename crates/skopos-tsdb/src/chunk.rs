@@ -41,9 +41,18 @@ struct BitWriter {
 }
 
 impl BitWriter {
+    /// Grows by ~1/8 instead of doubling: head chunks stay open for a long
+    /// time, and doubling would waste up to half of their memory.
+    fn push_byte(&mut self) {
+        if self.buf.len() == self.buf.capacity() {
+            self.buf.reserve_exact((self.buf.len() / 8).max(16));
+        }
+        self.buf.push(0);
+    }
+
     fn write_bit(&mut self, bit: bool) {
         if self.used == 0 {
-            self.buf.push(0);
+            self.push_byte();
         }
         if bit {
             *self.buf.last_mut().expect("pushed above") |= 0x80 >> self.used;
@@ -55,7 +64,7 @@ impl BitWriter {
         let mut left = n;
         while left > 0 {
             if self.used == 0 {
-                self.buf.push(0);
+                self.push_byte();
             }
             let free = 8 - self.used;
             let take = free.min(left);

@@ -8,7 +8,7 @@
 //! is merged at query time and when the head is cut into a block.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -392,9 +392,7 @@ impl Head {
     }
 
     pub fn hash(&self, labels: &Labels) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        labels.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(labels)
     }
 
     /// Min and max timestamps over the head's samples (scans all series).

@@ -125,6 +125,10 @@ impl<R: Ord + Copy> MemIndex<R> {
                 .or_default()
                 .entry(p[1])
                 .or_default();
+            if list.len() == list.capacity() {
+                // Most lists (e.g. per-instance values) hold one or two refs.
+                list.reserve_exact((list.len() / 4).max(1));
+            }
             if list.last().is_none_or(|l| *l < r) {
                 list.push(r);
             } else if let Err(i) = list.binary_search(&r) {

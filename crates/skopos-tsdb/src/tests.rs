@@ -105,7 +105,8 @@ fn append_select_round_trip_with_all_matcher_kinds() {
     assert_eq!(out.series_created, 4);
     // (matchers, expected job values of the selected `up`/`errors_total` series, in label order)
     use MatchOp::*;
-    let cases: &[(&[(MatchOp, &str, &str)], &[usize])] = &[
+    type Case<'a> = (&'a [(MatchOp, &'a str, &'a str)], &'a [usize]);
+    let cases: &[Case] = &[
         (&[(Equal, "__name__", "up")], &[0, 1, 2]),
         (
             &[(Equal, "__name__", "up"), (NotEqual, "job", "api")],
