@@ -1,1 +1,1049 @@
-//! TODO
+//! The Prometheus-compatible scraper: `scrape_configs` in, samples out
+//! through a [`SampleSink`].
+//!
+//! Shape: one tokio task per job does target discovery (static targets and
+//! `file_sd_configs`) and keeps one task per target running; each target
+//! task scrapes at a stable offset within its interval (derived from a hash
+//! of the target), so timestamps are evenly spaced and successive samples of
+//! a target are exactly one interval apart. Reconfiguration goes through
+//! the same path as startup: [`ScrapeManager::apply`] hands each job its new
+//! config; targets that stay keep their state (no staleness gap), targets
+//! that go away are stopped.
+//!
+//! Staleness follows Prometheus: a series present in the previous scrape and
+//! absent from the current one gets a [`STALE_NAN`] sample at the scrape
+//! time; when a scrape fails, all series of the previous scrape go stale
+//! while `up` becomes 0 and the other synthetic series are still written;
+//! when a target is stopped, its scraped series *and* its synthetic series
+//! (including `up`) go stale. Series with explicit timestamps are treated
+//! like any other (Prometheus exempts them from staleness; skopos does not).
+//!
+//! `global.external_labels` is parsed but not applied to stored samples: as
+//! in Prometheus, external labels are for talking to *other* systems.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Deserializer};
+use skopos_model::{Labels, LabelsBuilder, Sample, SampleSink, WriteBatch, METRIC_NAME, STALE_NAN};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::exposition::{self, Format};
+use crate::relabel::{self, RelabelConfig};
+
+// ---------------------------------------------------------------------------
+// Configuration
+
+/// A Prometheus duration (`15s`, `1m`, `1h30m`, `100ms`, `1d`).
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// Parses a Prometheus duration string.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("invalid duration {s:?}: {e} (expected e.g. \"15s\", \"1m\", \"1h30m\")")
+    })
+}
+
+/// A secret string: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// A Prometheus configuration file; keys other than `global` and
+/// `scrape_configs` (rule_files, alerting, ...) are ignored here.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct ScrapeConfigFile {
+    pub global: GlobalConfig,
+    pub scrape_configs: Vec<ScrapeConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GlobalConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub scrape_interval: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub scrape_timeout: Duration,
+    pub external_labels: BTreeMap<String, String>,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            scrape_interval: Duration::from_secs(60),
+            scrape_timeout: Duration::from_secs(10),
+            external_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// One `scrape_configs` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    pub job_name: String,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub scrape_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub scrape_timeout: Option<Duration>,
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    #[serde(default)]
+    pub honor_labels: bool,
+    #[serde(default = "default_true")]
+    pub honor_timestamps: bool,
+    #[serde(default)]
+    pub params: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub static_configs: Vec<TargetGroup>,
+    #[serde(default)]
+    pub file_sd_configs: Vec<FileSdConfig>,
+    #[serde(default)]
+    pub relabel_configs: Vec<RelabelConfig>,
+    #[serde(default)]
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+    /// Maximum samples per scrape after metric relabelling; 0 = no limit.
+    #[serde(default)]
+    pub sample_limit: usize,
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+fn default_scheme() -> String {
+    "http".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// A static target group, or one entry of a file_sd file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+pub struct TargetGroup {
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    /// Paths or globs (`*` in the file name) of JSON (`.json`) or YAML
+    /// (`.yml`, `.yaml`) target group files.
+    pub files: Vec<String>,
+    #[serde(default = "default_refresh", deserialize_with = "de_duration")]
+    pub refresh_interval: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl ScrapeConfigFile {
+    /// Parses and validates a YAML configuration.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        let f: ScrapeConfigFile = serde_yaml_ng::from_str(text)
+            .map_err(|e| format!("invalid scrape configuration: {e}"))?;
+        f.validate()?;
+        Ok(f)
+    }
+
+    /// Checks what serde cannot: unique job names, timeout within interval,
+    /// schemes, paths.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        for sc in &self.scrape_configs {
+            if sc.job_name.is_empty() {
+                return Err("a scrape config has an empty job_name".into());
+            }
+            if !seen.insert(&sc.job_name) {
+                return Err(format!(
+                    "found multiple scrape configs with job name {:?}",
+                    sc.job_name
+                ));
+            }
+            let r = JobConfig::resolve(sc, &self.global);
+            if r.interval.is_zero() {
+                return Err(format!(
+                    "job {:?}: scrape_interval must be greater than 0",
+                    sc.job_name
+                ));
+            }
+            if r.timeout > r.interval {
+                return Err(format!(
+                    "job {:?}: scrape_timeout {:?} is greater than scrape_interval {:?}",
+                    sc.job_name, r.timeout, r.interval
+                ));
+            }
+            if sc.scheme != "http" && sc.scheme != "https" {
+                return Err(format!(
+                    "job {:?}: scheme must be http or https, not {:?}",
+                    sc.job_name, sc.scheme
+                ));
+            }
+            if !sc.metrics_path.starts_with('/') {
+                return Err(format!(
+                    "job {:?}: metrics_path {:?} must start with '/'",
+                    sc.job_name, sc.metrics_path
+                ));
+            }
+            if sc.bearer_token.is_some() && sc.bearer_token_file.is_some() {
+                return Err(format!(
+                    "job {:?}: at most one of bearer_token and bearer_token_file",
+                    sc.job_name
+                ));
+            }
+            if (sc.bearer_token.is_some() || sc.bearer_token_file.is_some())
+                && sc.basic_auth.is_some()
+            {
+                return Err(format!(
+                    "job {:?}: at most one of basic_auth and bearer_token",
+                    sc.job_name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A scrape config with the global defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+struct JobConfig {
+    sc: ScrapeConfig,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl JobConfig {
+    fn resolve(sc: &ScrapeConfig, global: &GlobalConfig) -> JobConfig {
+        let interval = sc.scrape_interval.unwrap_or(global.scrape_interval);
+        // Like Prometheus: the timeout defaults to the global one, capped by the interval.
+        let timeout = sc
+            .scrape_timeout
+            .unwrap_or_else(|| global.scrape_timeout.min(interval));
+        JobConfig {
+            sc: sc.clone(),
+            interval,
+            timeout,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Status
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// What the targets API shows for one active target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetStatus {
+    pub job: String,
+    pub scrape_url: String,
+    /// Labels after relabelling, as attached to scraped series.
+    pub labels: Labels,
+    /// Labels before relabelling (including `__` labels).
+    pub discovered_labels: Labels,
+    pub health: Health,
+    pub last_error: String,
+    pub last_scrape: Option<SystemTime>,
+    pub last_scrape_duration: Duration,
+    pub scrape_interval: Duration,
+    pub scrape_timeout: Duration,
+}
+
+// ---------------------------------------------------------------------------
+// Targets
+
+/// One target after discovery and relabelling.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    labels: Labels,
+    discovered: Labels,
+    url: String,
+}
+
+impl Target {
+    fn key(&self) -> String {
+        format!("{} {}", self.url, self.labels)
+    }
+}
+
+/// Builds a target from a discovered address and group labels, as
+/// Prometheus' `PopulateLabels` does. `Ok(None)` = dropped by relabelling.
+fn populate(
+    addr: &str,
+    group: &BTreeMap<String, String>,
+    cfg: &JobConfig,
+) -> Result<Option<Target>, String> {
+    let mut b = LabelsBuilder::new();
+    for (k, v) in group {
+        b.set(k.clone(), v.clone());
+    }
+    b.set("__address__", addr);
+    let sc = &cfg.sc;
+    let defaults = [
+        ("job", sc.job_name.clone()),
+        ("__scheme__", sc.scheme.clone()),
+        ("__metrics_path__", sc.metrics_path.clone()),
+        (
+            "__scrape_interval__",
+            humantime::format_duration(cfg.interval)
+                .to_string()
+                .replace(' ', ""),
+        ),
+        (
+            "__scrape_timeout__",
+            humantime::format_duration(cfg.timeout)
+                .to_string()
+                .replace(' ', ""),
+        ),
+    ];
+    for (k, v) in defaults {
+        if b.get(k).is_none() {
+            b.set(k, v);
+        }
+    }
+    for (k, vs) in &sc.params {
+        let name = format!("__param_{k}");
+        if b.get(&name).is_none() {
+            if let Some(v) = vs.first() {
+                b.set(name, v.clone());
+            }
+        }
+    }
+    let discovered = b.build();
+    let Some(relabelled) = relabel::process(discovered.clone(), &sc.relabel_configs) else {
+        return Ok(None);
+    };
+    let address = relabelled.get("__address__").unwrap_or("").to_string();
+    if address.is_empty() {
+        return Err("target has no __address__ after relabelling".into());
+    }
+    let scheme = relabelled.get("__scheme__").unwrap_or("http");
+    let path = relabelled.get("__metrics_path__").unwrap_or("/metrics");
+    let mut url = reqwest::Url::parse(&format!("{scheme}://{address}{path}"))
+        .map_err(|e| format!("invalid scrape URL for address {address:?}: {e}"))?;
+    // A `__param_<name>` label overrides the first configured value.
+    let mut params: BTreeMap<String, Vec<String>> = sc.params.clone();
+    for l in relabelled.iter() {
+        if let Some(p) = l.name.strip_prefix("__param_") {
+            let vs = params.entry(p.to_string()).or_default();
+            match vs.first_mut() {
+                Some(first) => *first = l.value.clone(),
+                None => vs.push(l.value.clone()),
+            }
+        }
+    }
+    if !params.is_empty() {
+        let mut q = url.query_pairs_mut();
+        for (k, vs) in &params {
+            for v in vs {
+                q.append_pair(k, v);
+            }
+        }
+    }
+    let mut fb = relabelled.builder();
+    if fb.get("instance").is_none() {
+        fb.set("instance", address.clone());
+    }
+    fb.retain(|l| !l.name.starts_with("__"));
+    Ok(Some(Target {
+        labels: fb.build(),
+        discovered,
+        url: url.to_string(),
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// file_sd
+
+struct FileSdCache {
+    files: HashMap<PathBuf, (Option<SystemTime>, Vec<TargetGroup>)>,
+    last_full_refresh: Instant,
+}
+
+fn read_sd_file(path: &Path) -> Result<Vec<TargetGroup>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let mut groups: Vec<TargetGroup> = match ext {
+        "json" => serde_json::from_str(&text)
+            .map_err(|e| format!("invalid file_sd JSON in {}: {e}", path.display()))?,
+        "yml" | "yaml" => serde_yaml_ng::from_str(&text)
+            .map_err(|e| format!("invalid file_sd YAML in {}: {e}", path.display()))?,
+        _ => {
+            return Err(format!(
+                "file_sd file {} must end in .json, .yml or .yaml",
+                path.display()
+            ))
+        }
+    };
+    for g in &mut groups {
+        g.labels
+            .insert("__meta_filepath".into(), path.display().to_string());
+    }
+    Ok(groups)
+}
+
+impl FileSdCache {
+    fn new() -> Self {
+        FileSdCache {
+            files: HashMap::new(),
+            last_full_refresh: Instant::now(),
+        }
+    }
+
+    /// Re-reads files whose modification time changed (or all of them when
+    /// the refresh interval passed) and returns all their target groups.
+    fn refresh(&mut self, cfgs: &[FileSdConfig], job: &str) -> Vec<TargetGroup> {
+        let min_refresh = cfgs
+            .iter()
+            .map(|c| c.refresh_interval)
+            .min()
+            .unwrap_or(default_refresh());
+        let full = self.last_full_refresh.elapsed() >= min_refresh;
+        if full {
+            self.last_full_refresh = Instant::now();
+        }
+        let mut present = HashSet::new();
+        let mut out = Vec::new();
+        for cfg in cfgs {
+            for pattern in &cfg.files {
+                let paths = match glob::glob(pattern) {
+                    Ok(p) => p.filter_map(Result::ok).collect::<Vec<_>>(),
+                    Err(e) => {
+                        tracing::warn!(job, pattern, error = %e, "invalid file_sd glob");
+                        continue;
+                    }
+                };
+                for path in paths {
+                    if !present.insert(path.clone()) {
+                        continue;
+                    }
+                    let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+                    let stale = match self.files.get(&path) {
+                        Some((old, _)) => full || *old != mtime,
+                        None => true,
+                    };
+                    if stale {
+                        match read_sd_file(&path) {
+                            Ok(groups) => {
+                                self.files.insert(path.clone(), (mtime, groups));
+                            }
+                            // Keep the last good content, as Prometheus does.
+                            Err(e) => tracing::warn!(job, error = %e, "file_sd read failed"),
+                        }
+                    }
+                    if let Some((_, groups)) = self.files.get(&path) {
+                        out.extend(groups.iter().cloned());
+                    }
+                }
+            }
+        }
+        self.files.retain(|p, _| present.contains(p));
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Manager
+
+/// Status of every active target, keyed by (job, target key).
+type StatusMap = BTreeMap<(String, String), Arc<Mutex<TargetStatus>>>;
+
+struct Inner {
+    sink: Arc<dyn SampleSink>,
+    client: reqwest::Client,
+    jobs: Mutex<HashMap<String, JobHandle>>,
+    statuses: Mutex<StatusMap>,
+    file_check_interval: Duration,
+}
+
+struct JobHandle {
+    cfg_tx: watch::Sender<Arc<JobConfig>>,
+    stop_tx: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Runs scrape jobs. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct ScrapeManager {
+    inner: Arc<Inner>,
+}
+
+/// How often file_sd files are checked for changes by default.
+pub const DEFAULT_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+impl ScrapeManager {
+    pub fn new(sink: Arc<dyn SampleSink>) -> Self {
+        Self::with_file_check_interval(sink, DEFAULT_FILE_CHECK_INTERVAL)
+    }
+
+    /// Like [`new`](Self::new) with a different file_sd change-check period.
+    pub fn with_file_check_interval(
+        sink: Arc<dyn SampleSink>,
+        file_check_interval: Duration,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("skopos/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        ScrapeManager {
+            inner: Arc::new(Inner {
+                sink,
+                client,
+                jobs: Mutex::new(HashMap::new()),
+                statuses: Mutex::new(BTreeMap::new()),
+                file_check_interval,
+            }),
+        }
+    }
+
+    /// (Re)configures: starts new jobs, hands changed configs to running
+    /// jobs, stops jobs no longer present (their series go stale). Must be
+    /// called inside a tokio runtime. The file should have passed
+    /// [`ScrapeConfigFile::validate`].
+    pub fn apply(&self, file: &ScrapeConfigFile) {
+        let mut jobs = self.inner.jobs.lock();
+        let mut wanted = HashSet::new();
+        for sc in &file.scrape_configs {
+            wanted.insert(sc.job_name.clone());
+            let cfg = Arc::new(JobConfig::resolve(sc, &file.global));
+            if let Some(h) = jobs.get(&sc.job_name) {
+                if **h.cfg_tx.borrow() != *cfg {
+                    let _ = h.cfg_tx.send(cfg);
+                }
+                continue;
+            }
+            let (cfg_tx, cfg_rx) = watch::channel(cfg);
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(run_job(
+                self.inner.clone(),
+                sc.job_name.clone(),
+                cfg_rx,
+                stop_rx,
+            ));
+            jobs.insert(
+                sc.job_name.clone(),
+                JobHandle {
+                    cfg_tx,
+                    stop_tx,
+                    task,
+                },
+            );
+        }
+        let gone: Vec<String> = jobs
+            .keys()
+            .filter(|j| !wanted.contains(*j))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(h) = jobs.remove(&name) {
+                let _ = h.stop_tx.send(true);
+                // The job task finishes on its own, writing stale markers.
+                drop(h.task);
+            }
+        }
+    }
+
+    /// The active targets of all jobs, ordered by job then URL.
+    pub fn targets(&self) -> Vec<TargetStatus> {
+        self.inner
+            .statuses
+            .lock()
+            .values()
+            .map(|s| s.lock().clone())
+            .collect()
+    }
+
+    /// Stops every job and waits until their final stale markers are written.
+    pub async fn stop(&self) {
+        let handles: Vec<JobHandle> = self.inner.jobs.lock().drain().map(|(_, h)| h).collect();
+        for h in &handles {
+            let _ = h.stop_tx.send(true);
+        }
+        for h in handles {
+            let _ = h.task.await;
+        }
+    }
+}
+
+struct TargetHandle {
+    cfg_tx: watch::Sender<Arc<JobConfig>>,
+    stop_tx: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+async fn run_job(
+    inner: Arc<Inner>,
+    job: String,
+    mut cfg_rx: watch::Receiver<Arc<JobConfig>>,
+    mut stop_rx: watch::Receiver<bool>,
+) {
+    let mut targets: HashMap<String, TargetHandle> = HashMap::new();
+    let mut cache = FileSdCache::new();
+    loop {
+        let cfg = cfg_rx.borrow_and_update().clone();
+        let mut groups = cfg.sc.static_configs.clone();
+        if !cfg.sc.file_sd_configs.is_empty() {
+            groups.extend(cache.refresh(&cfg.sc.file_sd_configs, &job));
+        }
+        let mut desired: BTreeMap<String, Target> = BTreeMap::new();
+        for g in &groups {
+            for addr in &g.targets {
+                match populate(addr, &g.labels, &cfg) {
+                    Ok(Some(t)) => {
+                        desired.insert(t.key(), t);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(job = %job, target = %addr, error = %e, "dropping target")
+                    }
+                }
+            }
+        }
+        // Stop targets that went away.
+        let gone: Vec<String> = targets
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
+            .collect();
+        let mut stopping = Vec::new();
+        for k in gone {
+            let h = targets.remove(&k).unwrap();
+            let _ = h.stop_tx.send(true);
+            stopping.push(h.task);
+        }
+        // Update or start the rest.
+        for (k, t) in desired {
+            match targets.get(&k) {
+                Some(h) => {
+                    if **h.cfg_tx.borrow() != *cfg {
+                        let _ = h.cfg_tx.send(cfg.clone());
+                    }
+                }
+                None => {
+                    let (cfg_tx, cfg_rx) = watch::channel(cfg.clone());
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    let status = Arc::new(Mutex::new(TargetStatus {
+                        job: job.clone(),
+                        scrape_url: t.url.clone(),
+                        labels: t.labels.clone(),
+                        discovered_labels: t.discovered.clone(),
+                        health: Health::Unknown,
+                        last_error: String::new(),
+                        last_scrape: None,
+                        last_scrape_duration: Duration::ZERO,
+                        scrape_interval: cfg.interval,
+                        scrape_timeout: cfg.timeout,
+                    }));
+                    inner
+                        .statuses
+                        .lock()
+                        .insert((job.clone(), k.clone()), status.clone());
+                    let task = tokio::spawn(run_target(
+                        inner.clone(),
+                        Arc::new(t),
+                        cfg_rx,
+                        stop_rx,
+                        status,
+                    ));
+                    targets.insert(
+                        k,
+                        TargetHandle {
+                            cfg_tx,
+                            stop_tx,
+                            task,
+                        },
+                    );
+                }
+            }
+        }
+        for task in stopping {
+            let _ = task.await;
+        }
+        inner
+            .statuses
+            .lock()
+            .retain(|(j, k), _| j != &job || targets.contains_key(k));
+        tokio::select! {
+            r = stop_rx.changed() => if r.is_err() || *stop_rx.borrow() { break },
+            r = cfg_rx.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(inner.file_check_interval), if !cfg.sc.file_sd_configs.is_empty() => {}
+        }
+    }
+    for h in targets.values() {
+        let _ = h.stop_tx.send(true);
+    }
+    for (_, h) in targets.drain() {
+        let _ = h.task.await;
+    }
+    inner.statuses.lock().retain(|(j, _), _| j != &job);
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The stable offset of a target within its interval.
+fn offset_ms(key: &str, interval_ms: i64) -> i64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % interval_ms.max(1) as u64) as i64
+}
+
+/// The first time `>= after` that is `offset` past a multiple of `interval`.
+fn next_slot(after: i64, interval: i64, offset: i64) -> i64 {
+    let rem = (after - offset).rem_euclid(interval);
+    if rem == 0 {
+        after
+    } else {
+        after + interval - rem
+    }
+}
+
+const REPORT_NAMES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+fn with_name(labels: &Labels, name: &str) -> Labels {
+    let mut b = labels.builder();
+    b.set(METRIC_NAME, name);
+    b.build()
+}
+
+async fn run_target(
+    inner: Arc<Inner>,
+    target: Arc<Target>,
+    mut cfg_rx: watch::Receiver<Arc<JobConfig>>,
+    mut stop_rx: watch::Receiver<bool>,
+    status: Arc<Mutex<TargetStatus>>,
+) {
+    let key = target.key();
+    let mut prev: HashSet<Labels> = HashSet::new();
+    let mut last_ts: Option<i64> = None;
+    loop {
+        let cfg = cfg_rx.borrow_and_update().clone();
+        let interval = (cfg.interval.as_millis() as i64).max(1);
+        let offset = offset_ms(&key, interval);
+        let earliest = last_ts.map_or_else(now_ms, |t| (t + interval).max(now_ms()));
+        let slot = next_slot(earliest, interval, offset);
+        let wait = Duration::from_millis((slot - now_ms()).max(0) as u64);
+        tokio::select! {
+            r = stop_rx.changed() => if r.is_err() || *stop_rx.borrow() { break },
+            r = cfg_rx.changed() => { if r.is_err() { break } continue },
+            _ = tokio::time::sleep(wait) => {}
+        }
+        // Timestamps are the slot, unless the task woke up very late.
+        let ts = if now_ms() - slot < 1000 {
+            slot
+        } else {
+            now_ms()
+        };
+        last_ts = Some(ts);
+        let started = Instant::now();
+        let wall = SystemTime::now();
+        let outcome = match fetch(&inner.client, &target.url, &cfg).await {
+            Ok((body, format)) => process(&body, format, ts, &target, &cfg),
+            Err(e) => Err(e),
+        };
+        let duration = started.elapsed();
+        let mut batch = WriteBatch::default();
+        let (up, scraped, post, added, error) = match outcome {
+            Ok(res) => {
+                let current: HashSet<Labels> = res.series.iter().map(|(l, _)| l.clone()).collect();
+                let added = current.iter().filter(|l| !prev.contains(*l)).count();
+                for (l, s) in res.series {
+                    batch.push(l, s);
+                }
+                for gone in prev.difference(&current) {
+                    batch.push(gone.clone(), Sample::new(ts, STALE_NAN));
+                }
+                prev = current;
+                (1.0, res.scraped, res.post_relabel, added, String::new())
+            }
+            Err(e) => {
+                for gone in prev.drain() {
+                    batch.push(gone, Sample::new(ts, STALE_NAN));
+                }
+                (0.0, 0, 0, 0, e)
+            }
+        };
+        let values = [
+            up,
+            duration.as_secs_f64(),
+            scraped as f64,
+            post as f64,
+            added as f64,
+        ];
+        for (name, v) in REPORT_NAMES.iter().zip(values) {
+            batch.push(with_name(&target.labels, name), Sample::new(ts, v));
+        }
+        let append_err = append(&inner, batch).await.err();
+        {
+            let mut st = status.lock();
+            st.health = if up == 1.0 { Health::Up } else { Health::Down };
+            st.last_error = match (&error, &append_err) {
+                (e, _) if !e.is_empty() => e.clone(),
+                (_, Some(a)) => format!("storing scraped samples failed: {a}"),
+                _ => String::new(),
+            };
+            st.last_scrape = Some(wall);
+            st.last_scrape_duration = duration;
+            st.scrape_interval = cfg.interval;
+            st.scrape_timeout = cfg.timeout;
+        }
+        if !error.is_empty() {
+            tracing::debug!(url = %target.url, error = %error, "scrape failed");
+        }
+    }
+    // Stopped: everything this target wrote goes stale.
+    let ts = now_ms().max(last_ts.map_or(i64::MIN, |t| t + 1));
+    let mut batch = WriteBatch::default();
+    for l in prev.drain() {
+        batch.push(l, Sample::new(ts, STALE_NAN));
+    }
+    if last_ts.is_some() {
+        for name in REPORT_NAMES {
+            batch.push(with_name(&target.labels, name), Sample::new(ts, STALE_NAN));
+        }
+    }
+    if !batch.series.is_empty() {
+        let _ = append(&inner, batch).await;
+    }
+}
+
+async fn append(inner: &Arc<Inner>, batch: WriteBatch) -> Result<(), String> {
+    let sink = inner.sink.clone();
+    let res = tokio::task::spawn_blocking(move || sink.append(&batch))
+        .await
+        .map_err(|e| format!("append task failed: {e}"))?;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "storing scraped samples failed");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Accept header: OpenMetrics preferred, then text 0.0.4.
+pub const ACCEPT_HEADER: &str =
+    "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1";
+
+/// Scrape bodies larger than this are refused.
+const MAX_BODY: usize = 256 << 20;
+
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    cfg: &JobConfig,
+) -> Result<(String, Format), String> {
+    let mut req = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
+        .header(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            format!("{}", cfg.timeout.as_secs_f64()),
+        )
+        .timeout(cfg.timeout);
+    if let Some(tok) = &cfg.sc.bearer_token {
+        req = req.bearer_auth(&tok.0);
+    } else if let Some(path) = &cfg.sc.bearer_token_file {
+        let tok = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read bearer_token_file {}: {e}", path.display()))?;
+        req = req.bearer_auth(tok.trim());
+    } else if let Some(ba) = &cfg.sc.basic_auth {
+        let pw = match (&ba.password, &ba.password_file) {
+            (Some(p), _) => Some(p.0.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        req = req.basic_auth(&ba.username, pw);
+    }
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| describe_reqwest_error(&e, cfg.timeout))?;
+    if !resp.status().is_success() {
+        return Err(format!("server returned HTTP status {}", resp.status()));
+    }
+    let ct = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| describe_reqwest_error(&e, cfg.timeout))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("scrape body exceeds {MAX_BODY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text =
+        String::from_utf8(body).map_err(|e| format!("scrape body is not valid UTF-8: {e}"))?;
+    Ok((text, exposition::format_from_content_type(&ct)))
+}
+
+fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("scrape timed out after {timeout:?}")
+    } else {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        msg
+    }
+}
+
+struct ScrapeResult {
+    series: Vec<(Labels, Sample)>,
+    scraped: usize,
+    post_relabel: usize,
+}
+
+/// Merges target labels into scraped labels (`honor_labels` semantics).
+fn merge_target_labels(scraped: &Labels, target: &Labels, honor: bool) -> Labels {
+    let mut b = scraped.builder();
+    for tl in target {
+        match scraped.get(&tl.name) {
+            Some(_) if honor => {}
+            Some(existing) => {
+                let mut name = format!("exported_{}", tl.name);
+                while scraped.get(&name).is_some() || target.get(&name).is_some() {
+                    name = format!("exported_{name}");
+                }
+                b.set(name, existing);
+                b.set(tl.name.clone(), tl.value.clone());
+            }
+            None => {
+                b.set(tl.name.clone(), tl.value.clone());
+            }
+        }
+    }
+    b.build()
+}
+
+fn process(
+    body: &str,
+    format: Format,
+    ts: i64,
+    target: &Target,
+    cfg: &JobConfig,
+) -> Result<ScrapeResult, String> {
+    let parsed =
+        exposition::parse(body, format, ts).map_err(|e| format!("parsing scrape body: {e}"))?;
+    let scraped = parsed.series.len();
+    let mut seen = HashSet::with_capacity(scraped);
+    let mut series = Vec::with_capacity(scraped);
+    for (labels, mut sample) in parsed.series {
+        if !cfg.sc.honor_timestamps {
+            sample.t = ts;
+        }
+        let merged = merge_target_labels(&labels, &target.labels, cfg.sc.honor_labels);
+        let Some(out) = relabel::process(merged, &cfg.sc.metric_relabel_configs) else {
+            continue;
+        };
+        if out.metric_name().is_none_or(str::is_empty) {
+            continue;
+        }
+        // A duplicate series within one scrape: the first one wins.
+        if seen.insert(out.clone()) {
+            series.push((out, sample));
+        }
+    }
+    if cfg.sc.sample_limit > 0 && series.len() > cfg.sc.sample_limit {
+        return Err(format!(
+            "sample_limit exceeded: {} samples after metric relabelling, limit is {}",
+            series.len(),
+            cfg.sc.sample_limit
+        ));
+    }
+    Ok(ScrapeResult {
+        post_relabel: series.len(),
+        series,
+        scraped,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,589 @@
+//! Scraper tests against a tiny HTTP server on 127.0.0.1:0 that writes raw
+//! HTTP/1.1 responses, and an in-memory sink.
+
+use std::net::SocketAddr;
+
+use skopos_model::{is_stale_nan, AppendError, AppendOutcome};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+struct Resp {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    resp: Arc<Mutex<Resp>>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    async fn start(body: &str) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let resp = Arc::new(Mutex::new(Resp {
+            status: 200,
+            content_type: "text/plain; version=0.0.4".into(),
+            body: body.into(),
+        }));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (r, q) = (resp.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, q) = (r.clone(), q.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    q.lock().push(String::from_utf8_lossy(&buf).into_owned());
+                    let out = {
+                        let r = r.lock();
+                        format!(
+                            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                            r.status,
+                            r.content_type,
+                            r.body.len(),
+                            r.body
+                        )
+                    };
+                    let _ = sock.write_all(out.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        TestServer {
+            addr,
+            resp,
+            requests,
+        }
+    }
+
+    fn set(&self, status: u16, body: &str) {
+        let mut r = self.resp.lock();
+        r.status = status;
+        r.body = body.into();
+    }
+}
+
+#[derive(Default)]
+struct MemSink {
+    batches: Mutex<Vec<WriteBatch>>,
+}
+
+impl SampleSink for MemSink {
+    fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
+        self.batches.lock().push(batch.clone());
+        Ok(AppendOutcome::default())
+    }
+}
+
+impl MemSink {
+    fn samples(&self) -> Vec<(Labels, Sample)> {
+        self.batches
+            .lock()
+            .iter()
+            .flat_map(|b| {
+                b.series
+                    .iter()
+                    .flat_map(|s| s.samples.iter().map(|x| (s.labels.clone(), *x)))
+            })
+            .collect()
+    }
+
+    fn of(&self, name: &str) -> Vec<(Labels, Sample)> {
+        self.samples()
+            .into_iter()
+            .filter(|(l, _)| l.metric_name() == Some(name))
+            .collect()
+    }
+
+    async fn wait(&self, what: &str, pred: impl Fn(&[(Labels, Sample)]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if pred(&self.samples()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; got {:#?}",
+                self.samples()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn has(samples: &[(Labels, Sample)], name: &str, pred: impl Fn(&Labels, f64) -> bool) -> bool {
+    samples
+        .iter()
+        .any(|(l, s)| l.metric_name() == Some(name) && pred(l, s.v))
+}
+
+fn config(yaml: &str) -> ScrapeConfigFile {
+    ScrapeConfigFile::from_yaml(yaml).unwrap()
+}
+
+fn setup() -> (Arc<MemSink>, ScrapeManager) {
+    let sink = Arc::new(MemSink::default());
+    let mgr = ScrapeManager::with_file_check_interval(sink.clone(), Duration::from_millis(100));
+    (sink, mgr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_applies_target_labels_metric_relabel_and_synthetic_series() {
+    let srv = TestServer::start(
+        "# TYPE foo counter\nfoo_total{instance=\"x\",job=\"inner\"} 1\nbar 2\ndrop_me 3\n",
+    )
+    .await;
+    let (sink, mgr) = setup();
+    mgr.apply(&config(&format!(
+        r#"
+global: {{ scrape_interval: 100ms }}
+scrape_configs:
+  - job_name: app
+    static_configs: [{{ targets: ["{}"], labels: {{ env: dev }} }}]
+    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: drop_me
+        action: drop
+"#,
+        srv.addr
+    )));
+    sink.wait("two scrapes", |s| {
+        has(s, "up", |_, _| true)
+            && s.iter()
+                .filter(|(l, _)| l.metric_name() == Some("up"))
+                .count()
+                >= 2
+    })
+    .await;
+    let addr = srv.addr.to_string();
+    let foo = sink.of("foo_total");
+    assert_eq!(
+        foo[0].0,
+        Labels::from_pairs([
+            ("__name__", "foo_total"),
+            ("env", "dev"),
+            ("exported_instance", "x"),
+            ("exported_job", "inner"),
+            ("instance", addr.as_str()),
+            ("job", "app"),
+        ])
+    );
+    assert!(sink.of("drop_me").is_empty());
+    let up = sink.of("up");
+    assert_eq!(
+        up[0].0,
+        Labels::from_pairs([
+            ("__name__", "up"),
+            ("env", "dev"),
+            ("instance", addr.as_str()),
+            ("job", "app")
+        ])
+    );
+    assert_eq!(up[0].1.v, 1.0);
+    // Aligned timestamps: exactly one interval apart, same as the samples'.
+    assert_eq!(up[1].1.t - up[0].1.t, 100);
+    assert_eq!(foo[0].1.t, up[0].1.t);
+    assert_eq!(sink.of("scrape_samples_scraped")[0].1.v, 3.0);
+    assert_eq!(sink.of("scrape_samples_post_metric_relabeling")[0].1.v, 2.0);
+    let added = sink.of("scrape_series_added");
+    assert_eq!((added[0].1.v, added[1].1.v), (2.0, 0.0));
+    let dur = sink.of("scrape_duration_seconds")[0].1.v;
+    assert!(dur > 0.0 && dur < 5.0, "{dur}");
+    let req = srv.requests.lock()[0].clone();
+    assert!(req.starts_with("GET /metrics HTTP/1.1"), "{req}");
+    assert!(
+        req.to_ascii_lowercase()
+            .contains("accept: application/openmetrics-text"),
+        "{req}"
+    );
+    assert!(
+        req.to_ascii_lowercase()
+            .contains("x-prometheus-scrape-timeout-seconds: 0.1"),
+        "{req}"
+    );
+    let t = mgr.targets();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].health, Health::Up);
+    assert_eq!(t[0].scrape_url, format!("http://{addr}/metrics"));
+    assert_eq!(
+        t[0].discovered_labels.get("__address__"),
+        Some(addr.as_str())
+    );
+    assert_eq!(t[0].labels.get("job"), Some("app"));
+    mgr.stop().await;
+    assert!(mgr.targets().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honor_labels_keeps_scraped_values() {
+    let srv = TestServer::start("foo{instance=\"x\",job=\"inner\"} 1\n").await;
+    let (sink, mgr) = setup();
+    mgr.apply(&config(&format!(
+        "global: {{ scrape_interval: 100ms }}\nscrape_configs:\n  - job_name: app\n    honor_labels: true\n    static_configs: [{{ targets: [\"{}\"], labels: {{ env: dev }} }}]\n",
+        srv.addr
+    )));
+    sink.wait("a scrape", |s| has(s, "foo", |_, _| true)).await;
+    assert_eq!(
+        sink.of("foo")[0].0,
+        Labels::from_pairs([
+            ("__name__", "foo"),
+            ("env", "dev"),
+            ("instance", "x"),
+            ("job", "inner")
+        ])
+    );
+    mgr.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staleness_on_disappearing_series_failed_scrape_and_removed_target() {
+    let srv = TestServer::start("a 1\nb 2\n").await;
+    let (sink, mgr) = setup();
+    let yaml = format!(
+        "scrape_configs:\n  - job_name: app\n    scrape_interval: 100ms\n    scrape_timeout: 100ms\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+        srv.addr
+    );
+    mgr.apply(&config(&yaml));
+    sink.wait("b", |s| has(s, "b", |_, v| v == 2.0)).await;
+
+    // b disappears: it gets a staleness marker, a does not.
+    srv.set(200, "a 1\n");
+    sink.wait("stale b", |s| has(s, "b", |_, v| is_stale_nan(v)))
+        .await;
+    assert!(!has(&sink.samples(), "a", |_, v| is_stale_nan(v)));
+
+    // The target fails: a goes stale, up is 0 (not stale), the error is shown.
+    srv.set(500, "oops");
+    sink.wait("up 0", |s| has(s, "up", |_, v| v == 0.0)).await;
+    sink.wait("stale a", |s| has(s, "a", |_, v| is_stale_nan(v)))
+        .await;
+    assert!(!has(&sink.samples(), "up", |_, v| is_stale_nan(v)));
+    let st = &mgr.targets()[0];
+    assert_eq!(st.health, Health::Down);
+    assert!(
+        st.last_error.contains("HTTP status 500"),
+        "{}",
+        st.last_error
+    );
+
+    // Recovers, then the target is removed from the config: everything,
+    // including up, goes stale.
+    srv.set(200, "a 5\n");
+    sink.wait("a back", |s| has(s, "a", |_, v| v == 5.0)).await;
+    mgr.apply(&config("scrape_configs: []"));
+    sink.wait("stale up", |s| has(s, "up", |_, v| is_stale_nan(v)))
+        .await;
+    let a = sink.of("a");
+    assert!(is_stale_nan(a.last().unwrap().1.v), "{a:?}");
+    for name in REPORT_NAMES {
+        assert!(is_stale_nan(sink.of(name).last().unwrap().1.v), "{name}");
+    }
+    mgr.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_limit_fails_the_scrape() {
+    let srv = TestServer::start("a 1\nb 2\n").await;
+    let (sink, mgr) = setup();
+    mgr.apply(&config(&format!(
+        "scrape_configs:\n  - job_name: app\n    scrape_interval: 100ms\n    sample_limit: 1\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+        srv.addr
+    )));
+    sink.wait("up 0", |s| has(s, "up", |_, v| v == 0.0)).await;
+    assert!(sink.of("a").is_empty());
+    let err = mgr.targets()[0].last_error.clone();
+    assert!(err.contains("sample_limit exceeded: 2 samples"), "{err}");
+    mgr.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_content_type_and_parse_errors() {
+    let srv = TestServer::start("m 1 1.5\n# EOF\n").await;
+    srv.resp.lock().content_type =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8".into();
+    let (sink, mgr) = setup();
+    mgr.apply(&config(&format!(
+        "scrape_configs:\n  - job_name: app\n    scrape_interval: 100ms\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+        srv.addr
+    )));
+    // OpenMetrics timestamps are seconds and honoured by default.
+    sink.wait("m", |s| has(s, "m", |_, _| true)).await;
+    assert_eq!(sink.of("m")[0].1.t, 1500);
+    srv.set(200, "m 1\n");
+    sink.wait("up 0", |s| has(s, "up", |_, v| v == 0.0)).await;
+    let err = mgr.targets()[0].last_error.clone();
+    assert!(err.contains("# EOF"), "{err}");
+    mgr.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sd_is_reread_when_the_file_changes() {
+    let one = TestServer::start("from_one 1\n").await;
+    let two = TestServer::start("from_two 2\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("targets.json");
+    let write = |addr: SocketAddr| {
+        std::fs::write(
+            &file,
+            format!(r#"[{{"targets": ["{addr}"], "labels": {{"team": "a"}}}}]"#),
+        )
+        .unwrap();
+        // Make sure the modification time moves even on coarse clocks.
+        let f = std::fs::File::options().write(true).open(&file).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(rand_secs()))
+            .unwrap();
+    };
+    write(one.addr);
+    let (sink, mgr) = setup();
+    mgr.apply(&config(&format!(
+        "scrape_configs:\n  - job_name: fsd\n    scrape_interval: 100ms\n    file_sd_configs:\n      - files: ['{}/*.json']\n",
+        dir.path().display()
+    )));
+    sink.wait("from_one", |s| has(s, "from_one", |_, _| true))
+        .await;
+    let l = &sink.of("from_one")[0].0;
+    assert_eq!(l.get("team"), Some("a"));
+    assert_eq!(l.get("job"), Some("fsd"));
+    assert!(l.get("__meta_filepath").is_none());
+    assert_eq!(
+        mgr.targets()[0].discovered_labels.get("__meta_filepath"),
+        Some(file.display().to_string().as_str())
+    );
+
+    write(two.addr);
+    sink.wait("from_two", |s| has(s, "from_two", |_, _| true))
+        .await;
+    let one_addr = one.addr.to_string();
+    sink.wait("stale up of the old target", |s| {
+        has(s, "up", |l, v| {
+            l.get("instance") == Some(one_addr.as_str()) && is_stale_nan(v)
+        })
+    })
+    .await;
+    assert!(is_stale_nan(sink.of("from_one").last().unwrap().1.v));
+    assert_eq!(mgr.targets().len(), 1);
+    mgr.stop().await;
+}
+
+/// A changing offset so repeated writes never share a modification time.
+fn rand_secs() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfiguring_a_job_keeps_targets_without_staleness() {
+    let srv = TestServer::start("a 1\n").await;
+    let (sink, mgr) = setup();
+    let yaml = |limit: usize| {
+        format!(
+            "scrape_configs:\n  - job_name: app\n    scrape_interval: 100ms\n    sample_limit: {limit}\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+            srv.addr
+        )
+    };
+    mgr.apply(&config(&yaml(10)));
+    sink.wait("a", |s| has(s, "a", |_, _| true)).await;
+    mgr.apply(&config(&yaml(20)));
+    let n = sink.of("a").len();
+    sink.wait("more a", |s| {
+        s.iter()
+            .filter(|(l, _)| l.metric_name() == Some("a"))
+            .count()
+            >= n + 2
+    })
+    .await;
+    assert!(!has(&sink.samples(), "a", |_, v| is_stale_nan(v)));
+    assert!(!has(&sink.samples(), "up", |_, v| is_stale_nan(v)));
+    mgr.stop().await;
+}
+
+#[test]
+fn config_file_parses_with_prometheus_defaults() {
+    let f = config(
+        r#"
+global:
+  scrape_interval: 15s
+  external_labels: { region: eu }
+rule_files: [ "x.yml" ]
+scrape_configs:
+  - job_name: a
+    static_configs: [ { targets: [ "h:1" ] } ]
+  - job_name: b
+    scrape_interval: 1m30s
+    scrape_timeout: 5s
+    metrics_path: /m
+    scheme: https
+    honor_labels: true
+    honor_timestamps: false
+    params: { module: [ http_2xx ] }
+    bearer_token: s3cret
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+    file_sd_configs:
+      - files: [ "/etc/sd/*.yml" ]
+"#,
+    );
+    assert_eq!(f.global.scrape_interval, Duration::from_secs(15));
+    assert_eq!(f.global.scrape_timeout, Duration::from_secs(10));
+    assert_eq!(f.global.external_labels["region"], "eu");
+    let a = &f.scrape_configs[0];
+    assert_eq!(
+        (a.metrics_path.as_str(), a.scheme.as_str()),
+        ("/metrics", "http")
+    );
+    assert!(!a.honor_labels && a.honor_timestamps);
+    let ra = JobConfig::resolve(a, &f.global);
+    assert_eq!(
+        (ra.interval, ra.timeout),
+        (Duration::from_secs(15), Duration::from_secs(10))
+    );
+    let b = &f.scrape_configs[1];
+    assert_eq!(b.scrape_interval, Some(Duration::from_secs(90)));
+    assert_eq!(
+        b.file_sd_configs[0].refresh_interval,
+        Duration::from_secs(300)
+    );
+    assert_eq!(b.params["module"], vec!["http_2xx"]);
+    // Secrets never reach logs through Debug.
+    let dbg = format!("{b:?}");
+    assert!(!dbg.contains("s3cret") && dbg.contains("<secret>"), "{dbg}");
+}
+
+#[test]
+fn config_errors_name_the_problem() {
+    let err = |y: &str| ScrapeConfigFile::from_yaml(y).unwrap_err();
+    assert!(err("scrape_configs: [{job_name: a}, {job_name: a}]")
+        .contains("multiple scrape configs with job name \"a\""));
+    assert!(
+        err("scrape_configs: [{job_name: a, scrape_interval: 5s, scrape_timeout: 10s}]")
+            .contains("greater than scrape_interval")
+    );
+    assert!(
+        err("scrape_configs: [{job_name: a, scrape_interval: soon}]")
+            .contains("invalid duration \"soon\"")
+    );
+    assert!(err("scrape_configs: [{job_name: a, metrics_pth: /x}]")
+        .contains("unknown field `metrics_pth`"));
+    assert!(err("scrape_configs: [{job_name: a, scheme: ftp}]")
+        .contains("scheme must be http or https"));
+    assert!(
+        err("scrape_configs: [{job_name: a, relabel_configs: [{action: nope}]}]")
+            .contains("unknown relabel action")
+    );
+}
+
+#[test]
+fn timeout_defaults_to_global_capped_by_interval() {
+    let f = config(
+        "global: { scrape_interval: 5s }\nscrape_configs: [{job_name: a, scrape_interval: 2s}]",
+    );
+    assert_eq!(
+        JobConfig::resolve(&f.scrape_configs[0], &f.global).timeout,
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
+fn target_labels_follow_prometheus_populate_rules() {
+    let f = config(
+        r#"
+scrape_configs:
+  - job_name: blackbox
+    metrics_path: /probe
+    params: { module: [http_2xx], extra: [a, b] }
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: exporter:9115
+      - source_labels: [__meta_drop]
+        regex: yes
+        action: drop
+"#,
+    );
+    let cfg = JobConfig::resolve(&f.scrape_configs[0], &f.global);
+    let group: BTreeMap<String, String> = [
+        ("__meta_x".to_string(), "1".to_string()),
+        ("team".into(), "t".into()),
+    ]
+    .into();
+    let t = populate("example.com", &group, &cfg).unwrap().unwrap();
+    assert_eq!(
+        t.url,
+        "http://exporter:9115/probe?extra=a&extra=b&module=http_2xx&target=example.com"
+    );
+    assert_eq!(
+        t.labels,
+        Labels::from_pairs([
+            ("instance", "example.com"),
+            ("job", "blackbox"),
+            ("team", "t")
+        ])
+    );
+    assert_eq!(t.discovered.get("__meta_x"), Some("1"));
+    assert_eq!(t.discovered.get("__scrape_interval__"), Some("1m"));
+    assert_eq!(t.discovered.get("__param_module"), Some("http_2xx"));
+    let dropped: BTreeMap<String, String> = [("__meta_drop".to_string(), "yes".to_string())].into();
+    assert_eq!(populate("h:1", &dropped, &cfg).unwrap(), None);
+    // instance defaults to the address.
+    let f = config("scrape_configs: [{job_name: j}]");
+    let cfg = JobConfig::resolve(&f.scrape_configs[0], &f.global);
+    let t = populate("h:9", &BTreeMap::new(), &cfg).unwrap().unwrap();
+    assert_eq!(
+        t.labels,
+        Labels::from_pairs([("instance", "h:9"), ("job", "j")])
+    );
+}
+
+#[test]
+fn conflicting_target_labels_are_renamed_exported() {
+    let scraped = Labels::from_pairs([("__name__", "m"), ("job", "a"), ("exported_job", "b")]);
+    let target = Labels::from_pairs([("job", "t"), ("instance", "i")]);
+    assert_eq!(
+        merge_target_labels(&scraped, &target, false),
+        Labels::from_pairs([
+            ("__name__", "m"),
+            ("exported_exported_job", "a"),
+            ("exported_job", "b"),
+            ("instance", "i"),
+            ("job", "t"),
+        ])
+    );
+    assert_eq!(
+        merge_target_labels(&scraped, &target, true),
+        Labels::from_pairs([
+            ("__name__", "m"),
+            ("exported_job", "b"),
+            ("instance", "i"),
+            ("job", "a")
+        ])
+    );
+}
+
+#[test]
+fn scrape_slots_are_aligned() {
+    assert_eq!(next_slot(1000, 100, 30), 1030);
+    assert_eq!(next_slot(1030, 100, 30), 1030);
+    assert_eq!(next_slot(1031, 100, 30), 1130);
+    assert_eq!(next_slot(5, 100, 30), 30);
+    let o = offset_ms("t", 15_000);
+    assert!((0..15_000).contains(&o));
+    assert_eq!(o, offset_ms("t", 15_000));
+}
