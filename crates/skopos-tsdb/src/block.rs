@@ -638,7 +638,14 @@ pub fn load_all(blocks_dir: &Path, cleanup: bool) -> Result<Vec<Block>, TsdbErro
             continue;
         }
         if path.is_dir() {
-            out.push(Block::open(&path)?);
+            match Block::open(&path) {
+                Ok(b) => out.push(b),
+                // Read-only callers (inspect) race with compaction/retention
+                // deleting blocks; a vanished block is not an error for them.
+                Err(TsdbError::Io { source, .. })
+                    if !cleanup && source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     out.sort_by(|a, b| (a.meta.min_time, &a.meta.id).cmp(&(b.meta.min_time, &b.meta.id)));

@@ -284,6 +284,16 @@ impl Db {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesData>, TsdbError> {
+        // Head first, then blocks: a head cut adds its block before it
+        // truncates the head, so reading in this order never misses data
+        // that moves from the head to a block meanwhile.
+        let mut head_parts = Vec::new();
+        for (labels, s) in self.head_matches(matchers) {
+            let samples = s.state.lock().samples(mint, maxt);
+            if !samples.is_empty() {
+                head_parts.push((labels, samples));
+            }
+        }
         let mut acc: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
         for (bi, b) in self.blocks_snapshot().iter().enumerate() {
             if !b.overlaps(mint, maxt) {
@@ -300,11 +310,8 @@ impl Db {
                 }
             }
         }
-        for (labels, s) in self.head_matches(matchers) {
-            let samples = s.state.lock().samples(mint, maxt);
-            if !samples.is_empty() {
-                acc.entry(labels).or_default().push(samples);
-            }
+        for (labels, samples) in head_parts {
+            acc.entry(labels).or_default().push(samples);
         }
         Ok(acc
             .into_iter()
@@ -423,6 +430,9 @@ impl Db {
             let end = align_down(hmin, block_ms).saturating_add(block_ms);
             self.cut_head(end - 1)?;
             report.head_cuts += 1;
+            if self.head.min_t.load(Ordering::SeqCst) <= hmin {
+                break; // no progress (samples raced in); try again next run
+            }
         }
         if report.head_cuts > 0 {
             let (gc, deleted) = self.gc_and_checkpoint()?;
@@ -450,7 +460,7 @@ impl Db {
             let hmax = self.head.max_t.load(Ordering::SeqCst);
             let end = align_down(hmin, block_ms).saturating_add(block_ms);
             self.cut_head(end.min(hmax.saturating_add(1)) - 1)?;
-            if end > hmax {
+            if end > hmax || self.head.min_t.load(Ordering::SeqCst) <= hmin {
                 break;
             }
         }
@@ -632,11 +642,14 @@ impl Db {
         let new = writer.finish(level, sources, "compaction")?;
         let ids: Vec<&str> = group.iter().map(|b| b.id()).collect();
         {
+            // One swap, so a query sees either the old blocks or the new one.
             let mut blocks = self.blocks.write();
             blocks.retain(|b| !ids.contains(&b.id()));
-        }
-        if let Some(b) = new {
-            self.add_block(b);
+            if let Some(b) = new {
+                blocks.push(Arc::new(b));
+            }
+            blocks
+                .sort_by(|a, b| (a.meta.min_time, &a.meta.id).cmp(&(b.meta.min_time, &b.meta.id)));
         }
         for b in group {
             block::delete(&b.dir)?;
@@ -731,8 +744,13 @@ impl Db {
         let (wal_segments, wal_bytes) = wal::disk_usage(&self.dir.join("wal"));
         let head_samples = self.head.samples.load(Ordering::Relaxed);
         let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let (head_series, head_symbols) = {
+            let ix = self.head.index.read();
+            (ix.series.len() as u64, ix.ix.symbols.live() as u64)
+        };
         Stats {
-            head_series: self.head.index.read().series.len() as u64,
+            head_series,
+            head_symbols,
             head_samples,
             head_chunks: self.head.chunks.load(Ordering::Relaxed),
             head_min_t: (head_samples > 0).then(|| self.head.min_t.load(Ordering::SeqCst)),

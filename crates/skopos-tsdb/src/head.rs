@@ -345,7 +345,11 @@ impl HeadIndex {
         refs.sort_unstable();
         self.ix.remove(&refs);
         for (r, hash) in removed {
-            self.series.remove(r);
+            if let Some(s) = self.series.remove(r) {
+                for sym in s.syms.iter() {
+                    self.ix.symbols.release(*sym);
+                }
+            }
             if self.by_hash.get(hash) == Some(r) {
                 self.by_hash.remove(hash);
                 if let Some(mut c) = self.collisions.remove(hash) {

@@ -9,22 +9,53 @@ use std::sync::Arc;
 use skopos_model::{Label, Labels, MatchOp, Matcher};
 
 /// Interned strings. Series store `u32` symbol ids instead of strings.
+/// Reference-counted, so the head's table does not grow forever with
+/// series churn: a released symbol's id is reused.
 #[derive(Debug, Default)]
 pub struct Symbols {
     strs: Vec<Arc<str>>,
+    refs: Vec<u32>,
+    free: Vec<u32>,
     map: HashMap<Arc<str>, u32>,
 }
 
 impl Symbols {
     pub fn intern(&mut self, s: &str) -> u32 {
         if let Some(&id) = self.map.get(s) {
+            self.refs[id as usize] = self.refs[id as usize].saturating_add(1);
             return id;
         }
-        let id = self.strs.len() as u32;
         let a: Arc<str> = Arc::from(s);
-        self.strs.push(a.clone());
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.strs[id as usize] = a.clone();
+                self.refs[id as usize] = 1;
+                id
+            }
+            None => {
+                self.strs.push(a.clone());
+                self.refs.push(1);
+                (self.strs.len() - 1) as u32
+            }
+        };
         self.map.insert(a, id);
         id
+    }
+
+    /// Drops one reference taken by [`Symbols::intern`].
+    pub fn release(&mut self, id: u32) {
+        let r = &mut self.refs[id as usize];
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            let s = std::mem::replace(&mut self.strs[id as usize], Arc::from(""));
+            self.map.remove(&s);
+            self.free.push(id);
+        }
+    }
+
+    /// Live (referenced) symbols.
+    pub fn live(&self) -> usize {
+        self.map.len()
     }
 
     pub fn lookup(&self, s: &str) -> Option<u32> {
@@ -35,13 +66,14 @@ impl Symbols {
         &self.strs[id as usize]
     }
 
+    /// All symbols by id (only meaningful while none was released).
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.strs.iter().map(|s| &**s)
     }
 
     /// Approximate heap bytes, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.strs.iter().map(|s| s.len() + 16 + 40).sum::<usize>()
+        self.strs.iter().map(|s| s.len() + 16 + 44).sum::<usize>()
     }
 
     /// Resolves interleaved (name, value) symbol ids to labels.
@@ -327,6 +359,22 @@ mod tests {
                 .collect();
             assert_eq!(ix.select(&ms), want, "matchers {ms:?}");
         }
+    }
+
+    #[test]
+    fn released_symbols_are_reused() {
+        let mut s = Symbols::default();
+        let a = s.intern("a");
+        assert_eq!(s.intern("a"), a);
+        let b = s.intern("b");
+        s.release(a);
+        assert_eq!(s.lookup("a"), Some(a), "still referenced once");
+        s.release(a);
+        assert_eq!(s.lookup("a"), None);
+        assert_eq!(s.intern("c"), a, "id reused");
+        assert_eq!(s.get(a), "c");
+        assert_eq!(s.get(b), "b");
+        assert_eq!(s.live(), 2);
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct Stats {
     /// Oldest / newest timestamp in the head; `None` when the head is empty.
     pub head_min_t: Option<i64>,
     pub head_max_t: Option<i64>,
+    /// Distinct label strings interned by the head.
+    pub head_symbols: u64,
     pub blocks: u64,
     pub block_bytes: u64,
     pub wal_segments: u64,

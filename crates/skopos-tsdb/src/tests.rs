@@ -871,3 +871,39 @@ fn block_bytes_per_sample_on_typical_metrics() {
     assert_eq!(r.block_samples, 300 * n as u64);
     assert!(r.bytes_per_sample < 1.0, "{}", r.bytes_per_sample);
 }
+
+#[test]
+fn churned_series_are_garbage_collected_from_the_head_after_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let pods = |gen: &str, t: i64| {
+        let mut b = WriteBatch::default();
+        for i in 0..50 {
+            b.push(
+                lbl(&[("__name__", "m"), ("pod", &format!("{gen}-{i}"))]),
+                Sample::new(t, 1.0),
+            );
+        }
+        b
+    };
+    db.append(&pods("old", T0)).unwrap();
+    let symbols_old = db.stats().head_symbols;
+    db.append(&pods("new", T0 + 4 * H)).unwrap();
+    assert_eq!(db.stats().head_series, 100);
+    let rep = db.maintenance(T0 + 4 * H).unwrap();
+    assert_eq!(rep.series_gc, 50, "{rep:?}");
+    let s = db.stats();
+    assert_eq!(s.head_series, 50);
+    assert_eq!(
+        s.head_symbols, symbols_old,
+        "old pod names released, new ones took their place"
+    );
+    // The old series are still queryable from the block, and come back to the head on write.
+    assert_eq!(all(&db).len(), 100);
+    db.append(&pods("old", T0 + 4 * H + 1)).unwrap();
+    assert_eq!(db.stats().head_series, 100);
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.stats().head_series, 100);
+    assert_eq!(total_samples(&all(&db)), 150);
+}
