@@ -271,12 +271,11 @@ impl Parser {
         }
     }
 
-    /// The family a sample name belongs to, with its type.
-    fn family_of(&self, name: &str) -> Option<(String, String)> {
-        if let Some(f) = self.families.get(name) {
-            if let Some(t) = &f.type_ {
-                return Some((name.to_string(), t.clone()));
-            }
+    /// The family a sample name belongs to: the length of the family name
+    /// (a prefix of `name`) and its type.
+    fn family_of(&self, name: &str) -> Option<(usize, &'static str)> {
+        if let Some(t) = self.families.get(name).and_then(|f| f.type_.as_deref()) {
+            return Some((name.len(), static_type(t)));
         }
         const SUFFIXES: &[(&str, &[&str])] = &[
             ("_total", &["counter"]),
@@ -295,7 +294,7 @@ impl Parser {
             if let Some(base) = name.strip_suffix(suffix) {
                 if let Some(t) = self.families.get(base).and_then(|f| f.type_.as_deref()) {
                     if types.contains(&t) {
-                        return Some((base.to_string(), t.to_string()));
+                        return Some((base.len(), static_type(t)));
                     }
                 }
             }
@@ -359,21 +358,27 @@ impl Parser {
                 ));
             }
         }
-        let family = self.family_of(name);
-        if let Some((fam, type_)) = &family {
-            if self.format == Format::OpenMetrics
+        let family = if self.families.is_empty() {
+            None
+        } else {
+            self.family_of(name)
+        };
+        if let Some((fam_len, type_)) = family {
+            let is_created = self.format == Format::OpenMetrics
                 && type_ != "gauge"
-                && name.ends_with("_created")
-                && name != fam
-            {
-                self.families.get_mut(fam).unwrap().has_samples = true;
-                return Ok(());
-            }
-            let normalise = match type_.as_str() {
+                && name.len() != fam_len
+                && name.ends_with("_created");
+            let normalise = match type_ {
                 "histogram" | "gaugehistogram" => Some("le"),
                 "summary" => Some("quantile"),
                 _ => None,
             };
+            if let Some(f) = self.families.get_mut(&name[..fam_len]) {
+                f.has_samples = true;
+            }
+            if is_created {
+                return Ok(());
+            }
             if let Some(lname) = normalise {
                 for l in labels.iter_mut().filter(|l| l.name == lname) {
                     if let Some(v) = parse_value(&l.value) {
@@ -381,14 +386,29 @@ impl Parser {
                     }
                 }
             }
-            self.families.get_mut(fam).unwrap().has_samples = true;
-        } else {
+        }
+        if family.is_none() && !self.untyped_seen.contains(name) {
+            // Remembered so that a later TYPE line for them is an error.
             self.untyped_seen.insert(name.to_string());
         }
         let labels = Labels::from_sorted_checked(labels)
             .map_err(|dup| format!("duplicate label name {dup:?} in sample {name:?}"))?;
         self.out.push((labels, Sample::new(t, value)));
         Ok(())
+    }
+}
+
+/// The type names the parser stores, as `'static` strings.
+fn static_type(t: &str) -> &'static str {
+    match t {
+        "counter" => "counter",
+        "gauge" => "gauge",
+        "histogram" => "histogram",
+        "gaugehistogram" => "gaugehistogram",
+        "summary" => "summary",
+        "info" => "info",
+        "stateset" => "stateset",
+        _ => "unknown",
     }
 }
 

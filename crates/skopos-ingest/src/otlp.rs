@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use skopos_model::{Labels, LabelsBuilder, Sample, WriteBatch, METRIC_NAME, STALE_NAN};
 
-use crate::DecodeError;
+use crate::{DecodeError, MetricMetadata};
 
 /// How an OTLP body is encoded (after any gzip has been removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,8 @@ pub struct Translation {
     /// Empty if nothing was rejected; otherwise one explanation per kind of
     /// rejection, with counts.
     pub error_message: String,
+    /// One entry per metric name translated: type, description as help, unit.
+    pub metadata: Vec<MetricMetadata>,
 }
 
 /// Delta state older than this is forgotten (the producer is gone).
@@ -229,6 +231,8 @@ impl Translator {
     pub fn translate(&self, req: &ExportMetricsServiceRequest) -> Translation {
         let mut batch = WriteBatch::default();
         let mut rej = Rejections::default();
+        let mut metadata: Vec<MetricMetadata> = Vec::new();
+        let mut metadata_seen = std::collections::HashSet::new();
         let mut state = self.state.lock();
         let now = Instant::now();
         if now.duration_since(state.last_sweep) > SWEEP_EVERY {
@@ -284,7 +288,11 @@ impl Translator {
                     max_ts,
                 };
                 for m in &sm.metrics {
-                    self.metric(m, &mut ctx, &mut state, &mut batch, &mut rej);
+                    if let Some(md) = self.metric(m, &mut ctx, &mut state, &mut batch, &mut rej) {
+                        if metadata_seen.insert(md.metric_family_name.clone()) {
+                            metadata.push(md);
+                        }
+                    }
                 }
                 max_ts = ctx.max_ts;
             }
@@ -317,9 +325,11 @@ impl Translator {
             batch,
             rejected_points: rej.total,
             error_message: rej.message(),
+            metadata,
         }
     }
 
+    /// Translates one metric; returns its metadata unless it was rejected whole.
     fn metric(
         &self,
         m: &Metric,
@@ -327,11 +337,11 @@ impl Translator {
         state: &mut DeltaState,
         batch: &mut WriteBatch,
         rej: &mut Rejections,
-    ) {
+    ) -> Option<MetricMetadata> {
         let points = data_point_count(m);
         if m.name.is_empty() {
             rej.add(points, "metric has an empty name".into());
-            return;
+            return None;
         }
         let Some(data) = &m.data else {
             rej.add(
@@ -341,7 +351,7 @@ impl Translator {
                     m.name
                 ),
             );
-            return;
+            return None;
         };
         let kind = match data {
             metric::Data::Gauge(_) => Kind::Gauge,
@@ -359,7 +369,7 @@ impl Translator {
                 points,
                 format!("metric name {:?} has no valid characters", m.name),
             );
-            return;
+            return None;
         }
         let temporality = |t: i32| {
             AggregationTemporality::try_from(t).unwrap_or(AggregationTemporality::Unspecified)
@@ -379,14 +389,14 @@ impl Translator {
                             s.data_points.len(),
                             format!("sum {:?} has delta temporality and delta-to-cumulative conversion is disabled", m.name),
                         );
-                        return;
+                        return None;
                     }
                     AggregationTemporality::Unspecified => {
                         rej.add(
                             s.data_points.len(),
                             format!("sum {:?} has unspecified aggregation temporality", m.name),
                         );
-                        return;
+                        return None;
                     }
                 };
                 for p in &s.data_points {
@@ -405,7 +415,7 @@ impl Translator {
                                 m.name
                             ),
                         );
-                        return;
+                        return None;
                     }
                     AggregationTemporality::Unspecified => {
                         rej.add(
@@ -415,7 +425,7 @@ impl Translator {
                                 m.name
                             ),
                         );
-                        return;
+                        return None;
                     }
                 };
                 for p in &h.data_points {
@@ -448,14 +458,14 @@ impl Translator {
                                 m.name
                             ),
                         );
-                        return;
+                        return None;
                     }
                     AggregationTemporality::Unspecified => {
                         rej.add(
                             h.data_points.len(),
                             format!("exponential histogram {:?} has unspecified aggregation temporality", m.name),
                         );
-                        return;
+                        return None;
                     }
                 };
                 for p in &h.data_points {
@@ -484,6 +494,20 @@ impl Translator {
                 }
             }
         }
+
+        let type_ = match data {
+            metric::Data::Gauge(_) => "gauge",
+            metric::Data::Sum(s) if s.is_monotonic => "counter",
+            metric::Data::Sum(_) => "gauge",
+            metric::Data::Histogram(_) | metric::Data::ExponentialHistogram(_) => "histogram",
+            metric::Data::Summary(_) => "summary",
+        };
+        Some(MetricMetadata {
+            metric_family_name: name,
+            type_: type_.into(),
+            help: m.description.clone(),
+            unit: m.unit.clone(),
+        })
     }
 
     fn labels(

@@ -837,6 +837,32 @@ fn otlp_json_spec_example_decodes_and_translates() {
     );
     // Delta histogram with delta state: count is cumulative over one point.
     assert!(has(r#"my_histogram_count{job="my.service""#, " 2"), "{l:?}");
+    let md: Vec<(&str, &str, &str)> = t
+        .metadata
+        .iter()
+        .map(|m| {
+            (
+                m.metric_family_name.as_str(),
+                m.type_.as_str(),
+                m.help.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        md,
+        vec![
+            ("my_counter_total", "counter", "I am a Counter"),
+            ("my_gauge_ratio", "gauge", "I am a Gauge"),
+            ("my_histogram", "histogram", "I am a Histogram"),
+            ("my_exponential_histogram", "histogram", ""),
+        ]
+    );
+}
+
+#[test]
+fn translator_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Translator>();
 }
 
 #[test]

@@ -411,6 +411,52 @@ async fn reconfiguring_a_job_keeps_targets_without_staleness() {
     mgr.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_and_bearer_tokens() {
+    use std::io::Write;
+    // A raw server that always answers with a gzip-encoded body.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"zipped 7\n").unwrap();
+        let body = gz.finish().unwrap();
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            *seen2.lock() = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&body).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    let (sink, mgr) = setup();
+    mgr.apply(&config(&format!(
+        "scrape_configs:\n  - job_name: z\n    scrape_interval: 100ms\n    bearer_token: tok123\n    static_configs: [{{ targets: [\"{addr}\"] }}]\n"
+    )));
+    sink.wait("zipped", |s| has(s, "zipped", |_, v| v == 7.0))
+        .await;
+    let req = seen.lock().to_ascii_lowercase();
+    assert!(req.contains("accept-encoding: gzip"), "{req}");
+    assert!(req.contains("authorization: bearer tok123"), "{req}");
+    mgr.stop().await;
+}
+
+#[test]
+fn manager_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ScrapeManager>();
+}
+
 #[test]
 fn config_file_parses_with_prometheus_defaults() {
     let f = config(
