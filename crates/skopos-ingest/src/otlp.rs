@@ -32,7 +32,7 @@
 //! becomes `job`, `service.instance.id` becomes `instance`, every other
 //! resource attribute goes on one `target_info` gauge (value 1) per
 //! resource. Scope name and version become `otel_scope_name` and
-//! `otel_scope_version`. Points flagged `NoRecordedValue` become staleness
+//! `otel_scope_version`, scope attributes `otel_scope_<attribute>`. Points flagged `NoRecordedValue` become staleness
 //! markers. Exemplars are dropped.
 
 use std::collections::{BTreeMap, HashMap};
@@ -275,6 +275,9 @@ impl Translator {
                     }
                     if !scope.version.is_empty() {
                         base.push(("otel_scope_version".into(), scope.version.clone()));
+                    }
+                    for (k, v) in sanitize_attributes(scope.attributes.iter()) {
+                        base.push((format!("otel_scope_{k}"), v));
                     }
                 }
                 if let Some(j) = &job {
@@ -647,7 +650,13 @@ impl Translator {
                 format_plain(upper)
             };
             let l = self.labels(&format!("{name}_bucket"), attrs, ctx, Some(("le", le)));
-            batch.push(l, Sample::new(t, val(cumulative)));
+            // As in Prometheus, the +Inf bucket is the point's count.
+            let v = if upper == f64::INFINITY {
+                acc.count
+            } else {
+                cumulative
+            };
+            batch.push(l, Sample::new(t, val(v)));
         }
         if !saw_inf {
             let l = self.labels(

@@ -890,6 +890,15 @@ fn protobuf_round_trip_and_decode_errors() {
     assert!(e.to_string().contains("line 1"), "{e}");
 }
 
+proptest::proptest! {
+    #[test]
+    fn arbitrary_protobuf_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        if let Ok(req) = decode_metrics_request(&bytes, Encoding::Protobuf) {
+            let _ = translate(&req);
+        }
+    }
+}
+
 #[test]
 fn base64_matches_rfc4648() {
     assert_eq!(base64(b""), "");
