@@ -103,9 +103,11 @@ impl Default for GlobalConfig {
     }
 }
 
-/// One `scrape_configs` entry.
+/// One `scrape_configs` entry. Prometheus options skopos does not
+/// implement (other service discoveries, native histogram settings, ...)
+/// are accepted and reported by [`ScrapeConfigFile::warnings`]; names that
+/// Prometheus does not know either are an error (a typo).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ScrapeConfig {
     pub job_name: String,
     #[serde(default, deserialize_with = "de_opt_duration")]
@@ -139,7 +141,75 @@ pub struct ScrapeConfig {
     pub bearer_token_file: Option<PathBuf>,
     #[serde(default)]
     pub basic_auth: Option<BasicAuth>,
+    /// `authorization: { type: Bearer, credentials | credentials_file }`.
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
+    #[serde(default)]
+    pub tls_config: Option<TlsConfig>,
+    #[serde(default = "default_true")]
+    pub follow_redirects: bool,
+    /// Ask for gzip-compressed bodies (default true).
+    #[serde(default = "default_true")]
+    pub enable_compression: bool,
+    /// Every other key, checked by [`ScrapeConfigFile::validate`].
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml_ng::Value>,
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// Defaults to `Bearer`.
+    #[serde(rename = "type", default)]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub credentials: Option<Secret>,
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// TLS settings for https targets. Client certificates and `server_name`
+/// are not supported (accepted and ignored, see
+/// [`ScrapeConfigFile::warnings`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificates that sign the targets' certificates.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// Prometheus scrape_config keys that skopos accepts but ignores.
+const UNSUPPORTED_KEYS: &[&str] = &[
+    "track_timestamps_staleness",
+    "scrape_protocols",
+    "fallback_scrape_protocol",
+    "scrape_classic_histograms",
+    "always_scrape_classic_histograms",
+    "convert_classic_histograms_to_nhcb",
+    "scrape_native_histograms",
+    "native_histogram_bucket_limit",
+    "native_histogram_min_bucket_factor",
+    "oauth2",
+    "enable_http2",
+    "proxy_url",
+    "no_proxy",
+    "proxy_from_environment",
+    "proxy_connect_header",
+    "http_headers",
+    "body_size_limit",
+    "label_limit",
+    "label_name_length_limit",
+    "label_value_length_limit",
+    "target_limit",
+    "keep_dropped_targets",
+    "metric_name_validation_scheme",
+    "metric_name_escaping_scheme",
+    "scrape_failure_log_file",
+];
 
 fn default_metrics_path() -> String {
     "/metrics".into()
@@ -238,16 +308,59 @@ impl ScrapeConfigFile {
                     sc.job_name
                 ));
             }
-            if (sc.bearer_token.is_some() || sc.bearer_token_file.is_some())
-                && sc.basic_auth.is_some()
-            {
+            let auths = [
+                sc.bearer_token.is_some() || sc.bearer_token_file.is_some(),
+                sc.basic_auth.is_some(),
+                sc.authorization.is_some(),
+            ];
+            if auths.iter().filter(|a| **a).count() > 1 {
                 return Err(format!(
-                    "job {:?}: at most one of basic_auth and bearer_token",
+                    "job {:?}: at most one of basic_auth, authorization and bearer_token may be set",
                     sc.job_name
                 ));
             }
+            if let Some(a) = &sc.authorization {
+                if a.credentials.is_some() && a.credentials_file.is_some() {
+                    return Err(format!(
+                        "job {:?}: authorization has both credentials and credentials_file",
+                        sc.job_name
+                    ));
+                }
+            }
+            for key in sc.other.keys() {
+                if !UNSUPPORTED_KEYS.contains(&key.as_str()) && !key.ends_with("_sd_configs") {
+                    return Err(format!(
+                        "job {:?}: unknown field `{key}` in scrape config",
+                        sc.job_name
+                    ));
+                }
+            }
+            build_client(sc).map_err(|e| format!("job {:?}: {e}", sc.job_name))?;
         }
         Ok(())
+    }
+
+    /// Prometheus options present in the file that skopos ignores; worth
+    /// logging at startup.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sc in &self.scrape_configs {
+            for key in sc.other.keys() {
+                out.push(format!(
+                    "job {:?}: `{key}` is not supported by skopos and is ignored",
+                    sc.job_name
+                ));
+            }
+            if let Some(tls) = &sc.tls_config {
+                for key in tls.other.keys() {
+                    out.push(format!(
+                        "job {:?}: tls_config `{key}` is not supported by skopos and is ignored",
+                        sc.job_name
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -257,6 +370,68 @@ struct JobConfig {
     sc: ScrapeConfig,
     interval: Duration,
     timeout: Duration,
+    /// The client for jobs with their own TLS/redirect/compression settings.
+    client: JobClient,
+}
+
+/// An HTTP client built from a config; equal configs give equivalent
+/// clients, so it takes no part in comparisons.
+#[derive(Clone, Default)]
+struct JobClient(Option<reqwest::Client>);
+
+impl PartialEq for JobClient {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for JobClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "custom" } else { "shared" })
+    }
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().user_agent(concat!("skopos/", env!("CARGO_PKG_VERSION")))
+}
+
+/// A dedicated client when the job's settings differ from the shared
+/// client's (`Ok(None)`).
+fn build_client(sc: &ScrapeConfig) -> Result<Option<reqwest::Client>, String> {
+    let tls = sc.tls_config.clone().unwrap_or_default();
+    if tls.ca_file.is_none()
+        && !tls.insecure_skip_verify
+        && sc.follow_redirects
+        && sc.enable_compression
+    {
+        return Ok(None);
+    }
+    let mut b = client_builder();
+    if let Some(path) = &tls.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read tls_config.ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            format!(
+                "tls_config.ca_file {} holds no valid PEM certificates: {e}",
+                path.display()
+            )
+        })?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if tls.insecure_skip_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if !sc.follow_redirects {
+        b = b.redirect(reqwest::redirect::Policy::none());
+    }
+    if !sc.enable_compression {
+        b = b.no_gzip();
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 impl JobConfig {
@@ -270,6 +445,7 @@ impl JobConfig {
             sc: sc.clone(),
             interval,
             timeout,
+            client: JobClient::default(),
         }
     }
 }
@@ -543,8 +719,7 @@ impl ScrapeManager {
         sink: Arc<dyn SampleSink>,
         file_check_interval: Duration,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("skopos/", env!("CARGO_PKG_VERSION")))
+        let client = client_builder()
             .build()
             .expect("the HTTP client builds with static settings");
         ScrapeManager {
@@ -567,7 +742,16 @@ impl ScrapeManager {
         let mut wanted = HashSet::new();
         for sc in &file.scrape_configs {
             wanted.insert(sc.job_name.clone());
-            let cfg = Arc::new(JobConfig::resolve(sc, &file.global));
+            let mut cfg = JobConfig::resolve(sc, &file.global);
+            match build_client(sc) {
+                Ok(c) => cfg.client = JobClient(c),
+                Err(e) => {
+                    // validate() reports this; keep whatever runs now.
+                    tracing::error!(job = %sc.job_name, error = %e, "cannot configure scrape job");
+                    continue;
+                }
+            }
+            let cfg = Arc::new(cfg);
             if let Some(h) = jobs.get(&sc.job_name) {
                 if **h.cfg_tx.borrow() != *cfg {
                     let _ = h.cfg_tx.send(cfg);
@@ -808,7 +992,8 @@ async fn run_target(
         last_ts = Some(ts);
         let started = Instant::now();
         let wall = SystemTime::now();
-        let outcome = match fetch(&inner.client, &target.url, &cfg).await {
+        let client = cfg.client.0.as_ref().unwrap_or(&inner.client);
+        let outcome = match fetch(client, &target.url, &cfg).await {
             Ok((body, format)) => process(&body, format, ts, &target, &cfg),
             Err(e) => Err(e),
         };
@@ -912,7 +1097,23 @@ async fn fetch(
             format!("{}", cfg.timeout.as_secs_f64()),
         )
         .timeout(cfg.timeout);
-    if let Some(tok) = &cfg.sc.bearer_token {
+    if let Some(a) = &cfg.sc.authorization {
+        let creds = match (&a.credentials, &a.credentials_file) {
+            (Some(c), _) => c.0.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    format!(
+                        "cannot read authorization credentials_file {}: {e}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+            (None, None) => String::new(),
+        };
+        let kind = a.type_.as_deref().unwrap_or("Bearer");
+        req = req.header(reqwest::header::AUTHORIZATION, format!("{kind} {creds}"));
+    } else if let Some(tok) = &cfg.sc.bearer_token {
         req = req.bearer_auth(&tok.0);
     } else if let Some(path) = &cfg.sc.bearer_token_file {
         let tok = std::fs::read_to_string(path)

@@ -451,6 +451,47 @@ async fn gzip_bodies_and_bearer_tokens() {
     mgr.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_header_and_ignored_prometheus_options() {
+    let srv = TestServer::start("a 1\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cred = dir.path().join("cred");
+    std::fs::write(&cred, "abc\n").unwrap();
+    let f = config(&format!(
+        r#"
+scrape_configs:
+  - job_name: auth
+    scrape_interval: 100ms
+    authorization: {{ type: Token, credentials_file: "{}" }}
+    tls_config: {{ insecure_skip_verify: true, cert_file: /x.pem }}
+    enable_compression: false
+    kubernetes_sd_configs: [ {{ role: pod }} ]
+    label_limit: 10
+    static_configs: [ {{ targets: ["{}"] }} ]
+"#,
+        cred.display(),
+        srv.addr
+    ));
+    let w = f.warnings();
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        w.iter()
+            .any(|m| m.contains("`kubernetes_sd_configs` is not supported")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(|m| m.contains("tls_config `cert_file`")),
+        "{w:?}"
+    );
+    let (sink, mgr) = setup();
+    mgr.apply(&f);
+    sink.wait("a", |s| has(s, "a", |_, _| true)).await;
+    let req = srv.requests.lock()[0].to_ascii_lowercase();
+    assert!(req.contains("authorization: token abc\r\n"), "{req}");
+    assert!(!req.contains("accept-encoding: gzip"), "{req}");
+    mgr.stop().await;
+}
+
 #[test]
 fn manager_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
