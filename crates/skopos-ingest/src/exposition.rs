@@ -412,22 +412,28 @@ fn static_type(t: &str) -> &'static str {
     }
 }
 
+/// Parses a sample value the way Go's `strconv.ParseFloat` does for the
+/// spellings that occur in practice: decimal and exponent notation, and
+/// `Inf`/`Infinity`/`NaN` in any case with an optional sign on infinities.
 fn parse_value(tok: &str) -> Option<f64> {
-    match tok {
-        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
-        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
-        "NaN" | "nan" => Some(f64::NAN),
-        _ => {
-            // Rust also accepts "infinity" spellings; restrict to numbers.
-            if tok
-                .bytes()
-                .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
-            {
-                return None;
-            }
-            tok.parse::<f64>().ok()
-        }
+    let (sign, rest) = match tok.as_bytes().first() {
+        Some(b'+') => (1.0, &tok[1..]),
+        Some(b'-') => (-1.0, &tok[1..]),
+        _ => (1.0, tok),
+    };
+    if rest.eq_ignore_ascii_case("inf") || rest.eq_ignore_ascii_case("infinity") {
+        return Some(sign * f64::INFINITY);
     }
+    if tok.eq_ignore_ascii_case("nan") {
+        return Some(f64::NAN);
+    }
+    if !tok
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return None;
+    }
+    tok.parse::<f64>().ok()
 }
 
 /// Parses `name="value",...}` (after the `{`); returns the rest of the line.

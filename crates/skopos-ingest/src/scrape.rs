@@ -811,6 +811,16 @@ impl ScrapeManager {
     }
 }
 
+impl Drop for ScrapeManager {
+    /// Signals every job to stop (they write their stale markers on the
+    /// runtime); call [`stop`](Self::stop) to wait for that.
+    fn drop(&mut self) {
+        for h in self.inner.jobs.lock().values() {
+            let _ = h.stop_tx.send(true);
+        }
+    }
+}
+
 struct TargetHandle {
     cfg_tx: watch::Sender<Arc<JobConfig>>,
     stop_tx: watch::Sender<bool>,
