@@ -2,31 +2,49 @@
 //!
 //! # Format (chunk format version 1)
 //!
-//! A chunk is `encoding: u8` followed by a big-endian bit stream. The sample
-//! count is not stored in the chunk; the owner (head series, block index)
-//! keeps it next to the chunk.
+//! A chunk is a header followed by a big-endian bit stream. The sample count
+//! is not stored in the chunk; the owner (head series, block index) keeps it
+//! next to the chunk.
 //!
-//! Timestamps (both encodings): the first timestamp, then the first delta,
+//! Header: `encoding: u8`; for encoding 2 one more byte `flags`
+//! (bits 0–3: decimal digits `d`, bit 4: values as deltas instead of
+//! deltas-of-deltas, bit 5: a multiplier follows) and, with bit 5, the
+//! LEB128 varints `multiplier` and zigzag `base`: the stream then holds
+//! `(k - base) / multiplier` (used when all values step by a common factor,
+//! e.g. memory sizes in 4 KiB pages).
+//!
+//! Timestamps (all encodings): the first timestamp, then the first delta,
 //! then deltas-of-deltas, each written with the signed bucket code
-//! `0` (zero) | `10`+7 bits | `110`+12 bits | `1110`+20 bits | `1111`+64 bits.
+//! `0` (zero) | `10`+2 bits | `110`+5 bits | `1110`+9 bits | `11110`+16 bits
+//! | `111110`+24 bits | `111111`+64 bits (two's complement payloads).
 //!
 //! Values:
 //! * encoding 1 (`XOR`): the first value as 64 raw bits; then
 //!   `v XOR prev` as `0` (same value), `10` + meaningful bits inside the
 //!   previous leading/trailing-zero window, or `11` + 5 bits leading zeros +
 //!   6 bits meaningful length (0 means 64) + meaningful bits.
-//! * encoding 2 (`INT`, only written into blocks, when every value is an
-//!   integer of magnitude < 2^53 and not `-0.0`): the first value, the first
-//!   delta, then deltas-of-deltas of the values as i64, with the bucket code
-//!   above. Counters with a steady rate cost ~1 bit per sample.
+//! * encoding 2 (`SCALED`): every value is `k / 10^d` for an integer `k`
+//!   with `|k| < 2^53` (bit-exactly, checked when encoding; `-0.0`, NaN and
+//!   infinities never qualify). The `k`s are written like timestamps: first
+//!   value, first delta, then deltas-of-deltas (or, with the delta flag, all
+//!   deltas) with the bucket code. Counters with a steady rate cost ~1 bit
+//!   per sample; values like CPU seconds with two decimals stay small.
 //!
-//! NaN payloads (including the staleness marker), infinities and `-0.0`
-//! survive bit-exactly in the XOR encoding.
+//! The head starts a chunk as `SCALED` when the first value allows it and
+//! re-encodes the chunk as `XOR` when a value does not fit; blocks try the
+//! candidate encodings per chunk and keep the smallest. NaN payloads
+//! (including the staleness marker), infinities and `-0.0` survive
+//! bit-exactly.
 
 use skopos_model::Sample;
 
 pub const ENC_XOR: u8 = 1;
-pub const ENC_INT: u8 = 2;
+pub const ENC_SCALED: u8 = 2;
+const FLAG_DELTA: u8 = 0x10;
+const FLAG_MUL: u8 = 0x20;
+const MAX_DECIMALS: u8 = 6;
+/// Decimal digits the head tries before falling back to XOR.
+const HEAD_MAX_DECIMALS: u8 = 3;
 
 /// Samples per head chunk before a new one is started.
 pub const HEAD_CHUNK_SAMPLES: usize = 120;
@@ -82,7 +100,7 @@ struct BitReader<'a> {
     pos: usize,
 }
 
-impl<'a> BitReader<'a> {
+impl BitReader<'_> {
     fn read_bit(&mut self) -> Option<bool> {
         let byte = *self.buf.get(self.pos / 8)?;
         let bit = byte & (0x80 >> (self.pos % 8)) != 0;
@@ -107,6 +125,15 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// (prefix, prefix length, payload bits) of the signed bucket code.
+const BUCKETS: [(u64, u8, u8); 5] = [
+    (0b10, 2, 2),
+    (0b110, 3, 5),
+    (0b1110, 4, 9),
+    (0b11110, 5, 16),
+    (0b111110, 6, 24),
+];
+
 fn fits(x: i64, bits: u8) -> bool {
     let lim = 1i64 << (bits - 1);
     (-lim..lim).contains(&x)
@@ -117,37 +144,51 @@ fn put_signed(w: &mut BitWriter, x: i64) {
         w.write_bit(false);
         return;
     }
-    for (prefix, plen, bits) in [(0b10u64, 2u8, 7u8), (0b110, 3, 12), (0b1110, 4, 20)] {
+    for (prefix, plen, bits) in BUCKETS {
         if fits(x, bits) {
             w.write_bits(prefix, plen);
             w.write_bits(x as u64 & ((1u64 << bits) - 1), bits);
             return;
         }
     }
-    w.write_bits(0b1111, 4);
+    w.write_bits(0b111111, 6);
     w.write_bits(x as u64, 64);
 }
 
 fn get_signed(r: &mut BitReader) -> Option<i64> {
     let mut ones = 0;
-    while ones < 4 && r.read_bit()? {
+    while ones < 6 && r.read_bit()? {
         ones += 1;
     }
-    let bits: u8 = match ones {
-        0 => return Some(0),
-        1 => 7,
-        2 => 12,
-        3 => 20,
-        _ => return Some(r.read_bits(64)? as i64),
-    };
+    if ones == 0 {
+        return Some(0);
+    }
+    if ones == 6 {
+        return Some(r.read_bits(64)? as i64);
+    }
+    let bits = BUCKETS[ones - 1].2;
     let raw = r.read_bits(bits)?;
     // Sign-extend.
     let shift = 64 - bits as u32;
     Some(((raw << shift) as i64) >> shift)
 }
 
-fn is_int_value(v: f64) -> bool {
-    v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 && !(v == 0.0 && v.is_sign_negative())
+fn pow10(d: u8) -> f64 {
+    10f64.powi(d as i32)
+}
+
+/// `v` as `k` with `k / 10^d == v` bit-exactly, if there is such a `k`.
+fn scaled(v: f64, d: u8) -> Option<i64> {
+    let scale = pow10(d);
+    let k = (v * scale).round();
+    if !(k.abs() < 9_007_199_254_740_992.0) || v.is_sign_negative() && k == 0.0 {
+        return None;
+    }
+    ((k / scale).to_bits() == v.to_bits()).then_some(k as i64)
+}
+
+fn decimals_for(samples: &[Sample], max: u8) -> Option<u8> {
+    (0..=max).find(|d| samples.iter().all(|s| scaled(s.v, *d).is_some()))
 }
 
 /// Appends samples to one chunk. Timestamps must be strictly increasing.
@@ -155,6 +196,7 @@ fn is_int_value(v: f64) -> bool {
 pub struct ChunkEncoder {
     w: BitWriter,
     enc: u8,
+    flags: u8,
     count: u32,
     t: i64,
     t_delta: i64,
@@ -164,15 +206,25 @@ pub struct ChunkEncoder {
     lead: u8,
     trail: u8,
     min_t: i64,
+    mul: i64,
+    base: i64,
 }
 
 impl ChunkEncoder {
     pub fn new(enc: u8) -> Self {
+        Self::with_flags(enc, 0)
+    }
+
+    fn with_flags(enc: u8, flags: u8) -> Self {
         let mut w = BitWriter::default();
         w.buf.push(enc);
+        if enc == ENC_SCALED {
+            w.buf.push(flags);
+        }
         ChunkEncoder {
             w,
             enc,
+            flags,
             count: 0,
             t: 0,
             t_delta: 0,
@@ -182,7 +234,18 @@ impl ChunkEncoder {
             lead: u8::MAX,
             trail: 0,
             min_t: 0,
+            mul: 1,
+            base: 0,
         }
+    }
+
+    fn with_multiplier(flags: u8, mul: i64, base: i64) -> Self {
+        let mut e = Self::with_flags(ENC_SCALED, flags | FLAG_MUL);
+        crate::encoding::put_uvarint(&mut e.w.buf, mul as u64);
+        crate::encoding::put_varint(&mut e.w.buf, base);
+        e.mul = mul;
+        e.base = base;
+        e
     }
 
     pub fn count(&self) -> usize {
@@ -209,10 +272,14 @@ impl ChunkEncoder {
         self.w.buf.capacity()
     }
 
-    /// Appends to a head chunk, switching an integer chunk to XOR (by
-    /// re-encoding it) when the first non-integer value arrives.
+    fn decimals(&self) -> u8 {
+        self.flags & 0x0f
+    }
+
+    /// Appends to a head chunk, re-encoding a `SCALED` chunk as `XOR` when
+    /// a value does not fit it.
     pub fn push(&mut self, t: i64, v: f64) {
-        if self.enc == ENC_INT && !is_int_value(v) {
+        if self.enc == ENC_SCALED && scaled(v, self.decimals()).is_none() {
             let mut old = Vec::with_capacity(self.count());
             // Our own bytes always decode.
             let _ = decode(&self.w.buf, self.count(), &mut old);
@@ -228,23 +295,76 @@ impl ChunkEncoder {
 
     /// A head chunk encoder suited to a first value `v`.
     pub fn for_value(v: f64) -> Self {
-        ChunkEncoder::new(if is_int_value(v) { ENC_INT } else { ENC_XOR })
+        match (0..=HEAD_MAX_DECIMALS).find(|d| scaled(v, *d).is_some()) {
+            Some(d) => ChunkEncoder::with_flags(ENC_SCALED, d),
+            None => ChunkEncoder::new(ENC_XOR),
+        }
     }
 
-    /// Encoder holding `samples` (sorted), for re-encoding head chunks.
+    /// Encoder holding `samples` (sorted) in the encoding the head would use.
     pub fn from_samples(samples: &[Sample]) -> Self {
-        let enc = if samples.iter().all(|s| is_int_value(s.v)) {
-            ENC_INT
-        } else {
-            ENC_XOR
+        let mut e = match decimals_for(samples, HEAD_MAX_DECIMALS) {
+            Some(d) => ChunkEncoder::with_flags(ENC_SCALED, d),
+            None => ChunkEncoder::new(ENC_XOR),
         };
-        let mut e = ChunkEncoder::new(enc);
         for s in samples {
             e.append(s.t, s.v);
         }
         e
     }
 
+    fn put_value_int(&mut self, iv: i64) {
+        let delta_mode = self.flags & FLAG_DELTA != 0;
+        match self.count {
+            0 => put_signed(&mut self.w, iv),
+            1 => {
+                self.iv_delta = iv.wrapping_sub(self.iv);
+                put_signed(&mut self.w, self.iv_delta);
+            }
+            _ => {
+                let d = iv.wrapping_sub(self.iv);
+                put_signed(
+                    &mut self.w,
+                    if delta_mode {
+                        d
+                    } else {
+                        d.wrapping_sub(self.iv_delta)
+                    },
+                );
+                self.iv_delta = d;
+            }
+        }
+        self.iv = iv;
+    }
+
+    fn put_value_xor(&mut self, v: f64) {
+        if self.count == 0 {
+            self.w.write_bits(v.to_bits(), 64);
+            return;
+        }
+        let x = v.to_bits() ^ self.v_bits;
+        if x == 0 {
+            self.w.write_bit(false);
+            return;
+        }
+        let lead = (x.leading_zeros() as u8).min(31);
+        let trail = x.trailing_zeros() as u8;
+        if self.lead != u8::MAX && lead >= self.lead && trail >= self.trail {
+            self.w.write_bits(0b10, 2);
+            let sig = 64 - self.lead - self.trail;
+            self.w.write_bits(x >> self.trail, sig);
+        } else {
+            let sig = 64 - lead - trail;
+            self.w.write_bits(0b11, 2);
+            self.w.write_bits(lead as u64, 5);
+            self.w.write_bits((sig % 64) as u64, 6);
+            self.w.write_bits(x >> trail, sig);
+            self.lead = lead;
+            self.trail = trail;
+        }
+    }
+
+    /// Appends a sample; for `SCALED` chunks the value must fit (see [`push`](Self::push)).
     pub fn append(&mut self, t: i64, v: f64) {
         match self.count {
             0 => {
@@ -262,72 +382,91 @@ impl ChunkEncoder {
             }
         }
         self.t = t;
-        if self.enc == ENC_INT {
-            let iv = v as i64;
-            match self.count {
-                0 => put_signed(&mut self.w, iv),
-                1 => {
-                    self.iv_delta = iv.wrapping_sub(self.iv);
-                    put_signed(&mut self.w, self.iv_delta);
-                }
-                _ => {
-                    let d = iv.wrapping_sub(self.iv);
-                    put_signed(&mut self.w, d.wrapping_sub(self.iv_delta));
-                    self.iv_delta = d;
-                }
-            }
-            self.iv = iv;
-        } else if self.count == 0 {
-            self.w.write_bits(v.to_bits(), 64);
+        if self.enc == ENC_SCALED {
+            let iv = scaled(v, self.decimals()).unwrap_or_default();
+            self.put_value_int(iv.wrapping_sub(self.base) / self.mul);
         } else {
-            let x = v.to_bits() ^ self.v_bits;
-            if x == 0 {
-                self.w.write_bit(false);
-            } else {
-                let lead = (x.leading_zeros() as u8).min(31);
-                let trail = x.trailing_zeros() as u8;
-                if self.lead != u8::MAX && lead >= self.lead && trail >= self.trail {
-                    self.w.write_bits(0b10, 2);
-                    let sig = 64 - self.lead - self.trail;
-                    self.w.write_bits(x >> self.trail, sig);
-                } else {
-                    let sig = 64 - lead - trail;
-                    self.w.write_bits(0b11, 2);
-                    self.w.write_bits(lead as u64, 5);
-                    self.w.write_bits((sig % 64) as u64, 6);
-                    self.w.write_bits(x >> trail, sig);
-                    self.lead = lead;
-                    self.trail = trail;
-                }
-            }
+            self.put_value_xor(v);
         }
         self.v_bits = v.to_bits();
         self.count += 1;
     }
 }
 
-/// Encodes sorted samples into one chunk, choosing the smaller encoding.
+/// Encodes sorted samples into one chunk, trying each applicable encoding
+/// and keeping the smallest.
 pub fn encode(samples: &[Sample]) -> Vec<u8> {
-    ChunkEncoder::from_samples(samples).w.buf
+    let run = |mut e: ChunkEncoder| {
+        for s in samples {
+            e.append(s.t, s.v);
+        }
+        e.w.buf
+    };
+    let mut best = run(ChunkEncoder::new(ENC_XOR));
+    if let Some(d) = decimals_for(samples, MAX_DECIMALS) {
+        let ks: Vec<i64> = samples.iter().filter_map(|s| scaled(s.v, d)).collect();
+        let base = ks[0];
+        let mul = ks.iter().fold(0i64, |g, k| gcd(g, k.wrapping_sub(base)));
+        for flags in [d, d | FLAG_DELTA] {
+            let e = if mul > 1 {
+                ChunkEncoder::with_multiplier(flags, mul, base)
+            } else {
+                ChunkEncoder::with_flags(ENC_SCALED, flags)
+            };
+            let c = run(e);
+            if c.len() < best.len() {
+                best = c;
+            }
+        }
+    }
+    best
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    // Differences of values below 2^53 cannot overflow an i64.
+    let (mut a, mut b) = (a.unsigned_abs(), b.unsigned_abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.min(i64::MAX as u64) as i64
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt chunk: {0}")]
 pub struct ChunkError(pub &'static str);
 
+const SHORT: ChunkError = ChunkError("truncated bit stream");
+
 /// Decodes `count` samples from a chunk, appending them to `out`.
 pub fn decode(bytes: &[u8], count: usize, out: &mut Vec<Sample>) -> Result<(), ChunkError> {
-    let (&enc, rest) = bytes.split_first().ok_or(ChunkError("empty"))?;
-    if enc != ENC_XOR && enc != ENC_INT {
-        return Err(ChunkError("unknown encoding"));
+    let (&enc, mut rest) = bytes.split_first().ok_or(ChunkError("empty"))?;
+    let mut flags = 0;
+    let (mut mul, mut base) = (1i64, 0i64);
+    match enc {
+        ENC_XOR => {}
+        ENC_SCALED => {
+            (flags, rest) = rest.split_first().map(|(f, r)| (*f, r)).ok_or(SHORT)?;
+            if flags & 0x0f > MAX_DECIMALS || flags & !0x3f != 0 {
+                return Err(ChunkError("bad flags"));
+            }
+            if flags & FLAG_MUL != 0 {
+                let mut r = crate::encoding::Reader::new(rest);
+                mul = r.uvarint().ok_or(SHORT)? as i64;
+                base = r.varint().ok_or(SHORT)?;
+                rest = &rest[rest.len() - r.remaining()..];
+            }
+        }
+        _ => return Err(ChunkError("unknown encoding")),
     }
+    let scale = pow10(flags & 0x0f);
+    let delta_mode = flags & FLAG_DELTA != 0;
     let mut r = BitReader { buf: rest, pos: 0 };
     let (mut t, mut td) = (0i64, 0i64);
     let (mut vb, mut iv, mut ivd) = (0u64, 0i64, 0i64);
     let (mut lead, mut trail) = (0u8, 0u8);
     out.reserve(count);
     for i in 0..count {
-        let x = get_signed(&mut r).ok_or(ChunkError("truncated bit stream"))?;
+        let x = get_signed(&mut r).ok_or(SHORT)?;
         match i {
             0 => t = x,
             1 => {
@@ -339,27 +478,28 @@ pub fn decode(bytes: &[u8], count: usize, out: &mut Vec<Sample>) -> Result<(), C
                 t = t.wrapping_add(td);
             }
         }
-        let v = if enc == ENC_INT {
-            let x = get_signed(&mut r).ok_or(ChunkError("truncated bit stream"))?;
+        let v = if enc == ENC_SCALED {
+            let x = get_signed(&mut r).ok_or(SHORT)?;
             match i {
                 0 => iv = x,
                 1 => {
                     ivd = x;
                     iv = iv.wrapping_add(ivd);
                 }
+                _ if delta_mode => iv = iv.wrapping_add(x),
                 _ => {
                     ivd = ivd.wrapping_add(x);
                     iv = iv.wrapping_add(ivd);
                 }
             }
-            iv as f64
+            base.wrapping_add(mul.wrapping_mul(iv)) as f64 / scale
         } else {
             if i == 0 {
-                vb = r.read_bits(64).ok_or(ChunkError("truncated bit stream"))?;
-            } else if r.read_bit().ok_or(ChunkError("truncated bit stream"))? {
-                if r.read_bit().ok_or(ChunkError("truncated bit stream"))? {
-                    lead = r.read_bits(5).ok_or(ChunkError("truncated bit stream"))? as u8;
-                    let mut sig = r.read_bits(6).ok_or(ChunkError("truncated bit stream"))? as u8;
+                vb = r.read_bits(64).ok_or(SHORT)?;
+            } else if r.read_bit().ok_or(SHORT)? {
+                if r.read_bit().ok_or(SHORT)? {
+                    lead = r.read_bits(5).ok_or(SHORT)? as u8;
+                    let mut sig = r.read_bits(6).ok_or(SHORT)? as u8;
                     if sig == 0 {
                         sig = 64;
                     }
@@ -369,7 +509,7 @@ pub fn decode(bytes: &[u8], count: usize, out: &mut Vec<Sample>) -> Result<(), C
                     trail = 64 - lead - sig;
                 }
                 let sig = 64 - lead - trail;
-                let bits = r.read_bits(sig).ok_or(ChunkError("truncated bit stream"))?;
+                let bits = r.read_bits(sig).ok_or(SHORT)?;
                 vb ^= bits << trail;
             }
             f64::from_bits(vb)
@@ -386,13 +526,24 @@ mod tests {
     use skopos_model::STALE_NAN;
 
     fn round_trip(samples: &[Sample]) {
-        for enc in [ENC_XOR, encode(samples)[0]] {
-            let mut e = ChunkEncoder::new(enc);
-            for s in samples {
-                e.append(s.t, s.v);
-            }
+        let mut head = ChunkEncoder::for_value(samples[0].v);
+        for s in samples {
+            head.push(s.t, s.v);
+        }
+        let candidates = [
+            ChunkEncoder::from_samples(samples).w.buf,
+            head.w.buf,
+            encode(samples),
+            {
+                let mut e = ChunkEncoder::new(ENC_XOR);
+                samples.iter().for_each(|s| e.append(s.t, s.v));
+                e.w.buf
+            },
+        ];
+        for bytes in candidates {
+            let enc = bytes[0];
             let mut out = Vec::new();
-            decode(e.bytes(), samples.len(), &mut out).unwrap();
+            decode(&bytes, samples.len(), &mut out).unwrap();
             assert_eq!(out.len(), samples.len());
             for (a, b) in out.iter().zip(samples) {
                 assert!(a.same_as(b), "{a:?} != {b:?} (encoding {enc})");
@@ -411,6 +562,8 @@ mod tests {
             Just(f64::MIN_POSITIVE),
             Just(f64::MAX),
             (-1_000_000i64..1_000_000).prop_map(|i| i as f64),
+            (-100_000_000i64..100_000_000).prop_map(|i| i as f64 / 100.0),
+            (-100_000_000i64..100_000_000).prop_map(|i| i as f64 / 1000.0),
             any::<f64>(),
             any::<u64>().prop_map(f64::from_bits),
         ]
@@ -443,9 +596,50 @@ mod tests {
                 v += inc;
                 Sample::new(start + i as i64 * 15_000 + inc % 7, v as f64)
             }).collect();
-            assert_eq!(encode(&samples)[0], ENC_INT);
+            assert_eq!(encode(&samples)[0], ENC_SCALED);
             round_trip(&samples);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn decimal_values_round_trip(
+            decimals in 0u32..8,
+            factor in prop_oneof![Just(1i64), 2i64..5000],
+            ks in prop::collection::vec(-(1i64 << 38)..(1i64 << 38), 1..300),
+        ) {
+            let scale = 10f64.powi(decimals as i32);
+            let samples: Vec<Sample> =
+                ks.iter().enumerate().map(|(i, k)| Sample::new(i as i64 * 1000, (*k * factor) as f64 / scale)).collect();
+            round_trip(&samples);
+        }
+    }
+
+    #[test]
+    fn two_decimal_counters_use_the_scaled_encoding() {
+        let samples: Vec<Sample> = (0..480)
+            .map(|i| Sample::new(i * 15_000, (12_345_00 + i * 1_493) as f64 / 100.0))
+            .collect();
+        let bytes = encode(&samples);
+        assert_eq!(bytes[0], ENC_SCALED);
+        assert!(bytes.len() < 480 / 2, "{} bytes", bytes.len());
+        round_trip(&samples);
+    }
+
+    #[test]
+    fn page_sized_gauges_use_a_multiplier() {
+        let samples: Vec<Sample> = (0..480)
+            .map(|i| {
+                Sample::new(
+                    i * 15_000,
+                    (8_000_000_000i64 + ((i * 7919) % 4096) * 4096) as f64,
+                )
+            })
+            .collect();
+        let bytes = encode(&samples);
+        assert_eq!((bytes[0], bytes[1] & FLAG_MUL), (ENC_SCALED, FLAG_MUL));
+        assert!(bytes.len() < 480 * 2, "{} bytes", bytes.len());
+        round_trip(&samples);
     }
 
     #[test]
@@ -461,8 +655,8 @@ mod tests {
     #[test]
     fn head_chunk_switches_from_int_to_xor_on_first_fraction() {
         let mut e = ChunkEncoder::for_value(1.0);
-        assert_eq!(e.bytes()[0], ENC_INT);
-        let vals = [1.0, 2.0, 3.0, 3.5, f64::NAN, 4.0, STALE_NAN];
+        assert_eq!(e.bytes()[0], ENC_SCALED);
+        let vals = [1.0, 2.0, 3.0, 3.5, 1.0 / 3.0, f64::NAN, 4.0, STALE_NAN];
         for (i, v) in vals.iter().enumerate() {
             e.push(i as i64 * 10, *v);
         }

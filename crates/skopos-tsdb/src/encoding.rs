@@ -42,6 +42,10 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     pub fn uvarint(&mut self) -> Option<u64> {
         let mut v = 0u64;
         let mut shift = 0;
