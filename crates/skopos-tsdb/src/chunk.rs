@@ -181,7 +181,7 @@ fn pow10(d: u8) -> f64 {
 fn scaled(v: f64, d: u8) -> Option<i64> {
     let scale = pow10(d);
     let k = (v * scale).round();
-    if !(k.abs() < 9_007_199_254_740_992.0) || v.is_sign_negative() && k == 0.0 {
+    if !k.is_finite() || k.abs() >= 9_007_199_254_740_992.0 || v.is_sign_negative() && k == 0.0 {
         return None;
     }
     ((k / scale).to_bits() == v.to_bits()).then_some(k as i64)
@@ -618,7 +618,7 @@ mod tests {
     #[test]
     fn two_decimal_counters_use_the_scaled_encoding() {
         let samples: Vec<Sample> = (0..480)
-            .map(|i| Sample::new(i * 15_000, (12_345_00 + i * 1_493) as f64 / 100.0))
+            .map(|i| Sample::new(i * 15_000, (1_234_500 + i * 1_493) as f64 / 100.0))
             .collect();
         let bytes = encode(&samples);
         assert_eq!(bytes[0], ENC_SCALED);
