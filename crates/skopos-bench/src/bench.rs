@@ -131,6 +131,8 @@ pub struct IngestRun {
     pub loaded_rss: u64,
     pub peak_rss: u64,
     pub stop_seconds: f64,
+    /// Bytes in the data directory once stopped (what the restart reads).
+    pub stopped_dir_bytes: u64,
     pub restart_seconds: f64,
 }
 
@@ -179,6 +181,7 @@ pub async fn ingest_run(
     let loaded = server.memory()?;
     check_series(&client, &server, expected_check, "after the load").await?;
     let stop = server.stop(STOP_TIMEOUT).await?;
+    let stopped_dir_bytes = dir_bytes(dir)?;
 
     let t0 = Instant::now();
     let mut server = Server::start(programs, kind, dir, "restart")?;
@@ -201,6 +204,7 @@ pub async fn ingest_run(
         loaded_rss: loaded.rss,
         peak_rss: loaded.hwm,
         stop_seconds: stop.as_secs_f64(),
+        stopped_dir_bytes,
         restart_seconds: restart.as_secs_f64(),
     })
 }
@@ -290,6 +294,12 @@ pub fn backfill(
     hours: u32,
 ) -> anyhow::Result<(BackfillResult, BackfillResult)> {
     let file = work.join("backfill.om");
+    for old in ["promtool-blocks", "skopos-import"] {
+        let p = work.join(old);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("cannot clear {}", p.display()))?;
+        }
+    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
@@ -447,6 +457,12 @@ pub async fn ingest(
         };
         for kind in order {
             let dir: PathBuf = work.join(format!("run{}", run + 1)).join(kind.name());
+            // A leftover from an earlier bench in the same work dir would
+            // turn the fresh start into a restart.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot clear {}", dir.display()))?;
+            }
             let r = ingest_run(programs, kind, &dir, &load, expected, cfg.concurrency).await?;
             eprintln!(
                 "   {:<10} cpu {:.2}s ({:.2} s/M samples), wall {:.1}s, rss {:.0}→{:.0} MB ({:.0} B/series), restart {:.2}s",

@@ -35,7 +35,14 @@ const MODES: &[&str] = &[
     "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
 ];
 const NET: &[&str] = &["eth0", "eth1", "lo"];
-const HANDLERS: &[&str] = &["/api/v1/orders", "/api/v1/users", "/healthz"];
+/// Handlers: path, requests per scrape interval (mean), median latency (s).
+/// The health check is polled at a fixed rate, as a load balancer does.
+const HANDLERS: &[(&str, u64, f64)] = &[
+    ("/api/v1/orders", 60, 0.08),
+    ("/api/v1/users", 200, 0.03),
+    ("/healthz", 0, 0.002),
+];
+const HEALTHZ_PER_INTERVAL: u64 = 3;
 const CODES: &[&str] = &["200", "404", "500"];
 const MOUNTS: &[(&str, &str)] = &[
     ("/dev/nvme0n1p2", "/"),
@@ -69,6 +76,7 @@ pub fn series_per_host() -> usize {
         + 2 * NET.len()
         + HANDLERS.len() * CODES.len()
         + GAUGES.len()
+        + CONSTANT_GAUGES.iter().map(|g| g.1.len()).sum::<usize>()
         + 2
         + MOUNTS.len()
         + SENSORS.len()
@@ -84,6 +92,26 @@ const GAUGES: &[(&str, f64, f64, usize, f64)] = &[
     ("go_memstats_heap_alloc_bytes", 6.0e7, 0.3, 0, 8.0),
     ("go_goroutines", 120.0, 0.1, 0, 1.0),
     ("node_procs_running", 3.0, 0.6, 0, 1.0),
+];
+
+/// Gauges that stay put: name, label sets (beyond instance and job), value.
+const CONSTANT_GAUGES: &[(&str, &[&str], f64)] = &[
+    ("node_memory_MemTotal_bytes", &[""], 8_340_000_768.0),
+    ("node_boot_time_seconds", &[""], 1_764_000_000.0),
+    (
+        "node_filesystem_size_bytes",
+        &[
+            "device=\"/dev/nvme0n1p2\",fstype=\"ext4\",mountpoint=\"/\"",
+            "device=\"/dev/sda1\",fstype=\"ext4\",mountpoint=\"/var\"",
+            "device=\"/dev/sdb1\",fstype=\"ext4\",mountpoint=\"/data\"",
+        ],
+        107_374_182_400.0,
+    ),
+    (
+        "node_network_up",
+        &["device=\"eth0\"", "device=\"eth1\"", "device=\"lo\""],
+        1.0,
+    ),
 ];
 
 /// Start aligned so the data fills whole Prometheus blocks: the largest
@@ -103,13 +131,19 @@ pub fn aligned_start(now_ms: i64, hours: u32) -> i64 {
     base.div_euclid(range) * range
 }
 
-/// Latencies are log-uniform between 1 ms and 4.1 s (1 ms · 8^[0,4)).
-const LATENCY_MIN: f64 = 0.001;
-const LATENCY_BASE: f64 = 8.0;
+/// A log-normal latency around `median` (normal deviate from twelve uniforms).
+fn latency(rng: &mut Rng, median: f64) -> f64 {
+    let z: f64 = (0..12).map(|_| rng.unit()).sum::<f64>() - 6.0;
+    median * (0.8 * z).exp()
+}
 
-/// Share of latencies at or below `le`.
-fn latency_share(le: f64) -> f64 {
-    ((le / LATENCY_MIN).ln() / LATENCY_BASE.ln() / 4.0).clamp(0.0, 1.0)
+/// Requests in one scrape interval for a handler.
+fn requests(rng: &mut Rng, mean: u64) -> u64 {
+    if mean == 0 {
+        HEALTHZ_PER_INTERVAL
+    } else {
+        mean / 2 + rng.below(mean + 1)
+    }
 }
 
 struct Host {
@@ -133,7 +167,14 @@ pub fn write(spec: &Spec, out: &mut impl Write) -> io::Result<Summary> {
             let phase = 5 + rng.below(SCRAPE_INTERVAL_MS as u64 - 10) as i64;
             let ts = (0..n)
                 .map(|i| {
-                    spec.start_ms + phase + i as i64 * SCRAPE_INTERVAL_MS + rng.below(5) as i64 - 2
+                    // Prometheus aligns scrape timestamps within 2 ms, so most
+                    // land exactly on the interval; a late scrape does not.
+                    let jitter = if rng.below(10) == 0 {
+                        rng.below(20) as i64
+                    } else {
+                        0
+                    };
+                    spec.start_ms + phase + i as i64 * SCRAPE_INTERVAL_MS + jitter
                 })
                 .collect();
             let restart_at =
@@ -203,19 +244,20 @@ pub fn write(spec: &Spec, out: &mut impl Write) -> io::Result<Summary> {
     // Counter: application requests; resets to zero when the app restarts.
     writeln!(out, "# TYPE http_requests counter")?;
     for host in &hosts {
-        for handler in HANDLERS {
+        for &(handler, mean, _) in HANDLERS {
             for code in CODES {
-                let rate = match *code {
-                    "200" => 300,
-                    "404" => 10,
-                    _ => 2,
-                };
                 let mut v = rng.below(1_000_000);
                 for (i, &t) in host.ts.iter().enumerate() {
                     if host.restart_at == Some(i) {
                         v = 0;
                     }
-                    v += rng.below(rate + 1);
+                    // Nearly all 200; an error now and then.
+                    let n = requests(&mut rng, mean);
+                    v += match *code {
+                        "200" => n,
+                        "404" => u64::from(rng.below(100) < n.min(100) / 10),
+                        _ => u64::from(rng.below(1000) < n.min(1000) / 10),
+                    };
                     writeln!(
                         out,
                         "http_requests_total{{code=\"{code}\",handler=\"{handler}\",instance=\"{}\",job=\"node\",method=\"GET\"}} {v} {}",
@@ -244,6 +286,25 @@ pub fn write(spec: &Spec, out: &mut impl Write) -> io::Result<Summary> {
                 )?;
             }
             sum.gauges += 1;
+        }
+    }
+    // Gauges that do not change, as many node exporter series do.
+    for &(name, extra, value) in CONSTANT_GAUGES {
+        writeln!(out, "# TYPE {name} gauge")?;
+        for (h, host) in hosts.iter().enumerate() {
+            for (k, labels) in extra.iter().enumerate() {
+                let v = value * (1 + (h + k) % 4) as f64;
+                let sep = if labels.is_empty() { "" } else { "," };
+                for &t in &host.ts {
+                    writeln!(
+                        out,
+                        "{name}{{{labels}{sep}instance=\"{}\",job=\"node\"}} {v} {}",
+                        host.instance,
+                        fmt_ts(t)
+                    )?;
+                }
+                sum.gauges += 1;
+            }
         }
     }
     // Gauges: load averages, two decimals, smoothed.
@@ -320,27 +381,35 @@ pub fn write(spec: &Spec, out: &mut impl Write) -> io::Result<Summary> {
     writeln!(out, "# TYPE http_request_duration_seconds histogram")?;
     writeln!(out, "# UNIT http_request_duration_seconds seconds")?;
     for host in &hosts {
-        for handler in HANDLERS {
-            // Observations before the window, spread as the latencies are.
+        for &(handler, mean, median) in HANDLERS {
+            // Observations before the window: a sample of them, scaled up.
             let before = rng.below(100_000) as f64;
             let mut buckets = [0u64; 12];
-            for (b, (_, le)) in buckets.iter_mut().zip(LE) {
-                *b = (before * latency_share(*le)).round() as u64;
+            let mut total_sum = 0.0;
+            for _ in 0..1000 {
+                let l = latency(&mut rng, median);
+                total_sum += l * before / 1000.0;
+                for (b, (_, le)) in buckets.iter_mut().zip(LE) {
+                    if l <= *le {
+                        *b += 1;
+                    }
+                }
             }
-            let mut total_sum = before * 0.2;
+            for b in buckets.iter_mut() {
+                *b = (*b as f64 * before / 1000.0).round() as u64;
+            }
             let mut rows: Vec<([u64; 12], f64)> = Vec::with_capacity(host.ts.len());
             for i in 0..host.ts.len() {
                 if host.restart_at == Some(i) {
                     buckets = [0; 12];
                     total_sum = 0.0;
                 }
-                let requests = rng.below(300);
-                for _ in 0..requests {
-                    let latency = LATENCY_MIN * LATENCY_BASE.powf(rng.unit() * 4.0);
-                    total_sum += latency;
-                    for (k, (_, le)) in LE.iter().enumerate() {
-                        if latency <= *le {
-                            buckets[k] += 1;
+                for _ in 0..requests(&mut rng, mean) {
+                    let l = latency(&mut rng, median);
+                    total_sum += l;
+                    for (b, (_, le)) in buckets.iter_mut().zip(LE) {
+                        if l <= *le {
+                            *b += 1;
                         }
                     }
                 }

@@ -121,16 +121,20 @@ pub fn markdown(r: &Results) -> String {
     let (sk, pr) = (&r.skopos_runs, &r.prometheus_runs);
     if !sk.is_empty() && !pr.is_empty() {
         let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "Details of the remote-write runs (medians of {} runs; per-run values in brackets):",
-            sk.len()
-        );
+        if sk.len() > 1 {
+            let _ = writeln!(
+                s,
+                "Details of the remote-write runs (medians of {} runs; each run in brackets):",
+                sk.len()
+            );
+        } else {
+            let _ = writeln!(s, "Details of the remote-write run (one run):");
+        }
         let _ = writeln!(s);
         let _ = writeln!(s, "| | skopos | Prometheus |");
         let _ = writeln!(s, "|---|---:|---:|");
         type Row = (&'static str, fn(&IngestRun) -> f64);
-        let rows: [Row; 9] = [
+        let rows: [Row; 10] = [
             ("series", |x| x.series as f64),
             ("samples", |x| x.samples as f64),
             ("CPU seconds for the load", |x| x.cpu_seconds),
@@ -139,6 +143,9 @@ pub fn markdown(r: &Results) -> String {
             ("RSS after the load (MB)", |x| x.loaded_rss as f64 / 1e6),
             ("peak RSS, VmHWM (MB)", |x| x.peak_rss as f64 / 1e6),
             ("graceful stop (s)", |x| x.stop_seconds),
+            ("data dir once stopped (MB)", |x| {
+                x.stopped_dir_bytes as f64 / 1e6
+            }),
             ("restart until ready (s)", |x| x.restart_seconds),
         ];
         for (name, f) in rows {
@@ -191,7 +198,8 @@ pub fn json(r: &Results, context: Value) -> Value {
         json!({
             "series": x.series, "samples": x.samples, "cpu_seconds": x.cpu_seconds,
             "wall_seconds": x.wall_seconds, "idle_rss": x.idle_rss, "loaded_rss": x.loaded_rss,
-            "peak_rss": x.peak_rss, "stop_seconds": x.stop_seconds, "restart_seconds": x.restart_seconds,
+            "peak_rss": x.peak_rss, "stop_seconds": x.stop_seconds, "stopped_dir_bytes": x.stopped_dir_bytes,
+            "restart_seconds": x.restart_seconds,
         })
     };
     let figs: Vec<Value> = figures(r)
