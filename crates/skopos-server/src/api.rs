@@ -20,6 +20,7 @@ const MIN_TIME: i64 = i64::MIN / 2;
 const MAX_TIME: i64 = i64::MAX / 2;
 
 /// An API error in Prometheus' envelope.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     error_type: &'static str,

@@ -35,7 +35,7 @@ impl MetricsService for OtlpMetrics {
             Ok(outcome) => {
                 let mut rejected = translation.rejected_points;
                 let mut message = translation.error_message;
-                if let Some(r) = outcome.first_rejection {
+                if let Some(r) = outcome.first_rejection.clone() {
                     rejected += outcome.rejected() as i64;
                     if !message.is_empty() {
                         message.push_str("; ");

@@ -107,7 +107,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
         Ok(outcome) => {
             let mut rejected = translation.rejected_points;
             let mut message = translation.error_message;
-            if let Some(r) = outcome.first_rejection {
+            if let Some(r) = outcome.first_rejection.clone() {
                 rejected += outcome.rejected() as i64;
                 if !message.is_empty() {
                     message.push_str("; ");

@@ -42,7 +42,7 @@ pub async fn write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         }
     };
     match st.store(PROTO, decoded.batch).await {
-        Ok(outcome) => match outcome.first_rejection {
+        Ok(outcome) => match outcome.first_rejection.clone() {
             Some(msg) => (StatusCode::BAD_REQUEST, format!("{} samples refused: {msg}\n", outcome.rejected())).into_response(),
             None => StatusCode::NO_CONTENT.into_response(),
         },

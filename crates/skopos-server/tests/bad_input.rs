@@ -94,7 +94,7 @@ async fn malformed_and_over_limit_writes_are_refused_and_nothing_is_harmed() {
             400,
             "max_label_value_length=50",
         ),
-        ("/v1/metrics", "application/json", b"{\"resourceMetrics\": [".to_vec(), vec![], 400, ""],
+        ("/v1/metrics", "application/json", b"{\"resourceMetrics\": [".to_vec(), vec![], 400, ""),
         ("/v1/metrics", "application/x-protobuf", vec![0xff; 30], vec![], 400, ""),
         ("/v1/metrics", "text/csv", vec![], vec![], 415, "Content-Type"),
         ("/v1/metrics", "application/json", gzip(&vec![b' '; 1 << 20]), vec![("Content-Encoding", "gzip")], 413, "limit"),

@@ -12,7 +12,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("invalid duration {s:?}: expected e.g. 15d, 1h30m, 500ms");
     let mut total_ms: u128 = 0;
     let mut rest = s;
-    let mut last_rank = usize::MAX;
+    let mut last_rank: Option<usize> = None;
     if rest.is_empty() {
         return Err(err());
     }
@@ -39,10 +39,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .ok_or_else(err)?;
         // Rank order largest→smallest, with ms last.
         let order = if *unit == "ms" { 7 } else { rank };
-        if order >= last_rank && last_rank != usize::MAX {
+        if last_rank.is_some_and(|last| order <= last) {
             return Err(err());
         }
-        last_rank = order;
+        last_rank = Some(order);
         total_ms += n * mult;
         rest = &rest[unit.len()..];
     }

@@ -32,7 +32,7 @@ fn import_then_dump_and_inspect() {
     let lines: Vec<&str> = dump.lines().collect();
     assert_eq!(lines.len(), 500);
     assert_eq!(lines[0], "http_requests_total{code=\"500\"} 0 1700000000000");
-    assert_eq!(lines[499], format!("http_requests_total{{code=\"500\"}} 499 {}", (1_700_000_000 + 499 * 900) * 1000));
+    assert_eq!(lines[499], format!("http_requests_total{{code=\"500\"}} 499 {}", (1_700_000_000i64 + 499 * 900) * 1000));
 
     let out = skopos(&["tsdb", "inspect", "--data-dir", data.to_str().unwrap(), "-o", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

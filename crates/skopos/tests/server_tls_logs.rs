@@ -1,0 +1,82 @@
+//! The server binary end to end: HTTPS with a certificate made here, JSON
+//! logs on request, a bearer token that never shows up in the logs, and a
+//! clean exit on SIGTERM.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn https_json_logs_token_and_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = tmp.path().join("cert.pem");
+    let key = tmp.path().join("key.pem");
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is installed by scripts/test.sh");
+    assert!(status.success());
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "tok-93a7f1\n").unwrap();
+
+    let port = free_port();
+    let log_path = tmp.path().join("server.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skopos"))
+        .args(["--log-format", "json", "server", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--otlp-http-listen", "off", "--otlp-grpc-listen", "off"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--auth-token-file")
+        .arg(&token_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+
+    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let url = format!("https://127.0.0.1:{port}/-/healthy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(&url).bearer_auth("tok-93a7f1").send().await {
+            assert_eq!(r.status().as_u16(), 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not come up over HTTPS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "no token, no entry");
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/-/healthy")).await.is_err(),
+        "plain HTTP must not be served on a TLS port"
+    );
+
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM should shut down cleanly, got {status}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("tok-93a7f1"), "the token must never be logged");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["level"] == "INFO"), "{log}");
+    assert!(log.contains("SIGTERM"), "{log}");
+}
