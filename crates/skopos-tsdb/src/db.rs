@@ -191,6 +191,9 @@ impl Db {
 
         let window = self.opts.out_of_order_window_ms;
         let block_ms = self.opts.block_duration_ms;
+        // Head-wide min/max/count are updated once per batch, not per sample.
+        let (mut batch_min, mut batch_max) = (i64::MAX, i64::MIN);
+        let head_max = self.head.max_t.load(Ordering::SeqCst);
         let mut accepted: Vec<(u64, Vec<Sample>)> = Vec::with_capacity(live.len());
         for (i, s) in live.iter().enumerate() {
             let mut handle = handles[i].take().expect("resolved above");
@@ -205,12 +208,13 @@ impl Db {
             let mut ok = Vec::with_capacity(s.samples.len());
             let chunks_before = st.chunk_count();
             for smp in &s.samples {
-                let max_t = self.head.max_t.load(Ordering::SeqCst);
+                let max_t = head_max.max(batch_max);
                 let oldest = (max_t != i64::MIN).then(|| max_t.saturating_sub(window));
                 match st.add(smp.t, smp.v, oldest, block_ms) {
                     Added::Appended => {
                         ok.push(*smp);
-                        self.head.note_appended(smp.t);
+                        batch_min = batch_min.min(smp.t);
+                        batch_max = batch_max.max(smp.t);
                     }
                     Added::Duplicate => out.duplicates += 1,
                     Added::Conflict => {
@@ -248,6 +252,13 @@ impl Db {
             if !ok.is_empty() {
                 accepted.push((handle.r, ok));
             }
+        }
+        if out.samples_appended > 0 {
+            self.head.max_t.fetch_max(batch_max, Ordering::SeqCst);
+            self.head.min_t.fetch_min(batch_min, Ordering::SeqCst);
+            self.head
+                .samples
+                .fetch_add(out.samples_appended as u64, Ordering::Relaxed);
         }
         if !accepted.is_empty() {
             let mut buf = Vec::new();
