@@ -265,12 +265,12 @@ fn prometheus_block_samples(dir: &Path) -> anyhow::Result<(u64, usize)> {
     Ok((samples, blocks))
 }
 
-/// Looks for a total sample count in `skopos tsdb inspect -o json`: a
-/// top-level numeric field whose name mentions samples, else the sum of such
-/// a field over a `blocks` array.
+/// The samples in blocks according to `skopos tsdb inspect -o json`
+/// (`block_samples`; older spellings tolerated), else the sum over its
+/// `blocks` array.
 fn skopos_reported_samples(report: &Value) -> Option<u64> {
     let pick = |obj: &serde_json::Map<String, Value>| {
-        ["samples", "num_samples", "total_samples", "numSamples"]
+        ["block_samples", "samples", "num_samples", "numSamples"]
             .iter()
             .find_map(|k| obj.get(*k).and_then(Value::as_u64))
     };
