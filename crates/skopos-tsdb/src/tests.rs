@@ -957,3 +957,152 @@ fn churned_series_are_garbage_collected_from_the_head_after_a_cut() {
     assert_eq!(db.stats().head_series, 100);
     assert_eq!(total_samples(&all(&db)), 150);
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn crash_between_block_write_and_checkpoint_duplicates_nothing_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let sent = write_counters(&db, 10, 600, T0);
+    let saved = tempfile::tempdir().unwrap();
+    copy_dir(&dir.path().join("wal"), saved.path());
+    db.flush_head().unwrap();
+    drop(db);
+    // Simulate a crash right after the block was written: the old WAL is back.
+    fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    copy_dir(saved.path(), &dir.path().join("wal"));
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        db.stats().head_samples,
+        6000,
+        "replayed into the head again"
+    );
+    assert_same_data(&all(&db), &sent);
+    // Cutting again yields overlapping blocks, which compaction merges.
+    db.flush_head().unwrap();
+    db.maintenance(T0).unwrap();
+    assert_same_data(&all(&db), &sent);
+    let r = inspect(dir.path()).unwrap();
+    assert_eq!(r.block_samples, 6000, "{r}");
+}
+
+#[test]
+fn corrupt_block_files_are_reported_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    write_counters(&db, 5, 100, T0);
+    db.flush_head().unwrap();
+    drop(db);
+    let block = fs::read_dir(dir.path().join("blocks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // A flipped byte in the chunks file: open works, reading the data fails.
+    let chunks = block.join("chunks");
+    let mut data = fs::read(&chunks).unwrap();
+    let at = data.len() - 10;
+    data[at] ^= 0xff;
+    fs::write(&chunks, &data).unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    match db.select(&[Matcher::equal("job", "api")], i64::MIN, i64::MAX) {
+        Err(TsdbError::Corrupt { path, message }) => {
+            assert_eq!(path, chunks);
+            assert!(message.contains("checksum"), "{message}");
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+    drop(db);
+    // A flipped byte in the index: open fails naming the index.
+    let index = block.join("index");
+    let mut data = fs::read(&index).unwrap();
+    data[20] ^= 0xff;
+    fs::write(&index, &data).unwrap();
+    match Db::open(dir.path(), opts()) {
+        Err(e @ TsdbError::Corrupt { .. }) => {
+            assert!(e.to_string().contains(&index.display().to_string()), "{e}")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a corrupt block"),
+    }
+}
+
+#[test]
+fn batch_edge_cases_same_series_twice_unsorted_and_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let l = lbl(&[("__name__", "m")]);
+    assert_eq!(
+        db.append(&WriteBatch::default()).unwrap(),
+        Default::default()
+    );
+    let out = db
+        .append(&batch(vec![
+            (l.clone(), vec![(T0 + 2000, 2.0), (T0, 0.0)]),
+            (l.clone(), vec![(T0 + 1000, 1.0), (T0 + 2000, 2.0)]),
+            (lbl(&[("__name__", "empty")]), vec![]),
+        ]))
+        .unwrap();
+    assert_eq!(
+        (out.series_created, out.samples_appended, out.duplicates),
+        (1, 3, 1)
+    );
+    assert_eq!(
+        db.stats().head_series,
+        1,
+        "series without samples are not created"
+    );
+    let got: Vec<i64> = all(&db)[0].samples.iter().map(|s| s.t - T0).collect();
+    assert_eq!(got, vec![0, 1000, 2000]);
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let got: Vec<f64> = all(&db)[0].samples.iter().map(|s| s.v).collect();
+    assert_eq!(got, vec![0.0, 1.0, 2.0]);
+}
+
+#[test]
+fn special_values_survive_head_wal_and_blocks_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let vals = [
+        1.0,
+        STALE_NAN,
+        f64::NAN,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.1,
+        3.0,
+        f64::MIN_POSITIVE,
+        1e300,
+    ];
+    let l = lbl(&[("__name__", "m")]);
+    db.append(&batch(vec![(
+        l,
+        vals.iter()
+            .enumerate()
+            .map(|(i, v)| (T0 + i as i64, *v))
+            .collect(),
+    )]))
+    .unwrap();
+    let check = |db: &Db| {
+        let got = &all(db)[0].samples;
+        let bits: Vec<u64> = got.iter().map(|s| s.v.to_bits()).collect();
+        let want: Vec<u64> = vals.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(bits, want);
+    };
+    check(&db);
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    check(&db);
+    db.flush_head().unwrap();
+    check(&db);
+}
