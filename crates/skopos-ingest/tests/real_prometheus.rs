@@ -1,0 +1,298 @@
+//! Differential tests against a real Prometheus (Debian package
+//! `prometheus`), started on a free loopback port and stopped afterwards.
+//!
+//! One Prometheus run checks three things at once:
+//! - it scrapes an exposition served by this test, and so does skopos'
+//!   `ScrapeManager`; the series Prometheus stores (received back through
+//!   its remote write) must equal the ones skopos' scraper appends, target
+//!   labels, `exported_` renames and synthetic series included;
+//! - `remote_write::decode` reads what a real Prometheus sends;
+//! - a body made by `remote_write::encode` is accepted by Prometheus' remote
+//!   write receiver and queryable with the same value.
+//!
+//! Known, deliberate difference: skopos normalises `le`/`quantile` label
+//! values (`le="1"` → `le="1.0"`) as Prometheus 3 does; Prometheus 2.x does
+//! not, so those two labels are compared as numbers.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use skopos_ingest::remote_write;
+use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
+use skopos_model::{AppendError, AppendOutcome, Labels, Sample, SampleSink, WriteBatch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const EXPOSITION: &str = r#"# HELP http_requests_total Requests.
+# TYPE http_requests_total counter
+http_requests_total{method="post",code="200"} 1027
+http_requests_total{method="get",code="400",path="C:\\dir \"x\"\nnext"} 3
+# TYPE temperature gauge
+temperature{room="a"} -3.5
+temperature{room="b"} +Inf
+# TYPE rpc_seconds histogram
+rpc_seconds_bucket{le="0.05"} 1
+rpc_seconds_bucket{le="1"} 5
+rpc_seconds_bucket{le="+Inf"} 7
+rpc_seconds_sum 8.25
+rpc_seconds_count 7
+# TYPE lat summary
+lat{quantile="0.5"} 0.2
+lat{quantile="1"} 0.9
+lat_sum 3
+lat_count 10
+untyped_thing{instance="exported",job="inner"} 42
+"#;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Serves `EXPOSITION` on GET and records POST bodies (remote write).
+async fn serve(bodies: Arc<Mutex<Vec<Vec<u8>>>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let resp = if head.starts_with("post") {
+                        bodies.lock().push(buf[head_end..head_end + len].to_vec());
+                        "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n".to_string()
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{}",
+                            EXPOSITION.len(),
+                            EXPOSITION
+                        )
+                    };
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `le` and `quantile` compared as numbers (see the module doc).
+fn canonical(l: &Labels) -> Labels {
+    Labels::from_pairs(l.iter().map(|x| {
+        let v = if x.name == "le" || x.name == "quantile" {
+            let f: f64 = x.value.parse().unwrap_or_else(|_| {
+                if x.value == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    f64::NAN
+                }
+            });
+            format!("{f:?}")
+        } else {
+            x.value.clone()
+        };
+        (x.name.clone(), v)
+    }))
+}
+
+#[derive(Default)]
+struct MemSink(Mutex<Vec<WriteBatch>>);
+
+impl SampleSink for MemSink {
+    fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
+        self.0.lock().push(batch.clone());
+        Ok(AppendOutcome::default())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: the `prometheus` binary (Debian package prometheus) is not installed");
+        return;
+    }
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let addr = serve(bodies.clone()).await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+global: {{ scrape_interval: 1s }}
+scrape_configs:
+  - job_name: diff
+    static_configs: [ {{ targets: ["{addr}"] }} ]
+remote_write:
+  - url: http://{addr}/receive
+    queue_config: {{ batch_send_deadline: 1s }}
+"#
+        ),
+    )
+    .unwrap();
+    let _prom = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // skopos' scraper on the same target.
+    let sink = Arc::new(MemSink::default());
+    let mgr = ScrapeManager::new(sink.clone());
+    mgr.apply(
+        &ScrapeConfigFile::from_yaml(&format!(
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: diff\n    static_configs: [ {{ targets: [\"{addr}\"] }} ]\n"
+        ))
+        .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first_scrape = loop {
+        if let Some(b) = sink.0.lock().first().cloned() {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "skopos did not scrape");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    mgr.stop().await;
+    let ours: BTreeSet<Labels> = first_scrape
+        .series
+        .iter()
+        .map(|s| canonical(&s.labels))
+        .collect();
+    let synthetic = [
+        "scrape_duration_seconds",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_samples_scraped",
+        "scrape_series_added",
+        "up",
+    ];
+
+    // Wait until Prometheus has remote-written one full scrape to us.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (theirs, _) = loop {
+        let mut theirs = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for body in bodies.lock().iter() {
+            let d = remote_write::decode(body, 64 << 20)
+                .expect("a real Prometheus remote write body decodes");
+            for s in d.batch.series {
+                if s.labels.get("job") != Some("diff") {
+                    continue;
+                }
+                let name = s.labels.metric_name().unwrap().to_string();
+                if synthetic.contains(&name.as_str()) {
+                    names.insert(name);
+                }
+                theirs.insert(canonical(&s.labels));
+            }
+        }
+        if theirs.len() >= ours.len() && names.len() == synthetic.len() {
+            break (theirs, names);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not remote-write a full scrape in time: {theirs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(theirs, ours);
+
+    // Our encoder, their receiver.
+    let t = now_ms();
+    let mut batch = WriteBatch::default();
+    batch.push(
+        Labels::from_pairs([("__name__", "skopos_rw_check"), ("k", "v \"quoted\"")]),
+        Sample::new(t, 12.5),
+    );
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("http://127.0.0.1:{port}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(remote_write::encode(&batch))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/query"))
+        .query(&[
+            ("query", "skopos_rw_check"),
+            ("time", &format!("{}", t as f64 / 1000.0)),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resp: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let result = &resp["data"]["result"][0];
+    assert_eq!(result["metric"]["k"], "v \"quoted\"", "{resp}");
+    assert_eq!(result["value"][1], "12.5", "{resp}");
+}
