@@ -340,6 +340,13 @@ impl Db {
         maxt: i64,
     ) -> Result<Vec<Labels>, TsdbError> {
         let mut out = std::collections::BTreeSet::new();
+        // Head first, then blocks (see `select`).
+        for (labels, s) in self.head_matches(matchers) {
+            let st = s.state.lock();
+            if st.min_t().is_some_and(|a| a <= maxt) && st.max_t().is_some_and(|b| b >= mint) {
+                out.insert(labels);
+            }
+        }
         for b in self
             .blocks_snapshot()
             .iter()
@@ -349,12 +356,6 @@ impl Db {
                 if b.has_data_in(sid, mint, maxt) {
                     out.insert(b.labels(sid));
                 }
-            }
-        }
-        for (labels, s) in self.head_matches(matchers) {
-            let st = s.state.lock();
-            if st.min_t().is_some_and(|a| a <= maxt) && st.max_t().is_some_and(|b| b >= mint) {
-                out.insert(labels);
             }
         }
         Ok(out.into_iter().collect())
@@ -374,15 +375,15 @@ impl Db {
     ) -> Result<Vec<String>, TsdbError> {
         let mut out = std::collections::BTreeSet::new();
         if matchers.is_empty() {
+            if self.head_overlaps(mint, maxt) {
+                out.extend(self.head.index.read().ix.label_names());
+            }
             for b in self
                 .blocks_snapshot()
                 .iter()
                 .filter(|b| b.overlaps(mint, maxt))
             {
                 out.extend(b.index.label_names());
-            }
-            if self.head_overlaps(mint, maxt) {
-                out.extend(self.head.index.read().ix.label_names());
             }
         } else {
             for l in self.series(matchers, mint, maxt)? {
@@ -401,15 +402,15 @@ impl Db {
     ) -> Result<Vec<String>, TsdbError> {
         let mut out = std::collections::BTreeSet::new();
         if matchers.is_empty() {
+            if self.head_overlaps(mint, maxt) {
+                out.extend(self.head.index.read().ix.label_values(name));
+            }
             for b in self
                 .blocks_snapshot()
                 .iter()
                 .filter(|b| b.overlaps(mint, maxt))
             {
                 out.extend(b.index.label_values(name));
-            }
-            if self.head_overlaps(mint, maxt) {
-                out.extend(self.head.index.read().ix.label_values(name));
             }
         } else {
             for l in self.series(matchers, mint, maxt)? {

@@ -397,9 +397,13 @@ impl Wal {
             self.rotate_locked(&mut a)?;
         }
         let path = segment_path(&self.dir, a.seg);
-        (&*a.file)
-            .write_all(buf)
-            .map_err(|e| TsdbError::io(&path, e))?;
+        if let Err(e) = (&*a.file).write_all(buf) {
+            // A partial record would hide every later record of this segment
+            // from replay: cut it off and continue in a fresh segment.
+            let _ = a.file.set_len(a.size);
+            let _ = self.rotate_locked(&mut a);
+            return Err(TsdbError::io(&path, e));
+        }
         a.size += buf.len() as u64;
         if matches!(self.policy, FsyncPolicy::Always) {
             a.file.sync_data().map_err(|e| TsdbError::io(&path, e))?;
