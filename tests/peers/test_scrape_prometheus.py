@@ -45,8 +45,9 @@ scrape_configs:
     up_labels, up_samples = ups[0]
     assert up_labels["instance"] == f"127.0.0.1:{port}"
     assert up_labels["team"] == "obs"
-    values = [v for _, v in up_samples]
+    values = [v for _, v in up_samples if v != "StaleNaN"]
     assert "1" in values and values[-1] == "0", values
+    first_down = next(t for t, v in up_samples if v == "0")
 
     for synthetic in ["scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling"]:
         assert find(synthetic, job="prom"), f"{synthetic} missing"
@@ -55,7 +56,10 @@ scrape_configs:
     assert build, "prometheus_build_info was not scraped"
     d, samples = build[0]
     assert d["version"].startswith("2.42")
-    assert samples[-1][1] == "StaleNaN", f"no staleness marker after the target went down: {samples[-3:]}"
+    stale = [t for t, v in samples if v == "StaleNaN"]
+    assert stale and stale[0] == first_down, (
+        f"the first failed scrape ({first_down}) should mark the series stale: {samples[-3:]}"
+    )
 
     assert not find("go_gc_duration_seconds"), "metric_relabel_configs drop was not applied"
     assert not find("go_gc_duration_seconds_count")
