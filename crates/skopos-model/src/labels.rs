@@ -196,7 +196,10 @@ mod tests {
     #[test]
     fn from_pairs_sorts_dedups_and_drops_empty_values() {
         let l = Labels::from_pairs([("b", "2"), ("a", "1"), ("c", ""), ("b", "3")]);
-        let names: Vec<_> = l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        let names: Vec<_> = l
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
         assert_eq!(names, vec![("a", "1"), ("b", "3")]);
     }
 

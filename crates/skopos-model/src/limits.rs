@@ -25,11 +25,25 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
     #[error("series {series} has {count} labels, over the limit max_labels_per_series={limit}")]
-    TooManyLabels { series: String, count: usize, limit: usize },
+    TooManyLabels {
+        series: String,
+        count: usize,
+        limit: usize,
+    },
     #[error("label name {name:?} is {len} bytes, over the limit max_label_name_length={limit}")]
-    LabelNameTooLong { name: String, len: usize, limit: usize },
-    #[error("value of label {name:?} is {len} bytes, over the limit max_label_value_length={limit}")]
-    LabelValueTooLong { name: String, len: usize, limit: usize },
+    LabelNameTooLong {
+        name: String,
+        len: usize,
+        limit: usize,
+    },
+    #[error(
+        "value of label {name:?} is {len} bytes, over the limit max_label_value_length={limit}"
+    )]
+    LabelValueTooLong {
+        name: String,
+        len: usize,
+        limit: usize,
+    },
     #[error("invalid label name {0:?}")]
     InvalidLabelName(String),
     #[error("invalid metric name {0:?}")]
@@ -62,7 +76,9 @@ impl Limits {
         }
         match labels.metric_name() {
             None => return Err(LimitError::MissingMetricName),
-            Some(n) if !is_valid_metric_name(n) => return Err(LimitError::InvalidMetricName(n.to_string())),
+            Some(n) if !is_valid_metric_name(n) => {
+                return Err(LimitError::InvalidMetricName(n.to_string()))
+            }
             _ => {}
         }
         for l in labels {
@@ -102,7 +118,10 @@ mod tests {
 
     #[test]
     fn too_many_labels_names_the_limit() {
-        let lim = Limits { max_labels_per_series: 3, ..Limits::default() };
+        let lim = Limits {
+            max_labels_per_series: 3,
+            ..Limits::default()
+        };
         assert!(lim.check(&labels(2)).is_ok());
         let e = lim.check(&labels(3)).unwrap_err();
         assert!(e.to_string().contains("max_labels_per_series=3"), "{e}");
@@ -110,7 +129,10 @@ mod tests {
 
     #[test]
     fn long_value_names_the_limit() {
-        let lim = Limits { max_label_value_length: 4, ..Limits::default() };
+        let lim = Limits {
+            max_label_value_length: 4,
+            ..Limits::default()
+        };
         let l = Labels::from_pairs([("__name__", "m"), ("a", "12345")]);
         let e = lim.check(&l).unwrap_err();
         assert!(e.to_string().contains("max_label_value_length=4"), "{e}");
@@ -119,10 +141,19 @@ mod tests {
     #[test]
     fn grammar_is_enforced() {
         let lim = Limits::default();
-        assert_eq!(lim.check(&Labels::from_pairs([("a", "b")])), Err(LimitError::MissingMetricName));
+        assert_eq!(
+            lim.check(&Labels::from_pairs([("a", "b")])),
+            Err(LimitError::MissingMetricName)
+        );
         let l = Labels::from_pairs([("__name__", "m"), ("bad-name", "b")]);
-        assert_eq!(lim.check(&l), Err(LimitError::InvalidLabelName("bad-name".into())));
+        assert_eq!(
+            lim.check(&l),
+            Err(LimitError::InvalidLabelName("bad-name".into()))
+        );
         let l = Labels::from_pairs([("__name__", "1m")]);
-        assert_eq!(lim.check(&l), Err(LimitError::InvalidMetricName("1m".into())));
+        assert_eq!(
+            lim.check(&l),
+            Err(LimitError::InvalidMetricName("1m".into()))
+        );
     }
 }

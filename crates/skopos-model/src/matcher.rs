@@ -32,20 +32,31 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, MatcherError> {
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, MatcherError> {
         let name = name.into();
         let value = value.into();
         let regex = match op {
-            MatchOp::RegexMatch | MatchOp::RegexNoMatch => Some(
-                Regex::new(&format!("^(?s:{value})$")).map_err(|e| MatcherError::BadRegex {
-                    name: name.clone(),
-                    pattern: value.clone(),
-                    message: e.to_string(),
-                })?,
-            ),
+            MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
+                Some(Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                    MatcherError::BadRegex {
+                        name: name.clone(),
+                        pattern: value.clone(),
+                        message: e.to_string(),
+                    }
+                })?)
+            }
             _ => None,
         };
-        Ok(Matcher { name, op, value, regex })
+        Ok(Matcher {
+            name,
+            op,
+            value,
+            regex,
+        })
     }
 
     pub fn equal(name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -126,8 +137,12 @@ mod tests {
     fn absent_label_is_empty_string() {
         let l = Labels::from_pairs([("a", "1")]);
         assert!(Matcher::equal("b", "").matches_labels(&l));
-        assert!(!Matcher::new(MatchOp::NotEqual, "b", "").unwrap().matches_labels(&l));
-        assert!(Matcher::new(MatchOp::RegexMatch, "b", ".*").unwrap().matches_empty());
+        assert!(!Matcher::new(MatchOp::NotEqual, "b", "")
+            .unwrap()
+            .matches_labels(&l));
+        assert!(Matcher::new(MatchOp::RegexMatch, "b", ".*")
+            .unwrap()
+            .matches_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use crate::{LimitError, Labels, Sample};
+use crate::{Labels, LimitError, Sample};
 
 /// Samples for one series, in the order the client sent them.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +58,11 @@ pub enum AppendError {
     InvalidSeries(#[from] LimitError),
     /// Storing the batch would exceed the active series limit (client error).
     #[error("the batch would create {new} new series but the head holds {current} of max_series={limit}")]
-    SeriesLimit { new: usize, current: usize, limit: usize },
+    SeriesLimit {
+        new: usize,
+        current: usize,
+        limit: usize,
+    },
     /// The storage is closing or failed to write (retryable, a server error).
     #[error("storage unavailable: {0}")]
     Unavailable(String),

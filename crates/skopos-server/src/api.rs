@@ -29,23 +29,40 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_data(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, error_type: "bad_data", message: message.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error_type: "bad_data",
+            message: message.into(),
+        }
     }
     fn internal(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, error_type: "internal", message: message.into() }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error_type: "internal",
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"status": "error", "errorType": self.error_type, "error": self.message});
-        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
 fn success(data: Value) -> Response {
     let body = json!({"status": "success", "data": data});
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Query parameters from the URL and, for POST, the form body; repeated
@@ -53,7 +70,12 @@ fn success(data: Value) -> Response {
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
-    pub async fn collect(method: &Method, headers: &HeaderMap, query: Option<String>, body: Body) -> Result<Params, ApiError> {
+    pub async fn collect(
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<String>,
+        body: Body,
+    ) -> Result<Params, ApiError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         if let Some(q) = query {
             pairs.extend(form_urlencoded_pairs(&q));
@@ -66,18 +88,26 @@ impl Params {
             let bytes = axum::body::to_bytes(body, 1 << 20)
                 .await
                 .map_err(|e| ApiError::bad_data(format!("reading form body: {e}")))?;
-            let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::bad_data("form body is not UTF-8"))?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| ApiError::bad_data("form body is not UTF-8"))?;
             pairs.extend(form_urlencoded_pairs(text));
         }
         Ok(Params(pairs))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -116,7 +146,11 @@ fn percent_decode(s: &str) -> String {
 /// Parses a Prometheus timestamp parameter: RFC 3339 or (fractional) Unix
 /// seconds. Returns milliseconds.
 pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
-    let err = || ApiError::bad_data(format!("invalid parameter {name:?}: cannot parse {value:?} to a valid timestamp"));
+    let err = || {
+        ApiError::bad_data(format!(
+            "invalid parameter {name:?}: cannot parse {value:?} to a valid timestamp"
+        ))
+    };
     if let Ok(secs) = value.parse::<f64>() {
         if !secs.is_finite() {
             return Err(err());
@@ -131,11 +165,24 @@ pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
 /// RFC 3339 to Unix milliseconds (`2024-01-02T03:04:05.678Z`, or with an offset).
 fn humantime_rfc3339(v: &str) -> Option<i64> {
     let b = v.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| v.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     let mut rest = &v[19..];
     let mut ms = 0i64;
     if let Some(frac) = rest.strip_prefix('.') {
@@ -182,7 +229,9 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
         return Err(bad(format!("{s:?} is not a series selector")));
     };
     if !vs.matchers.or_matchers.is_empty() {
-        return Err(bad(format!("{s:?}: `or` inside a selector is not supported here")));
+        return Err(bad(format!(
+            "{s:?}: `or` inside a selector is not supported here"
+        )));
     }
     let mut out = Vec::new();
     if let Some(name) = &vs.name {
@@ -195,19 +244,33 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
             promql_parser::label::MatchOp::Re(_) => MatchOp::RegexMatch,
             promql_parser::label::MatchOp::NotRe(_) => MatchOp::RegexNoMatch,
         };
-        out.push(Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| bad(e.to_string()))?);
+        out.push(
+            Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| bad(e.to_string()))?,
+        );
     }
     if out.iter().all(|m| m.matches_empty()) {
-        return Err(bad(format!("{s:?}: vector selector must contain at least one non-empty matcher")));
+        return Err(bad(format!(
+            "{s:?}: vector selector must contain at least one non-empty matcher"
+        )));
     }
     Ok(out)
 }
 
 fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
-    let start = p.get("start").map(|v| parse_time("start", v)).transpose()?.unwrap_or(MIN_TIME);
-    let end = p.get("end").map(|v| parse_time("end", v)).transpose()?.unwrap_or(MAX_TIME);
+    let start = p
+        .get("start")
+        .map(|v| parse_time("start", v))
+        .transpose()?
+        .unwrap_or(MIN_TIME);
+    let end = p
+        .get("end")
+        .map(|v| parse_time("end", v))
+        .transpose()?
+        .unwrap_or(MAX_TIME);
     if end < start {
-        return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
     }
     Ok((start, end))
 }
@@ -215,21 +278,27 @@ fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
 fn selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     p.all("match[]")
         .into_iter()
-        .map(|s| parse_selector(s).map_err(|m| ApiError::bad_data(format!("invalid parameter \"match[]\": {m}"))))
+        .map(|s| {
+            parse_selector(s)
+                .map_err(|m| ApiError::bad_data(format!("invalid parameter \"match[]\": {m}")))
+        })
         .collect()
 }
 
 fn limit(p: &Params) -> Result<Option<usize>, ApiError> {
     match p.get("limit") {
         None | Some("") | Some("0") => Ok(None),
-        Some(v) => v
-            .parse::<usize>()
-            .map(Some)
-            .map_err(|_| ApiError::bad_data(format!("invalid parameter \"limit\": {v:?} is not a positive integer"))),
+        Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
+            ApiError::bad_data(format!(
+                "invalid parameter \"limit\": {v:?} is not a positive integer"
+            ))
+        }),
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, skopos_tsdb::TsdbError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, skopos_tsdb::TsdbError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
@@ -266,7 +335,13 @@ pub async fn series(
     }
     let data: Vec<Value> = all
         .iter()
-        .map(|ls| Value::Object(ls.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect()))
+        .map(|ls| {
+            Value::Object(
+                ls.iter()
+                    .map(|l| (l.name.clone(), Value::String(l.value.clone())))
+                    .collect(),
+            )
+        })
         .collect();
     Ok(success(Value::Array(data)))
 }
@@ -344,9 +419,18 @@ mod tests {
     #[test]
     fn times_parse_as_prometheus_does() {
         assert_eq!(parse_time("t", "1700000000").unwrap(), 1_700_000_000_000);
-        assert_eq!(parse_time("t", "1700000000.123").unwrap(), 1_700_000_000_123);
-        assert_eq!(parse_time("t", "2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000);
-        assert_eq!(parse_time("t", "2023-11-14T23:13:20.5+01:00").unwrap(), 1_700_000_000_500);
+        assert_eq!(
+            parse_time("t", "1700000000.123").unwrap(),
+            1_700_000_000_123
+        );
+        assert_eq!(
+            parse_time("t", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            parse_time("t", "2023-11-14T23:13:20.5+01:00").unwrap(),
+            1_700_000_000_500
+        );
         let e = parse_time("start", "yesterday").unwrap_err();
         assert!(e.message.contains("\"start\""));
     }

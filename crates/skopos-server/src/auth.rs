@@ -14,7 +14,10 @@ pub struct Token(pub Arc<str>);
 /// Constant-time check of an `Authorization` header value against the token.
 pub fn authorized(token: &str, header_value: Option<&str>) -> bool {
     let Some(v) = header_value else { return false };
-    let Some(given) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) else {
+    let Some(given) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    else {
         return false;
     };
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
@@ -24,9 +27,16 @@ pub fn authorized(token: &str, header_value: Option<&str>) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn require_token(State(token): State<Option<Token>>, req: Request, next: Next) -> Response {
+pub async fn require_token(
+    State(token): State<Option<Token>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Some(Token(t)) = &token {
-        let h = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let h = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if !authorized(t, h) {
             return (
                 StatusCode::UNAUTHORIZED,

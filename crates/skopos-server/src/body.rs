@@ -55,7 +55,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 fn too_large(limit: usize) -> BodyError {
     BodyError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
-        message: format!("request body is larger than the limit of {limit} bytes (--max-body-size)"),
+        message: format!(
+            "request body is larger than the limit of {limit} bytes (--max-body-size)"
+        ),
     }
 }
 
@@ -70,7 +72,9 @@ pub fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
     if out.len() > limit {
         return Err(BodyError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("decompressed body is larger than the limit of {limit} bytes (--max-body-size)"),
+            message: format!(
+                "decompressed body is larger than the limit of {limit} bytes (--max-body-size)"
+            ),
         });
     }
     Ok(out)

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -22,14 +24,21 @@ impl MetricsService for OtlpMetrics {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let st = &self.state;
         if let Some(token) = &st.auth_token {
-            let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+            let given = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
             if !crate::auth::authorized(token, given) {
                 return Err(Status::unauthenticated("missing or wrong bearer token"));
             }
         }
         let translation = st.otlp.translate(request.get_ref());
         if translation.rejected_points > 0 {
-            st.metrics.rejected("otlp", "untranslatable", translation.rejected_points as usize);
+            st.metrics.rejected(
+                "otlp",
+                "untranslatable",
+                translation.rejected_points as usize,
+            );
         }
         match st.store("otlp", translation.batch).await {
             Ok(outcome) => {
@@ -42,11 +51,14 @@ impl MetricsService for OtlpMetrics {
                     }
                     message.push_str(&r);
                 }
-                let partial = (rejected > 0 || !message.is_empty()).then_some(ExportMetricsPartialSuccess {
-                    rejected_data_points: rejected,
-                    error_message: message,
-                });
-                Ok(Response::new(ExportMetricsServiceResponse { partial_success: partial }))
+                let partial =
+                    (rejected > 0 || !message.is_empty()).then_some(ExportMetricsPartialSuccess {
+                        rejected_data_points: rejected,
+                        error_message: message,
+                    });
+                Ok(Response::new(ExportMetricsServiceResponse {
+                    partial_success: partial,
+                }))
             }
             Err(StoreError::Client(msg)) => Err(Status::invalid_argument(msg)),
             Err(StoreError::Unavailable(msg)) => Err(Status::unavailable(msg)),

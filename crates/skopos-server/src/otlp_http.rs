@@ -11,7 +11,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
 use prost::Message;
 use skopos_ingest::otlp::Encoding;
 
@@ -30,7 +32,10 @@ const INVALID_ARGUMENT: i32 = 3;
 const UNAVAILABLE: i32 = 14;
 
 fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let base = ct.split(';').next().unwrap_or("").trim();
     match base {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
@@ -45,7 +50,12 @@ fn status_response(status: StatusCode, enc: Encoding, code: i32, message: String
     match enc {
         Encoding::Protobuf => {
             let body = RpcStatus { code, message }.encode_to_vec();
-            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                body,
+            )
+                .into_response()
         }
         Encoding::Json => {
             let body = serde_json::json!({"code": code, "message": message}).to_string();
@@ -61,7 +71,10 @@ fn success(enc: Encoding, rejected: i64, message: String) -> Response {
     });
     match enc {
         Encoding::Protobuf => {
-            let body = ExportMetricsServiceResponse { partial_success: partial }.encode_to_vec();
+            let body = ExportMetricsServiceResponse {
+                partial_success: partial,
+            }
+            .encode_to_vec();
             ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
         }
         Encoding::Json => {
@@ -71,7 +84,11 @@ fn success(enc: Encoding, rejected: i64, message: String) -> Response {
                     "errorMessage": p.error_message}}),
                 None => serde_json::json!({}),
             };
-            ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
         }
     }
 }
@@ -96,12 +113,21 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
         Ok(r) => r,
         Err(e) => {
             st.metrics.rejected(PROTO, "malformed", 1);
-            return status_response(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, e.to_string());
+            return status_response(
+                StatusCode::BAD_REQUEST,
+                enc,
+                INVALID_ARGUMENT,
+                e.to_string(),
+            );
         }
     };
     let translation = st.otlp.translate(&req);
     if translation.rejected_points > 0 {
-        st.metrics.rejected(PROTO, "untranslatable", translation.rejected_points as usize);
+        st.metrics.rejected(
+            PROTO,
+            "untranslatable",
+            translation.rejected_points as usize,
+        );
     }
     match st.store(PROTO, translation.batch).await {
         Ok(outcome) => {
@@ -116,7 +142,11 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
             }
             success(enc, rejected, message)
         }
-        Err(StoreError::Client(msg)) => status_response(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, msg),
-        Err(StoreError::Unavailable(msg)) => status_response(StatusCode::SERVICE_UNAVAILABLE, enc, UNAVAILABLE, msg),
+        Err(StoreError::Client(msg)) => {
+            status_response(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, msg)
+        }
+        Err(StoreError::Unavailable(msg)) => {
+            status_response(StatusCode::SERVICE_UNAVAILABLE, enc, UNAVAILABLE, msg)
+        }
     }
 }

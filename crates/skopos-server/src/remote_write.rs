@@ -24,12 +24,17 @@ pub async fn write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             return (e.status, e.message).into_response();
         }
     };
-    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
         if !ct.is_empty() && !ct.starts_with("application/x-protobuf") {
             st.metrics.rejected(PROTO, "content_type", 1);
             return (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Type {ct:?}: remote write 1.0 is application/x-protobuf\n"),
+                format!(
+                    "unsupported Content-Type {ct:?}: remote write 1.0 is application/x-protobuf\n"
+                ),
             )
                 .into_response();
         }
@@ -43,10 +48,18 @@ pub async fn write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     };
     match st.store(PROTO, decoded.batch).await {
         Ok(outcome) => match outcome.first_rejection.clone() {
-            Some(msg) => (StatusCode::BAD_REQUEST, format!("{} samples refused: {msg}\n", outcome.rejected())).into_response(),
+            Some(msg) => (
+                StatusCode::BAD_REQUEST,
+                format!("{} samples refused: {msg}\n", outcome.rejected()),
+            )
+                .into_response(),
             None => StatusCode::NO_CONTENT.into_response(),
         },
-        Err(StoreError::Client(msg)) => (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response(),
-        Err(StoreError::Unavailable(msg)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n")).into_response(),
+        Err(StoreError::Client(msg)) => {
+            (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response()
+        }
+        Err(StoreError::Unavailable(msg)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n")).into_response()
+        }
     }
 }

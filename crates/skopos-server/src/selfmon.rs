@@ -48,7 +48,11 @@ impl Default for SelfMetrics {
 
 impl SelfMetrics {
     pub fn observe_request(&self, handler: &str, code: u16, elapsed: Duration) {
-        *self.requests.lock().entry((handler.to_string(), code)).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .entry((handler.to_string(), code))
+            .or_default() += 1;
         let secs = elapsed.as_secs_f64();
         let mut lat = self.latency.lock();
         let h = lat.entry(handler.to_string()).or_default();
@@ -74,60 +78,180 @@ impl SelfMetrics {
     /// Renders every metric in text format 0.0.4.
     pub fn render(&self, db: &Db) -> String {
         let mut out = String::with_capacity(8192);
-        let _ = writeln!(out, "# HELP skopos_build_info Build information.\n# TYPE skopos_build_info gauge");
-        let _ = writeln!(out, "skopos_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(
+            out,
+            "# HELP skopos_build_info Build information.\n# TYPE skopos_build_info gauge"
+        );
+        let _ = writeln!(
+            out,
+            "skopos_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
 
-        family(&mut out, "skopos_http_requests_total", "counter", "HTTP requests by handler and status code.");
+        family(
+            &mut out,
+            "skopos_http_requests_total",
+            "counter",
+            "HTTP requests by handler and status code.",
+        );
         for ((handler, code), n) in self.requests.lock().iter() {
-            let _ = writeln!(out, "skopos_http_requests_total{{handler=\"{handler}\",code=\"{code}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "skopos_http_requests_total{{handler=\"{handler}\",code=\"{code}\"}} {n}"
+            );
         }
         let name = "skopos_http_request_duration_seconds";
-        family(&mut out, name, "histogram", "HTTP request latency by handler.");
+        family(
+            &mut out,
+            name,
+            "histogram",
+            "HTTP request latency by handler.",
+        );
         for (handler, h) in self.latency.lock().iter() {
             for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{handler=\"{handler}\",le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{handler=\"{handler}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "{name}_bucket{{handler=\"{handler}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{handler=\"{handler}\",le=\"+Inf\"}} {}",
+                h.count
+            );
             let _ = writeln!(out, "{name}_sum{{handler=\"{handler}\"}} {}", h.sum);
             let _ = writeln!(out, "{name}_count{{handler=\"{handler}\"}} {}", h.count);
         }
-        family(&mut out, "skopos_ingest_samples_total", "counter", "Samples accepted, by protocol.");
+        family(
+            &mut out,
+            "skopos_ingest_samples_total",
+            "counter",
+            "Samples accepted, by protocol.",
+        );
         for (proto, n) in self.ingested.lock().iter() {
-            let _ = writeln!(out, "skopos_ingest_samples_total{{protocol=\"{proto}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "skopos_ingest_samples_total{{protocol=\"{proto}\"}} {n}"
+            );
         }
-        family(&mut out, "skopos_ingest_rejected_total", "counter", "Samples or requests refused, by protocol and reason.");
+        family(
+            &mut out,
+            "skopos_ingest_rejected_total",
+            "counter",
+            "Samples or requests refused, by protocol and reason.",
+        );
         for ((proto, reason), n) in self.rejected.lock().iter() {
-            let _ = writeln!(out, "skopos_ingest_rejected_total{{protocol=\"{proto}\",reason=\"{reason}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "skopos_ingest_rejected_total{{protocol=\"{proto}\",reason=\"{reason}\"}} {n}"
+            );
         }
 
         let s = db.stats();
         let gauges: [(&str, &str, f64); 9] = [
-            ("skopos_tsdb_head_series", "Series in the in-memory head.", s.head_series as f64),
-            ("skopos_tsdb_head_samples", "Samples in the in-memory head.", s.head_samples as f64),
-            ("skopos_tsdb_head_chunks", "Chunks in the in-memory head.", s.head_chunks as f64),
-            ("skopos_tsdb_head_min_time_ms", "Oldest timestamp in the head.", s.head_min_t.unwrap_or(0) as f64),
-            ("skopos_tsdb_head_max_time_ms", "Newest timestamp in the head.", s.head_max_t.unwrap_or(0) as f64),
+            (
+                "skopos_tsdb_head_series",
+                "Series in the in-memory head.",
+                s.head_series as f64,
+            ),
+            (
+                "skopos_tsdb_head_samples",
+                "Samples in the in-memory head.",
+                s.head_samples as f64,
+            ),
+            (
+                "skopos_tsdb_head_chunks",
+                "Chunks in the in-memory head.",
+                s.head_chunks as f64,
+            ),
+            (
+                "skopos_tsdb_head_min_time_ms",
+                "Oldest timestamp in the head.",
+                s.head_min_t.unwrap_or(0) as f64,
+            ),
+            (
+                "skopos_tsdb_head_max_time_ms",
+                "Newest timestamp in the head.",
+                s.head_max_t.unwrap_or(0) as f64,
+            ),
             ("skopos_tsdb_blocks", "Persisted blocks.", s.blocks as f64),
-            ("skopos_tsdb_block_bytes", "Bytes of persisted blocks.", s.block_bytes as f64),
-            ("skopos_tsdb_wal_segments", "WAL segment files.", s.wal_segments as f64),
-            ("skopos_tsdb_wal_bytes", "Bytes of WAL on disk.", s.wal_bytes as f64),
+            (
+                "skopos_tsdb_block_bytes",
+                "Bytes of persisted blocks.",
+                s.block_bytes as f64,
+            ),
+            (
+                "skopos_tsdb_wal_segments",
+                "WAL segment files.",
+                s.wal_segments as f64,
+            ),
+            (
+                "skopos_tsdb_wal_bytes",
+                "Bytes of WAL on disk.",
+                s.wal_bytes as f64,
+            ),
         ];
         for (name, help, v) in gauges {
             family(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {v}");
         }
         let counters: [(&str, &str, u64); 11] = [
-            ("skopos_tsdb_samples_appended_total", "Samples stored.", s.samples_appended),
-            ("skopos_tsdb_duplicate_samples_total", "Exact duplicate samples ignored.", s.duplicates),
-            ("skopos_tsdb_too_old_samples_total", "Samples refused as older than the out-of-order window.", s.too_old),
-            ("skopos_tsdb_conflicting_samples_total", "Samples refused for a different value at a stored timestamp.", s.conflicts),
-            ("skopos_tsdb_series_created_total", "Series created in the head.", s.series_created),
-            ("skopos_tsdb_series_limit_rejections_total", "Batches refused by the max_series limit.", s.series_limit_rejections),
-            ("skopos_tsdb_wal_fsyncs_total", "WAL fsync calls.", s.wal_fsyncs),
-            ("skopos_tsdb_wal_corruptions_repaired_total", "Torn or corrupt WAL tails truncated on start.", s.wal_corruptions_repaired),
-            ("skopos_tsdb_compactions_total", "Block compactions.", s.compactions),
-            ("skopos_tsdb_head_cuts_total", "Blocks cut from the head.", s.head_cuts),
-            ("skopos_tsdb_retention_deleted_blocks_total", "Blocks deleted by retention.", s.blocks_deleted_by_retention),
+            (
+                "skopos_tsdb_samples_appended_total",
+                "Samples stored.",
+                s.samples_appended,
+            ),
+            (
+                "skopos_tsdb_duplicate_samples_total",
+                "Exact duplicate samples ignored.",
+                s.duplicates,
+            ),
+            (
+                "skopos_tsdb_too_old_samples_total",
+                "Samples refused as older than the out-of-order window.",
+                s.too_old,
+            ),
+            (
+                "skopos_tsdb_conflicting_samples_total",
+                "Samples refused for a different value at a stored timestamp.",
+                s.conflicts,
+            ),
+            (
+                "skopos_tsdb_series_created_total",
+                "Series created in the head.",
+                s.series_created,
+            ),
+            (
+                "skopos_tsdb_series_limit_rejections_total",
+                "Batches refused by the max_series limit.",
+                s.series_limit_rejections,
+            ),
+            (
+                "skopos_tsdb_wal_fsyncs_total",
+                "WAL fsync calls.",
+                s.wal_fsyncs,
+            ),
+            (
+                "skopos_tsdb_wal_corruptions_repaired_total",
+                "Torn or corrupt WAL tails truncated on start.",
+                s.wal_corruptions_repaired,
+            ),
+            (
+                "skopos_tsdb_compactions_total",
+                "Block compactions.",
+                s.compactions,
+            ),
+            (
+                "skopos_tsdb_head_cuts_total",
+                "Blocks cut from the head.",
+                s.head_cuts,
+            ),
+            (
+                "skopos_tsdb_retention_deleted_blocks_total",
+                "Blocks deleted by retention.",
+                s.blocks_deleted_by_retention,
+            ),
         ];
         for (name, help, v) in counters {
             family(&mut out, name, "counter", help);
@@ -138,13 +262,32 @@ impl SelfMetrics {
     }
 
     fn render_process(&self, out: &mut String) {
-        let start = self.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        family(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+        let start = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        family(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+        );
         let _ = writeln!(out, "process_start_time_seconds {start}");
         if let Some((cpu, rss)) = proc_stat() {
-            family(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+            family(
+                out,
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+            );
             let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
-            family(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+            family(
+                out,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+            );
             let _ = writeln!(out, "process_resident_memory_bytes {rss}");
         }
     }
@@ -174,14 +317,26 @@ fn proc_stat() -> Option<(f64, u64)> {
 
 /// Renders the metrics and appends them to the TSDB every `interval`, with
 /// `job="skopos"` and `instance` set to the listen address.
-pub async fn self_scrape_loop(metrics: Arc<SelfMetrics>, db: Arc<Db>, instance: String, interval: Duration) {
+pub async fn self_scrape_loop(
+    metrics: Arc<SelfMetrics>,
+    db: Arc<Db>,
+    instance: String,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
         let text = metrics.render(&db);
-        let parsed = match skopos_ingest::exposition::parse(&text, skopos_ingest::exposition::Format::PrometheusText, now) {
+        let parsed = match skopos_ingest::exposition::parse(
+            &text,
+            skopos_ingest::exposition::Format::PrometheusText,
+            now,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "self-metrics failed to parse; this is a bug");
@@ -193,7 +348,10 @@ pub async fn self_scrape_loop(metrics: Arc<SelfMetrics>, db: Arc<Db>, instance: 
             let mut b = labels.builder();
             b.set("job", "skopos");
             b.set("instance", instance.clone());
-            batch.series.push(SeriesSamples { labels: b.build(), samples: vec![sample] });
+            batch.series.push(SeriesSamples {
+                labels: b.build(),
+                samples: vec![sample],
+            });
         }
         let n = batch.sample_count();
         let db2 = db.clone();

@@ -75,7 +75,11 @@ impl ServerConfig {
     /// Refuses to expose the server beyond loopback without a token or an
     /// explicit `--insecure`.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let addrs = [Some(self.listen), self.otlp_http_listen, self.otlp_grpc_listen];
+        let addrs = [
+            Some(self.listen),
+            self.otlp_http_listen,
+            self.otlp_grpc_listen,
+        ];
         for addr in addrs.into_iter().flatten() {
             if !addr.ip().is_loopback() && self.auth_token.is_none() && !self.insecure {
                 bail!(
@@ -113,7 +117,11 @@ pub enum StoreError {
 
 impl AppState {
     /// Appends a batch off the async runtime and counts the outcome.
-    pub async fn store(&self, protocol: &'static str, batch: WriteBatch) -> Result<AppendOutcome, StoreError> {
+    pub async fn store(
+        &self,
+        protocol: &'static str,
+        batch: WriteBatch,
+    ) -> Result<AppendOutcome, StoreError> {
         if batch.series.is_empty() {
             return Ok(AppendOutcome::default());
         }
@@ -128,7 +136,8 @@ impl AppState {
                     self.metrics.rejected(protocol, "too_old", outcome.too_old);
                 }
                 if outcome.conflicts > 0 {
-                    self.metrics.rejected(protocol, "conflict", outcome.conflicts);
+                    self.metrics
+                        .rejected(protocol, "conflict", outcome.conflicts);
                 }
                 Ok(outcome)
             }
@@ -148,14 +157,23 @@ impl AppState {
     }
 }
 
+/// The gRPC server's stop signal and task.
+type GrpcTask = (
+    tokio::sync::oneshot::Sender<()>,
+    JoinHandle<Result<(), tonic::transport::Error>>,
+);
+
 /// A running server: its bound addresses, and the means to stop it.
 pub struct ServerHandle {
     pub listen: SocketAddr,
     pub otlp_http: Option<SocketAddr>,
     pub otlp_grpc: Option<SocketAddr>,
     state: Arc<AppState>,
-    http: Vec<(axum_server::Handle<SocketAddr>, JoinHandle<std::io::Result<()>>)>,
-    grpc: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<Result<(), tonic::transport::Error>>)>,
+    http: Vec<(
+        axum_server::Handle<SocketAddr>,
+        JoinHandle<std::io::Result<()>>,
+    )>,
+    grpc: Option<GrpcTask>,
     loops: Vec<JoinHandle<()>>,
     scraper: Option<Arc<ScrapeManager>>,
 }
@@ -167,7 +185,10 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 /// Opens storage and starts every listener and loop.
@@ -181,7 +202,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let started = Instant::now();
     let db = tokio::task::spawn_blocking(move || Db::open(&tsdb_dir, opts))
         .await?
-        .with_context(|| format!("cannot open the metrics store in {}", config.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open the metrics store in {}",
+                config.data_dir.display()
+            )
+        })?;
     let db = Arc::new(db);
     let st = db.stats();
     tracing::info!(
@@ -203,9 +229,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
 
     let main_listener = bind(config.listen, "--listen")?;
     let listen = main_listener.local_addr()?;
-    let otlp_http_listener = config.otlp_http_listen.map(|a| bind(a, "--otlp-http-listen")).transpose()?;
-    let otlp_http = otlp_http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let grpc_listener = config.otlp_grpc_listen.map(|a| bind(a, "--otlp-grpc-listen")).transpose()?;
+    let otlp_http_listener = config
+        .otlp_http_listen
+        .map(|a| bind(a, "--otlp-http-listen"))
+        .transpose()?;
+    let otlp_http = otlp_http_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let grpc_listener = config
+        .otlp_grpc_listen
+        .map(|a| bind(a, "--otlp-grpc-listen"))
+        .transpose()?;
     let otlp_grpc = grpc_listener.as_ref().map(|l| l.local_addr()).transpose()?;
 
     let app = router(state.clone());
@@ -213,7 +248,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         Some(t) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
                 .await
-                .with_context(|| format!("cannot load TLS certificate {} and key {}", t.cert.display(), t.key.display()))?,
+                .with_context(|| {
+                    format!(
+                        "cannot load TLS certificate {} and key {}",
+                        t.cert.display(),
+                        t.key.display()
+                    )
+                })?,
         ),
         None => None,
     };
@@ -237,7 +278,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let grpc = match grpc_listener {
         Some(l) => {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let incoming = tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(l)?);
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(l)?);
             let svc = crate::grpc::service(state.clone(), config.max_body_bytes);
             let task = tokio::spawn(async move {
                 tonic::transport::Server::builder()
@@ -278,15 +320,31 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         )));
     }
     let scraper = config.scrape.as_ref().map(|file| {
-        let sink: Arc<dyn SampleSink> = Arc::new(CountingSink { db: db.clone(), metrics: metrics.clone() });
+        let sink: Arc<dyn SampleSink> = Arc::new(CountingSink {
+            db: db.clone(),
+            metrics: metrics.clone(),
+        });
         let m = Arc::new(ScrapeManager::new(sink));
         m.apply(file);
         m
     });
 
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(%listen, ?otlp_http, ?otlp_grpc, "skopos serving on {scheme}://{listen}");
-    Ok(ServerHandle { listen, otlp_http, otlp_grpc, state, http, grpc, loops, scraper })
+    Ok(ServerHandle {
+        listen,
+        otlp_http,
+        otlp_grpc,
+        state,
+        http,
+        grpc,
+        loops,
+        scraper,
+    })
 }
 
 /// Sends scraped samples to the TSDB and counts them.
@@ -360,7 +418,10 @@ impl ServerHandle {
 }
 
 /// Runs until `shutdown` resolves, then stops cleanly.
-pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let handle = start(config).await?;
     shutdown.await;
     tracing::info!("shutting down");
@@ -372,8 +433,14 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/write", post(crate::remote_write::write))
         .route("/v1/metrics", post(crate::otlp_http::metrics))
-        .route("/api/v1/series", get(crate::api::series).post(crate::api::series))
-        .route("/api/v1/labels", get(crate::api::labels).post(crate::api::labels))
+        .route(
+            "/api/v1/series",
+            get(crate::api::series).post(crate::api::series),
+        )
+        .route(
+            "/api/v1/labels",
+            get(crate::api::labels).post(crate::api::labels),
+        )
         .route("/api/v1/label/{name}/values", get(crate::api::label_values))
         .route("/metrics", get(self_metrics))
         .route("/-/healthy", get(|| async { "skopos is Healthy.\n" }))
@@ -381,7 +448,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/", get(index))
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "404 page not found\n") })
         .layer(middleware::from_fn_with_state(state.clone(), track))
-        .layer(middleware::from_fn_with_state(token, crate::auth::require_token))
+        .layer(middleware::from_fn_with_state(
+            token,
+            crate::auth::require_token,
+        ))
         .with_state(state)
 }
 
@@ -393,13 +463,21 @@ async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         .unwrap_or_else(|| "other".to_string());
     let started = Instant::now();
     let resp = next.run(req).await;
-    st.metrics.observe_request(&handler, resp.status().as_u16(), started.elapsed());
+    st.metrics
+        .observe_request(&handler, resp.status().as_u16(), started.elapsed());
     resp
 }
 
 async fn self_metrics(State(st): State<Arc<AppState>>) -> Response {
     let text = st.metrics.render(&st.db);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn index() -> Html<&'static str> {

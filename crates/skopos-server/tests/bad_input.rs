@@ -29,7 +29,13 @@ fn batch(name: &str, extra: &[(&str, &str)], samples: &[(i64, f64)]) -> WriteBat
     }
 }
 
-async fn post(addr: SocketAddr, path: &str, ct: &str, body: Vec<u8>, extra: &[(&str, &str)]) -> (u16, String) {
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    ct: &str,
+    body: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> (u16, String) {
     let mut req = reqwest::Client::new()
         .post(format!("http://{addr}{path}"))
         .header("Content-Type", ct)
@@ -43,15 +49,36 @@ async fn post(addr: SocketAddr, path: &str, ct: &str, body: Vec<u8>, extra: &[(&
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn stored(h: &ServerHandle, name: &str) -> Vec<Sample> {
-    let s = h.db().select(&[Matcher::equal("__name__", name)], i64::MIN / 2, i64::MAX / 2).unwrap();
+    let s = h
+        .db()
+        .select(
+            &[Matcher::equal("__name__", name)],
+            i64::MIN / 2,
+            i64::MAX / 2,
+        )
+        .unwrap();
     s.into_iter().flat_map(|s| s.samples).collect()
 }
 
 const RW: &str = "application/x-protobuf";
+
+/// Path, content type, body, extra headers, expected status, and a word the
+/// error message must contain.
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    Vec<(&'static str, &'static str)>,
+    u16,
+    &'static str,
+);
 
 #[tokio::test]
 async fn malformed_and_over_limit_writes_are_refused_and_nothing_is_harmed() {
@@ -66,14 +93,49 @@ async fn malformed_and_over_limit_writes_are_refused_and_nothing_is_harmed() {
     let addr = h.listen;
     let t = now_ms();
     let good = batch("kept", &[("job", "a")], &[(t, 1.0), (t + 1000, 2.0)]);
-    let (code, _) = post(addr, "/api/v1/write", RW, skopos_ingest::remote_write::encode(&good), &[]).await;
+    let (code, _) = post(
+        addr,
+        "/api/v1/write",
+        RW,
+        skopos_ingest::remote_write::encode(&good),
+        &[],
+    )
+    .await;
     assert_eq!(code, 204);
 
-    let cases: Vec<(&str, &str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
-        ("/api/v1/write", RW, b"definitely not snappy".to_vec(), vec![], 400, "snappy"),
-        ("/api/v1/write", RW, snap::raw::Encoder::new().compress_vec(&[0xff; 40]).unwrap(), vec![], 400, "protobuf"),
-        ("/api/v1/write", "text/plain", vec![1, 2, 3], vec![], 415, "Content-Type"),
-        ("/api/v1/write", RW, vec![0u8; 100 * 1024], vec![], 413, "limit"),
+    let cases: Vec<Case> = vec![
+        (
+            "/api/v1/write",
+            RW,
+            b"definitely not snappy".to_vec(),
+            vec![],
+            400,
+            "snappy",
+        ),
+        (
+            "/api/v1/write",
+            RW,
+            snap::raw::Encoder::new().compress_vec(&[0xff; 40]).unwrap(),
+            vec![],
+            400,
+            "protobuf",
+        ),
+        (
+            "/api/v1/write",
+            "text/plain",
+            vec![1, 2, 3],
+            vec![],
+            415,
+            "Content-Type",
+        ),
+        (
+            "/api/v1/write",
+            RW,
+            vec![0u8; 100 * 1024],
+            vec![],
+            413,
+            "limit",
+        ),
         (
             "/api/v1/write",
             RW,
@@ -89,53 +151,125 @@ async fn malformed_and_over_limit_writes_are_refused_and_nothing_is_harmed() {
         (
             "/api/v1/write",
             RW,
-            skopos_ingest::remote_write::encode(&batch("m", &[("a", &"x".repeat(51))], &[(t, 1.0)])),
+            skopos_ingest::remote_write::encode(&batch(
+                "m",
+                &[("a", &"x".repeat(51))],
+                &[(t, 1.0)],
+            )),
             vec![],
             400,
             "max_label_value_length=50",
         ),
-        ("/v1/metrics", "application/json", b"{\"resourceMetrics\": [".to_vec(), vec![], 400, ""),
-        ("/v1/metrics", "application/x-protobuf", vec![0xff; 30], vec![], 400, ""),
-        ("/v1/metrics", "text/csv", vec![], vec![], 415, "Content-Type"),
-        ("/v1/metrics", "application/json", gzip(&vec![b' '; 1 << 20]), vec![("Content-Encoding", "gzip")], 413, "limit"),
-        ("/v1/metrics", "application/json", b"not gzip".to_vec(), vec![("Content-Encoding", "gzip")], 400, "gzip"),
+        (
+            "/v1/metrics",
+            "application/json",
+            b"{\"resourceMetrics\": [".to_vec(),
+            vec![],
+            400,
+            "",
+        ),
+        (
+            "/v1/metrics",
+            "application/x-protobuf",
+            vec![0xff; 30],
+            vec![],
+            400,
+            "",
+        ),
+        (
+            "/v1/metrics",
+            "text/csv",
+            vec![],
+            vec![],
+            415,
+            "Content-Type",
+        ),
+        (
+            "/v1/metrics",
+            "application/json",
+            gzip(&vec![b' '; 1 << 20]),
+            vec![("Content-Encoding", "gzip")],
+            413,
+            "limit",
+        ),
+        (
+            "/v1/metrics",
+            "application/json",
+            b"not gzip".to_vec(),
+            vec![("Content-Encoding", "gzip")],
+            400,
+            "gzip",
+        ),
     ];
     for (path, ct, body, headers, want, needle) in cases {
         let (code, text) = post(addr, path, ct, body, &headers).await;
         assert_eq!(code, want, "{path} {ct} {needle}: {text}");
         assert!(!text.trim().is_empty(), "{path}: an error needs a message");
-        assert!(text.contains(needle), "{path}: {text:?} should mention {needle:?}");
+        assert!(
+            text.contains(needle),
+            "{path}: {text:?} should mention {needle:?}"
+        );
     }
 
     // The series limit (3): one series stored, a batch of three new ones is refused whole.
     let mut three = WriteBatch::default();
     for i in 0..3 {
-        three.series.extend(batch("lim", &[("i", &i.to_string())], &[(t, 1.0)]).series);
+        three
+            .series
+            .extend(batch("lim", &[("i", &i.to_string())], &[(t, 1.0)]).series);
     }
-    let (code, text) = post(addr, "/api/v1/write", RW, skopos_ingest::remote_write::encode(&three), &[]).await;
+    let (code, text) = post(
+        addr,
+        "/api/v1/write",
+        RW,
+        skopos_ingest::remote_write::encode(&three),
+        &[],
+    )
+    .await;
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("max_series=3"), "{text}");
-    assert!(stored(&h, "lim").is_empty(), "a refused batch stores nothing");
+    assert!(
+        stored(&h, "lim").is_empty(),
+        "a refused batch stores nothing"
+    );
 
     // Still serving, and the first write is intact.
-    let (code, _) = post(addr, "/api/v1/write", RW, skopos_ingest::remote_write::encode(&good), &[]).await;
+    let (code, _) = post(
+        addr,
+        "/api/v1/write",
+        RW,
+        skopos_ingest::remote_write::encode(&good),
+        &[],
+    )
+    .await;
     assert_eq!(code, 204, "an exact duplicate is a no-op, not an error");
     let kept = stored(&h, "kept");
     assert_eq!(kept, vec![Sample::new(t, 1.0), Sample::new(t + 1000, 2.0)]);
 
     // A conflicting duplicate is refused with 400 and the stored value stays.
     let conflict = batch("kept", &[("job", "a")], &[(t, 9.0)]);
-    let (code, text) = post(addr, "/api/v1/write", RW, skopos_ingest::remote_write::encode(&conflict), &[]).await;
+    let (code, text) = post(
+        addr,
+        "/api/v1/write",
+        RW,
+        skopos_ingest::remote_write::encode(&conflict),
+        &[],
+    )
+    .await;
     assert_eq!(code, 400, "{text}");
     assert_eq!(stored(&h, "kept")[0], Sample::new(t, 1.0));
 
     // Read API errors use Prometheus' envelope.
-    let r = reqwest::get(format!("http://{addr}/api/v1/series?match[]=up{{")).await.unwrap();
+    let r = reqwest::get(format!("http://{addr}/api/v1/series?match[]=up{{"))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["status"], "error");
     assert_eq!(v["errorType"], "bad_data");
-    let r = reqwest::get(format!("http://{addr}/api/v1/series")).await.unwrap();
+    let r = reqwest::get(format!("http://{addr}/api/v1/series"))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     h.shutdown().await.unwrap();
 }
@@ -152,10 +286,29 @@ async fn read_api_answers_like_prometheus() {
     let h = start(dir.path(), |_| {}).await;
     let addr = h.listen;
     let t = now_ms();
-    let mut b = batch("http_requests_total", &[("job", "api"), ("code", "200")], &[(t, 1.0)]);
-    b.series.extend(batch("http_requests_total", &[("job", "api"), ("code", "500")], &[(t, 1.0)]).series);
-    b.series.extend(batch("up", &[("job", "db")], &[(t, 1.0)]).series);
-    let (code, _) = post(addr, "/api/v1/write", RW, skopos_ingest::remote_write::encode(&b), &[]).await;
+    let mut b = batch(
+        "http_requests_total",
+        &[("job", "api"), ("code", "200")],
+        &[(t, 1.0)],
+    );
+    b.series.extend(
+        batch(
+            "http_requests_total",
+            &[("job", "api"), ("code", "500")],
+            &[(t, 1.0)],
+        )
+        .series,
+    );
+    b.series
+        .extend(batch("up", &[("job", "db")], &[(t, 1.0)]).series);
+    let (code, _) = post(
+        addr,
+        "/api/v1/write",
+        RW,
+        skopos_ingest::remote_write::encode(&b),
+        &[],
+    )
+    .await;
     assert_eq!(code, 204);
 
     let get = |path: String| async move {
@@ -165,29 +318,59 @@ async fn read_api_answers_like_prometheus() {
     };
     let v = get("/api/v1/series?match[]=http_requests_total{code=~\"5..\"}".into()).await;
     assert_eq!(v["status"], "success");
-    assert_eq!(v["data"], serde_json::json!([{"__name__": "http_requests_total", "code": "500", "job": "api"}]));
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{"__name__": "http_requests_total", "code": "500", "job": "api"}])
+    );
     let v = get("/api/v1/labels".into()).await;
     assert_eq!(v["data"], serde_json::json!(["__name__", "code", "job"]));
     let v = get("/api/v1/label/job/values?match[]=up".into()).await;
     assert_eq!(v["data"], serde_json::json!(["db"]));
-    let v = get(format!("/api/v1/label/__name__/values?start={}&end={}", t / 1000 - 60, t / 1000 + 60)).await;
+    let v = get(format!(
+        "/api/v1/label/__name__/values?start={}&end={}",
+        t / 1000 - 60,
+        t / 1000 + 60
+    ))
+    .await;
     assert_eq!(v["data"], serde_json::json!(["http_requests_total", "up"]));
-    let v = get(format!("/api/v1/label/__name__/values?end={}", t / 1000 - 3600)).await;
-    assert_eq!(v["data"], serde_json::json!([]), "nothing before the first sample");
+    let v = get(format!(
+        "/api/v1/label/__name__/values?end={}",
+        t / 1000 - 3600
+    ))
+    .await;
+    assert_eq!(
+        v["data"],
+        serde_json::json!([]),
+        "nothing before the first sample"
+    );
 
     // POST form, as Grafana sends it.
     let r = reqwest::Client::new()
         .post(format!("http://{addr}/api/v1/series"))
-        .form(&[("match[]", "up"), ("match[]", "http_requests_total{code=\"200\"}")])
+        .form(&[
+            ("match[]", "up"),
+            ("match[]", "http_requests_total{code=\"200\"}"),
+        ])
         .send()
         .await
         .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
 
-    let m = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(m.contains("skopos_ingest_samples_total{protocol=\"remote_write\"} 3"), "{m}");
-    assert!(m.contains("skopos_http_request_duration_seconds_bucket{handler=\"/api/v1/write\""), "{m}");
+    let m = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("skopos_ingest_samples_total{protocol=\"remote_write\"} 3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("skopos_http_request_duration_seconds_bucket{handler=\"/api/v1/write\""),
+        "{m}"
+    );
     assert!(m.contains("skopos_tsdb_head_series 3"), "{m}");
     h.shutdown().await.unwrap();
 }
@@ -199,12 +382,26 @@ async fn bearer_token_guards_every_endpoint() {
     let addr = h.listen;
     let client = reqwest::Client::new();
     for path in ["/-/healthy", "/metrics", "/api/v1/labels"] {
-        let r = client.get(format!("http://{addr}{path}")).send().await.unwrap();
+        let r = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 401, "{path}");
-        let r = client.get(format!("http://{addr}{path}")).bearer_auth("s3cret").send().await.unwrap();
+        let r = client
+            .get(format!("http://{addr}{path}"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
-    let r = client.get(format!("http://{addr}/-/ready")).bearer_auth("wrong").send().await.unwrap();
+    let r = client
+        .get(format!("http://{addr}/-/ready"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     h.shutdown().await.unwrap();
 }
@@ -214,7 +411,10 @@ fn non_loopback_without_token_is_refused() {
     let mut cfg = ServerConfig::new("/nonexistent".into());
     cfg.listen = "0.0.0.0:0".parse().unwrap();
     let e = cfg.validate().unwrap_err().to_string();
-    assert!(e.contains("--auth-token-file") && e.contains("--insecure"), "{e}");
+    assert!(
+        e.contains("--auth-token-file") && e.contains("--insecure"),
+        "{e}"
+    );
     cfg.auth_token = Some("t".into());
     cfg.validate().unwrap();
 }

@@ -112,13 +112,18 @@ fn parse_addr(flag: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
 }
 
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))
 }
 
 /// Log format from the config file, when the flag did not set it.
 pub fn log_format_from_file(flags: &ServerFlags) -> Option<String> {
-    flags.config.as_ref().and_then(|p| read_file_config(p).ok()).and_then(|c| c.log_format)
+    flags
+        .config
+        .as_ref()
+        .and_then(|p| read_file_config(p).ok())
+        .and_then(|c| c.log_format)
 }
 
 /// Resolves flags over the config file over the defaults.
@@ -127,7 +132,11 @@ pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
         Some(p) => read_file_config(p)?,
         None => FileConfig::default(),
     };
-    let src = flags.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let src = flags
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     macro_rules! pick {
         ($f:ident) => {
             flags.$f.clone().or(file.$f.clone())
@@ -136,7 +145,8 @@ pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
     let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("./skopos-data"));
     let mut cfg = ServerConfig::new(data_dir);
     if let Some(v) = pick!(listen) {
-        cfg.listen = parse_addr("--listen", &v)?.ok_or_else(|| anyhow!("--listen cannot be off"))?;
+        cfg.listen =
+            parse_addr("--listen", &v)?.ok_or_else(|| anyhow!("--listen cannot be off"))?;
     }
     if let Some(v) = pick!(otlp_http_listen) {
         cfg.otlp_http_listen = parse_addr("--otlp-http-listen", &v)?;
@@ -145,7 +155,8 @@ pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
         cfg.otlp_grpc_listen = parse_addr("--otlp-grpc-listen", &v)?;
     }
     if let Some(p) = pick!(auth_token_file) {
-        let t = std::fs::read_to_string(&p).with_context(|| format!("cannot read auth token file {}", p.display()))?;
+        let t = std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read auth token file {}", p.display()))?;
         cfg.auth_token = Some(t.trim().to_string());
     }
     cfg.insecure = flags.insecure || file.insecure.unwrap_or(false);
@@ -231,14 +242,20 @@ mod tests {
         };
         let cfg = resolve(&flags).unwrap();
         assert_eq!(cfg.listen.port(), 2222);
-        assert_eq!(cfg.tsdb.retention_time, Some(Duration::from_secs(2 * 86400)));
+        assert_eq!(
+            cfg.tsdb.retention_time,
+            Some(Duration::from_secs(2 * 86400))
+        );
         assert_eq!(cfg.tsdb.out_of_order_window_ms, 300_000);
     }
 
     #[test]
     fn unknown_key_names_the_file_and_line() {
         let f = write("listen: 127.0.0.1:1111\nretention: 2d\n");
-        let flags = ServerFlags { config: Some(f.path().to_path_buf()), ..Default::default() };
+        let flags = ServerFlags {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
         let e = resolve(&flags).unwrap_err().to_string();
         assert!(e.contains(&f.path().display().to_string()), "{e}");
         assert!(e.contains("retention") && e.contains("line 2"), "{e}");
@@ -246,20 +263,46 @@ mod tests {
 
     #[test]
     fn off_disables_otlp_listeners_and_bad_values_are_named() {
-        let flags = ServerFlags { otlp_grpc_listen: Some("off".into()), ..Default::default() };
+        let flags = ServerFlags {
+            otlp_grpc_listen: Some("off".into()),
+            ..Default::default()
+        };
         assert!(resolve(&flags).unwrap().otlp_grpc_listen.is_none());
-        let flags = ServerFlags { wal_fsync: Some("sometimes".into()), ..Default::default() };
-        assert!(resolve(&flags).unwrap_err().to_string().contains("--wal-fsync"));
-        let flags = ServerFlags { listen: Some("nowhere".into()), ..Default::default() };
-        assert!(resolve(&flags).unwrap_err().to_string().contains("--listen"));
+        let flags = ServerFlags {
+            wal_fsync: Some("sometimes".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&flags)
+            .unwrap_err()
+            .to_string()
+            .contains("--wal-fsync"));
+        let flags = ServerFlags {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&flags)
+            .unwrap_err()
+            .to_string()
+            .contains("--listen"));
     }
 
     #[test]
     fn public_address_needs_a_token_or_insecure() {
-        let flags = ServerFlags { listen: Some("0.0.0.0:9700".into()), ..Default::default() };
+        let flags = ServerFlags {
+            listen: Some("0.0.0.0:9700".into()),
+            ..Default::default()
+        };
         let cfg = resolve(&flags).unwrap();
-        assert!(cfg.validate().unwrap_err().to_string().contains("--auth-token-file"));
-        let flags = ServerFlags { listen: Some("0.0.0.0:9700".into()), insecure: true, ..Default::default() };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--auth-token-file"));
+        let flags = ServerFlags {
+            listen: Some("0.0.0.0:9700".into()),
+            insecure: true,
+            ..Default::default()
+        };
         resolve(&flags).unwrap().validate().unwrap();
     }
 }

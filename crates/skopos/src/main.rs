@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "skopos", version, about = "From localhost to production, and keeping watch over it.")]
+#[command(
+    name = "skopos",
+    version,
+    about = "From localhost to production, and keeping watch over it."
+)]
 struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true)]
@@ -71,7 +75,9 @@ enum TsdbCommand {
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         "json" => builder.json().flatten_event(true).init(),
         "text" => builder.init(),
@@ -106,15 +112,18 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|| "text".into());
             init_logging(&format).and_then(|_| run_server(&flags))
         }
-        Command::Tsdb { command } => {
-            init_logging(cli.log_format.as_deref().unwrap_or("text")).and_then(|_| match command {
+        Command::Tsdb { command } => init_logging(cli.log_format.as_deref().unwrap_or("text"))
+            .and_then(|_| match command {
                 TsdbCommand::Inspect { data_dir, output } => tsdb_cmd::inspect(&data_dir, &output),
                 TsdbCommand::Import { file, data_dir } => tsdb_cmd::import(&file, &data_dir),
-                TsdbCommand::Dump { data_dir, selector, min_time, max_time, output } => {
-                    tsdb_cmd::dump(&data_dir, &selector, min_time, max_time, &output)
-                }
-            })
-        }
+                TsdbCommand::Dump {
+                    data_dir,
+                    selector,
+                    min_time,
+                    max_time,
+                    output,
+                } => tsdb_cmd::dump(&data_dir, &selector, min_time, max_time, &output),
+            }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -128,6 +137,8 @@ fn main() -> std::process::ExitCode {
 fn run_server(flags: &config::ServerFlags) -> anyhow::Result<()> {
     let cfg = config::resolve(flags)?;
     cfg.validate()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(skopos_server::run(cfg, shutdown_signal()))
 }

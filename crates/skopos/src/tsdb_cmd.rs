@@ -17,9 +17,14 @@ pub fn metrics_dir(data_dir: &Path) -> std::path::PathBuf {
 pub fn inspect(data_dir: &Path, output: &str) -> anyhow::Result<()> {
     let dir = metrics_dir(data_dir);
     if !dir.exists() {
-        bail!("{} holds no metrics store (expected {})", data_dir.display(), dir.display());
+        bail!(
+            "{} holds no metrics store (expected {})",
+            data_dir.display(),
+            dir.display()
+        );
     }
-    let report = skopos_tsdb::inspect(&dir).with_context(|| format!("inspecting {}", dir.display()))?;
+    let report =
+        skopos_tsdb::inspect(&dir).with_context(|| format!("inspecting {}", dir.display()))?;
     match output {
         "json" => println!("{}", serde_json::to_string_pretty(&report)?),
         "text" => println!("{report}"),
@@ -32,17 +37,26 @@ pub fn inspect(data_dir: &Path, output: &str) -> anyhow::Result<()> {
 const NO_TIMESTAMP: i64 = i64::MIN;
 
 pub fn import(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let format = if text.trim_end().ends_with("# EOF") { Format::OpenMetrics } else { Format::PrometheusText };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let format = if text.trim_end().ends_with("# EOF") {
+        Format::OpenMetrics
+    } else {
+        Format::PrometheusText
+    };
     let spinner = ProgressBar::new_spinner();
     spinner.set_message(format!("parsing {}", file.display()));
-    let parsed = exposition::parse(&text, format, NO_TIMESTAMP).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let parsed = exposition::parse(&text, format, NO_TIMESTAMP)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     spinner.finish_and_clear();
 
     let mut by_series: HashMap<Labels, Vec<Sample>> = HashMap::new();
     for (labels, sample) in parsed.series {
         if sample.t == NO_TIMESTAMP {
-            bail!("{}: sample of {labels} has no timestamp; backfilling needs one on every sample", file.display());
+            bail!(
+                "{}: sample of {labels} has no timestamp; backfilling needs one on every sample",
+                file.display()
+            );
         }
         by_series.entry(labels).or_default().push(sample);
     }
@@ -58,10 +72,12 @@ pub fn import(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let total: u64 = series.iter().map(|s| s.samples.len() as u64).sum();
 
     let dir = metrics_dir(data_dir);
-    let db = Db::open(&dir, Options::default()).with_context(|| format!("cannot open {}", dir.display()))?;
+    let db = Db::open(&dir, Options::default())
+        .with_context(|| format!("cannot open {}", dir.display()))?;
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} samples ({per_sec}, eta {eta})").expect("valid template"),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} samples ({per_sec}, eta {eta})")
+            .expect("valid template"),
     );
     let mut chunk = Vec::new();
     let mut in_chunk = 0u64;
@@ -80,7 +96,11 @@ pub fn import(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     db.close()?;
-    println!("imported {total} samples from {} into {}", file.display(), dir.display());
+    println!(
+        "imported {total} samples from {} into {}",
+        file.display(),
+        dir.display()
+    );
     Ok(())
 }
 
@@ -103,25 +123,47 @@ fn format_value(v: f64) -> String {
 /// Prints raw samples, like `promtool tsdb dump`: one line per sample
 /// (`text`), or one JSON object per series (`json`). The server must be
 /// stopped, since this opens the store for reading and writing.
-pub fn dump(data_dir: &Path, selector: &str, min_time: i64, max_time: i64, output: &str) -> anyhow::Result<()> {
+pub fn dump(
+    data_dir: &Path,
+    selector: &str,
+    min_time: i64,
+    max_time: i64,
+    output: &str,
+) -> anyhow::Result<()> {
     use std::io::Write;
-    let matchers = skopos_server::parse_selector(selector).map_err(|e| anyhow::anyhow!("--match: {e}"))?;
+    let matchers =
+        skopos_server::parse_selector(selector).map_err(|e| anyhow::anyhow!("--match: {e}"))?;
     let dir = metrics_dir(data_dir);
     if !dir.exists() {
-        bail!("{} holds no metrics store (expected {})", data_dir.display(), dir.display());
+        bail!(
+            "{} holds no metrics store (expected {})",
+            data_dir.display(),
+            dir.display()
+        );
     }
-    let db = Db::open(&dir, Options::default()).with_context(|| format!("cannot open {}", dir.display()))?;
+    let db = Db::open(&dir, Options::default())
+        .with_context(|| format!("cannot open {}", dir.display()))?;
     let series = db.select(&matchers, min_time, max_time)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for s in &series {
         match output {
             "json" => {
-                let labels: serde_json::Map<String, serde_json::Value> =
-                    s.labels.iter().map(|l| (l.name.clone(), l.value.clone().into())).collect();
-                let samples: Vec<serde_json::Value> =
-                    s.samples.iter().map(|p| serde_json::json!([p.t, format_value(p.v)])).collect();
-                writeln!(out, "{}", serde_json::json!({"labels": labels, "samples": samples}))?;
+                let labels: serde_json::Map<String, serde_json::Value> = s
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone().into()))
+                    .collect();
+                let samples: Vec<serde_json::Value> = s
+                    .samples
+                    .iter()
+                    .map(|p| serde_json::json!([p.t, format_value(p.v)]))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"labels": labels, "samples": samples})
+                )?;
             }
             "text" => {
                 for p in &s.samples {

@@ -76,10 +76,16 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("15d").unwrap(), Duration::from_secs(15 * 86400));
+        assert_eq!(
+            parse_duration("15d").unwrap(),
+            Duration::from_secs(15 * 86400)
+        );
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1m500ms").unwrap(), Duration::from_millis(60_500));
+        assert_eq!(
+            parse_duration("1m500ms").unwrap(),
+            Duration::from_millis(60_500)
+        );
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         for bad in ["", "10", "m", "1x", "30m1h", "-5m", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad} should fail");

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use skopos_model::{Labels, Matcher, Sample, SeriesSamples, WriteBatch};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -20,12 +24,23 @@ struct Server {
 
 fn start(dir: &Path) -> Server {
     let port = free_port();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.with_extension("log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))
+        .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_skopos"))
         .args(["server", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--otlp-http-listen", "off", "--otlp-grpc-listen", "off", "--self-scrape-interval", "off"])
+        .args([
+            "--otlp-http-listen",
+            "off",
+            "--otlp-grpc-listen",
+            "off",
+            "--self-scrape-interval",
+            "off",
+        ])
         .args(["--wal-fsync", "never"])
         .stdout(Stdio::null())
         .stderr(log)
@@ -46,9 +61,13 @@ fn start(dir: &Path) -> Server {
 /// Polls `/-/ready` with a plain blocking HTTP/1.0 request (no runtime).
 fn ready(port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-    if c.write_all(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+    if c.write_all(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = String::new();
@@ -61,14 +80,20 @@ fn stop(mut s: Server) {
         libc::kill(s.child.id() as i32, libc::SIGTERM);
     }
     let status = s.child.wait().unwrap();
-    assert!(status.success(), "graceful shutdown should exit 0, got {status}");
+    assert!(
+        status.success(),
+        "graceful shutdown should exit 0, got {status}"
+    );
 }
 
 fn batch(i: i64, series: usize) -> WriteBatch {
     WriteBatch {
         series: (0..series)
             .map(|s| SeriesSamples {
-                labels: Labels::from_pairs([("__name__", "crash_test"), ("series", &s.to_string())]),
+                labels: Labels::from_pairs([
+                    ("__name__", "crash_test"),
+                    ("series", &s.to_string()),
+                ]),
                 samples: vec![Sample::new(1_700_000_000_000 + i * 1000, i as f64)],
             })
             .collect(),
@@ -78,7 +103,11 @@ fn batch(i: i64, series: usize) -> WriteBatch {
 fn stored_timestamps(dir: &Path) -> std::collections::BTreeMap<String, Vec<Sample>> {
     let db = skopos_tsdb::Db::open(&dir.join("metrics"), skopos_tsdb::Options::default()).unwrap();
     let out = db
-        .select(&[Matcher::equal("__name__", "crash_test")], i64::MIN / 2, i64::MAX / 2)
+        .select(
+            &[Matcher::equal("__name__", "crash_test")],
+            i64::MIN / 2,
+            i64::MAX / 2,
+        )
         .unwrap()
         .into_iter()
         .map(|s| (s.labels.get("series").unwrap().to_string(), s.samples))
@@ -98,7 +127,13 @@ async fn sigkill_mid_stream_loses_no_acknowledged_sample() {
         let mut acked = Vec::new();
         for i in 0..100_000i64 {
             let body = skopos_ingest::remote_write::encode(&batch(i, 20));
-            match client.post(&url).header("Content-Type", "application/x-protobuf").body(body).send().await {
+            match client
+                .post(&url)
+                .header("Content-Type", "application/x-protobuf")
+                .body(body)
+                .send()
+                .await
+            {
                 Ok(r) if r.status().as_u16() == 204 => acked.push(i),
                 Ok(r) => panic!("unexpected status {}", r.status()),
                 Err(_) => break,
@@ -111,7 +146,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_sample() {
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     let acked = writer.await.unwrap();
-    assert!(acked.len() > 10, "the writer should have had time to write, got {}", acked.len());
+    assert!(
+        acked.len() > 10,
+        "the writer should have had time to write, got {}",
+        acked.len()
+    );
 
     // The server boots on the same directory and keeps everything acknowledged.
     let restarted = start(&dir);
@@ -121,7 +160,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_sample() {
     for (series, samples) in &stored {
         let have: std::collections::HashSet<i64> = samples.iter().map(|s| s.t).collect();
         for i in &acked {
-            assert!(have.contains(&(1_700_000_000_000 + i * 1000)), "series {series} lost acknowledged batch {i}");
+            assert!(
+                have.contains(&(1_700_000_000_000 + i * 1000)),
+                "series {series} lost acknowledged batch {i}"
+            );
         }
     }
 }
@@ -151,12 +193,18 @@ fn truncated_wal_segment_is_repaired_on_boot() {
     let s = start(&dir);
     stop(s);
     let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
-    assert!(log.to_lowercase().contains("wal"), "the repair should be logged:\n{log}");
+    assert!(
+        log.to_lowercase().contains("wal"),
+        "the repair should be logged:\n{log}"
+    );
     let stored = stored_timestamps(&dir);
     assert_eq!(stored.len(), 5);
     for samples in stored.values() {
         // Every batch but the torn last one survives.
         assert!(samples.len() >= 49, "kept {} of 50", samples.len());
-        assert!(samples.iter().enumerate().all(|(i, s)| s.t == 1_700_000_000_000 + i as i64 * 1000));
+        assert!(samples
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.t == 1_700_000_000_000 + i as i64 * 1000));
     }
 }

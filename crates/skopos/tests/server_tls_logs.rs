@@ -7,7 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -16,8 +20,23 @@ async fn https_json_logs_token_and_sigterm() {
     let cert = tmp.path().join("cert.pem");
     let key = tmp.path().join("key.pem");
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -48,7 +67,10 @@ async fn https_json_logs_token_and_sigterm() {
         .spawn()
         .unwrap();
 
-    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
     let url = format!("https://127.0.0.1:{port}/-/healthy");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -56,13 +78,18 @@ async fn https_json_logs_token_and_sigterm() {
             assert_eq!(r.status().as_u16(), 200);
             break;
         }
-        assert!(Instant::now() < deadline, "server did not come up over HTTPS");
+        assert!(
+            Instant::now() < deadline,
+            "server did not come up over HTTPS"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "no token, no entry");
     assert!(
-        reqwest::get(format!("http://127.0.0.1:{port}/-/healthy")).await.is_err(),
+        reqwest::get(format!("http://127.0.0.1:{port}/-/healthy"))
+            .await
+            .is_err(),
         "plain HTTP must not be served on a TLS port"
     );
 
@@ -70,12 +97,20 @@ async fn https_json_logs_token_and_sigterm() {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let status = child.wait().unwrap();
-    assert!(status.success(), "SIGTERM should shut down cleanly, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM should shut down cleanly, got {status}"
+    );
     let log = std::fs::read_to_string(&log_path).unwrap();
-    assert!(!log.contains("tok-93a7f1"), "the token must never be logged");
+    assert!(
+        !log.contains("tok-93a7f1"),
+        "the token must never be logged"
+    );
     let lines: Vec<serde_json::Value> = log
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
         .collect();
     assert!(lines.iter().any(|l| l["level"] == "INFO"), "{log}");
     assert!(log.contains("SIGTERM"), "{log}");
