@@ -1106,3 +1106,112 @@ fn special_values_survive_head_wal_and_blocks_bit_exactly() {
     db.flush_head().unwrap();
     check(&db);
 }
+
+#[test]
+fn db_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Db>();
+    check::<Arc<Db>>();
+}
+
+mod model {
+    //! Random operation sequences checked against a trivial model: a map
+    //! per series from timestamp to value.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// (series, timestamp slot) pairs; each slot is written at most once.
+        Append(Vec<(u8, u16)>),
+        Flush,
+        Maintenance,
+        Reopen,
+        Backfill(Vec<(u8, u16)>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => prop::collection::vec((0u8..6, 0u16..2000), 1..40).prop_map(Op::Append),
+            1 => Just(Op::Flush),
+            2 => Just(Op::Maintenance),
+            1 => Just(Op::Reopen),
+            1 => prop::collection::vec((0u8..6, 0u16..2000), 1..20).prop_map(Op::Backfill),
+        ]
+    }
+
+    fn model_opts() -> Options {
+        Options {
+            out_of_order_window_ms: i64::MAX / 4,
+            block_duration_ms: 100_000,
+            wal_segment_size: 4096,
+            ..opts()
+        }
+    }
+
+    fn series_labels(s: u8) -> Labels {
+        lbl(&[
+            ("__name__", "m"),
+            ("s", &s.to_string()),
+            ("parity", if s % 2 == 0 { "even" } else { "odd" }),
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn random_operations_match_a_map(ops in prop::collection::vec(op(), 1..25)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut db = Db::open(dir.path(), model_opts()).unwrap();
+            let mut model: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
+            let mut used = std::collections::HashSet::new();
+            for op in ops {
+                match op {
+                    Op::Append(pairs) => {
+                        let mut b = WriteBatch::default();
+                        for (s, slot) in pairs {
+                            if used.insert((s, slot)) {
+                                let (t, v) = (slot as i64 * 1000, (s as f64) * 1e4 + slot as f64 / 4.0);
+                                b.push(series_labels(s), Sample::new(t, v));
+                                model.entry(series_labels(s)).or_default().insert(t, v);
+                            }
+                        }
+                        let out = db.append(&b).unwrap();
+                        prop_assert_eq!(out.samples_appended, b.series.len());
+                    }
+                    Op::Backfill(pairs) => {
+                        let mut list = Vec::new();
+                        for (s, slot) in pairs {
+                            if used.insert((s, slot)) {
+                                let (t, v) = (slot as i64 * 1000, -(s as f64));
+                                list.push(SeriesSamples { labels: series_labels(s), samples: vec![Sample::new(t, v)] });
+                                model.entry(series_labels(s)).or_default().insert(t, v);
+                            }
+                        }
+                        db.backfill(list).unwrap();
+                    }
+                    Op::Flush => db.flush_head().unwrap(),
+                    Op::Maintenance => { db.maintenance(2_000_000).unwrap(); }
+                    Op::Reopen => {
+                        drop(db);
+                        db = Db::open(dir.path(), model_opts()).unwrap();
+                    }
+                }
+                let got = all(&db);
+                let want: Vec<(Labels, Vec<(i64, u64)>)> = model
+                    .iter()
+                    .map(|(l, m)| (l.clone(), m.iter().map(|(t, v)| (*t, v.to_bits())).collect()))
+                    .collect();
+                let got: Vec<(Labels, Vec<(i64, u64)>)> = got
+                    .into_iter()
+                    .map(|s| (s.labels, s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect()))
+                    .collect();
+                prop_assert_eq!(got, want);
+                let odd = [Matcher::equal("parity", "odd")];
+                let n_odd = model.keys().filter(|l| l.get("parity") == Some("odd")).count();
+                prop_assert_eq!(db.series(&odd, i64::MIN, i64::MAX).unwrap().len(), n_odd);
+            }
+        }
+    }
+}
