@@ -1154,7 +1154,7 @@ mod model {
         lbl(&[
             ("__name__", "m"),
             ("s", &s.to_string()),
-            ("parity", if s % 2 == 0 { "even" } else { "odd" }),
+            ("parity", if s.is_multiple_of(2) { "even" } else { "odd" }),
         ])
     }
 
