@@ -15,17 +15,16 @@
 //! not, so those two labels are compared as numbers.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+
+mod common;
 use skopos_ingest::remote_write;
 use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
 use skopos_model::{AppendError, AppendOutcome, Labels, Sample, SampleSink, WriteBatch};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const EXPOSITION: &str = r#"# HELP http_requests_total Requests.
 # TYPE http_requests_total counter
@@ -63,60 +62,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Serves `EXPOSITION` on GET and records POST bodies (remote write).
-async fn serve(bodies: Arc<Mutex<Vec<Vec<u8>>>>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let bodies = bodies.clone();
-            tokio::spawn(async move {
-                loop {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    while buf.len() < head_end + len {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let resp = if head.starts_with("post") {
-                        bodies.lock().push(buf[head_end..head_end + len].to_vec());
-                        "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n".to_string()
-                    } else {
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{}",
-                            EXPOSITION.len(),
-                            EXPOSITION
-                        )
-                    };
-                    if sock.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 /// `le` and `quantile` compared as numbers (see the module doc).
@@ -166,7 +111,7 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
         return;
     }
     let bodies = Arc::new(Mutex::new(Vec::new()));
-    let addr = serve(bodies.clone()).await;
+    let addr = common::serve(bodies.clone(), EXPOSITION).await;
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("prometheus.yml");
