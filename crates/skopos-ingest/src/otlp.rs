@@ -165,6 +165,30 @@ struct DeltaState {
     last_sweep: Instant,
 }
 
+impl DeltaState {
+    fn new() -> Self {
+        DeltaState {
+            sums: HashMap::new(),
+            hists: HashMap::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+}
+
+fn has_delta(req: &ExportMetricsServiceRequest) -> bool {
+    let delta = AggregationTemporality::Delta as i32;
+    req.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .any(|m| match &m.data {
+            Some(metric::Data::Sum(s)) => s.aggregation_temporality == delta,
+            Some(metric::Data::Histogram(h)) => h.aggregation_temporality == delta,
+            Some(metric::Data::ExponentialHistogram(h)) => h.aggregation_temporality == delta,
+            _ => false,
+        })
+}
+
 /// Translates OTLP metrics into Prometheus series. Holds the running totals
 /// that turn delta temporality into cumulative; share one per server.
 pub struct Translator {
@@ -216,11 +240,7 @@ impl Translator {
     pub fn new(opts: TranslatorOptions) -> Self {
         Translator {
             opts,
-            state: Mutex::new(DeltaState {
-                sums: HashMap::new(),
-                hists: HashMap::new(),
-                last_sweep: Instant::now(),
-            }),
+            state: Mutex::new(DeltaState::new()),
         }
     }
 
@@ -233,7 +253,17 @@ impl Translator {
         let mut rej = Rejections::default();
         let mut metadata: Vec<MetricMetadata> = Vec::new();
         let mut metadata_seen = std::collections::HashSet::new();
-        let mut state = self.state.lock();
+        // Only requests with delta temporality need (and serialise on) the
+        // shared state; the rest work on an empty, unshared one.
+        let mut local;
+        let mut guard;
+        let state: &mut DeltaState = if self.opts.delta_to_cumulative && has_delta(req) {
+            guard = self.state.lock();
+            &mut guard
+        } else {
+            local = DeltaState::new();
+            &mut local
+        };
         let now = Instant::now();
         if now.duration_since(state.last_sweep) > SWEEP_EVERY {
             state
@@ -291,7 +321,7 @@ impl Translator {
                     max_ts,
                 };
                 for m in &sm.metrics {
-                    if let Some(md) = self.metric(m, &mut ctx, &mut state, &mut batch, &mut rej) {
+                    if let Some(md) = self.metric(m, &mut ctx, state, &mut batch, &mut rej) {
                         if metadata_seen.insert(md.metric_family_name.clone()) {
                             metadata.push(md);
                         }
