@@ -12,6 +12,17 @@ use crate::block;
 use crate::wal::{self, Record};
 use crate::TsdbError;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_print_as_utc() {
+        assert_eq!(super::fmt_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::fmt_ms(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::fmt_ms(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(super::fmt_ms(-1000), "1969-12-31T23:59:59Z");
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BlockInfo {
     pub id: String,
@@ -147,13 +158,35 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, TsdbError> {
     })
 }
 
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn fmt_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 impl fmt::Display for InspectReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Blocks: {}", self.blocks.len())?;
         if !self.blocks.is_empty() {
             writeln!(
                 f,
-                "  {:<24} {:>15} {:>15} {:>6} {:>9} {:>12} {:>9} {:>12} {:>5}",
+                "  {:<24} {:<20} {:<20} {:>5} {:>9} {:>12} {:>9} {:>12} {:>6}",
                 "ID",
                 "MIN TIME",
                 "MAX TIME",
@@ -172,10 +205,10 @@ impl fmt::Display for InspectReport {
                 };
                 writeln!(
                     f,
-                    "  {:<24} {:>15} {:>15} {:>6} {:>9} {:>12} {:>9} {:>12} {:>5.2}",
+                    "  {:<24} {:<20} {:<20} {:>5} {:>9} {:>12} {:>9} {:>12} {:>6.2}",
                     b.id,
-                    b.min_time,
-                    b.max_time,
+                    fmt_ms(b.min_time),
+                    fmt_ms(b.max_time),
                     b.level,
                     b.series,
                     b.samples,
