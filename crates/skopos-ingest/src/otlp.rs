@@ -679,7 +679,7 @@ impl Translator {
             } else {
                 format_plain(upper)
             };
-            let l = self.labels(&format!("{name}_bucket"), attrs, ctx, Some(("le", le)));
+            let l = derive(&base, &format!("{name}_bucket"), Some(("le", le)));
             // As in Prometheus, the +Inf bucket is the point's count.
             let v = if upper == f64::INFINITY {
                 acc.count
@@ -689,22 +689,21 @@ impl Translator {
             batch.push(l, Sample::new(t, val(v)));
         }
         if !saw_inf {
-            let l = self.labels(
+            let l = derive(
+                &base,
                 &format!("{name}_bucket"),
-                attrs,
-                ctx,
                 Some(("le", "+Inf".into())),
             );
             batch.push(l, Sample::new(t, val(acc.count)));
         }
         if let Some(sum) = acc.sum {
             batch.push(
-                self.labels(&format!("{name}_sum"), attrs, ctx, None),
+                derive(&base, &format!("{name}_sum"), None),
                 Sample::new(t, val(sum)),
             );
         }
         batch.push(
-            self.labels(&format!("{name}_count"), attrs, ctx, None),
+            derive(&base, &format!("{name}_count"), None),
             Sample::new(t, val(acc.count)),
         );
     }
@@ -722,26 +721,32 @@ impl Translator {
             return;
         };
         ctx.max_ts = ctx.max_ts.max(t);
+        let base = self.labels(name, &p.attributes, ctx, None);
         let stale = no_recorded_value(p.flags);
         let val = |v: f64| if stale { STALE_NAN } else { v };
         for q in &p.quantile_values {
-            let l = self.labels(
-                name,
-                &p.attributes,
-                ctx,
-                Some(("quantile", format_plain(q.quantile))),
-            );
+            let l = derive(&base, name, Some(("quantile", format_plain(q.quantile))));
             batch.push(l, Sample::new(t, val(q.value)));
         }
         batch.push(
-            self.labels(&format!("{name}_sum"), &p.attributes, ctx, None),
+            derive(&base, &format!("{name}_sum"), None),
             Sample::new(t, val(p.sum)),
         );
         batch.push(
-            self.labels(&format!("{name}_count"), &p.attributes, ctx, None),
+            derive(&base, &format!("{name}_count"), None),
             Sample::new(t, val(p.count as f64)),
         );
     }
+}
+
+/// `base` with another metric name and optionally one more label.
+fn derive(base: &Labels, name: &str, extra: Option<(&str, String)>) -> Labels {
+    let mut b = base.builder();
+    if let Some((k, v)) = extra {
+        b.set(k, v);
+    }
+    b.set(METRIC_NAME, name);
+    b.build()
 }
 
 fn data_point_count(m: &Metric) -> usize {
