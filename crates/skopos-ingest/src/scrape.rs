@@ -822,6 +822,7 @@ impl Drop for ScrapeManager {
 }
 
 struct TargetHandle {
+    status: Arc<Mutex<TargetStatus>>,
     cfg_tx: watch::Sender<Arc<JobConfig>>,
     stop_tx: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -865,7 +866,7 @@ async fn run_job(
         for k in gone {
             let h = targets.remove(&k).unwrap();
             let _ = h.stop_tx.send(true);
-            stopping.push(h.task);
+            stopping.push((k, h));
         }
         // Update or start the rest.
         for (k, t) in desired {
@@ -899,11 +900,12 @@ async fn run_job(
                         Arc::new(t),
                         cfg_rx,
                         stop_rx,
-                        status,
+                        status.clone(),
                     ));
                     targets.insert(
                         k,
                         TargetHandle {
+                            status,
                             cfg_tx,
                             stop_tx,
                             task,
@@ -912,13 +914,10 @@ async fn run_job(
                 }
             }
         }
-        for task in stopping {
-            let _ = task.await;
+        for (key, h) in stopping {
+            let _ = h.task.await;
+            forget_status(&inner, &job, &key, &h.status);
         }
-        inner
-            .statuses
-            .lock()
-            .retain(|(j, k), _| j != &job || targets.contains_key(k));
         tokio::select! {
             r = stop_rx.changed() => if r.is_err() || *stop_rx.borrow() { break },
             r = cfg_rx.changed() => if r.is_err() { break },
@@ -928,10 +927,20 @@ async fn run_job(
     for h in targets.values() {
         let _ = h.stop_tx.send(true);
     }
-    for (_, h) in targets.drain() {
+    for (key, h) in targets.drain() {
         let _ = h.task.await;
+        forget_status(&inner, &job, &key, &h.status);
     }
-    inner.statuses.lock().retain(|(j, _), _| j != &job);
+}
+
+/// Removes a stopped target's status, unless a newer task (the same job
+/// re-added meanwhile) has already replaced it.
+fn forget_status(inner: &Inner, job: &str, key: &str, status: &Arc<Mutex<TargetStatus>>) {
+    let mut statuses = inner.statuses.lock();
+    let k = (job.to_string(), key.to_string());
+    if statuses.get(&k).is_some_and(|s| Arc::ptr_eq(s, status)) {
+        statuses.remove(&k);
+    }
 }
 
 fn now_ms() -> i64 {
