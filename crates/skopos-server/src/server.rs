@@ -175,7 +175,7 @@ pub struct ServerHandle {
     )>,
     grpc: Option<GrpcTask>,
     loops: Vec<JoinHandle<()>>,
-    scraper: Option<Arc<ScrapeManager>>,
+    scraper: Arc<ScrapeManager>,
 }
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -319,15 +319,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
             interval,
         )));
     }
-    let scraper = config.scrape.as_ref().map(|file| {
-        let sink: Arc<dyn SampleSink> = Arc::new(CountingSink {
-            db: db.clone(),
-            metrics: metrics.clone(),
-        });
-        let m = Arc::new(ScrapeManager::new(sink));
-        m.apply(file);
-        m
+    let sink: Arc<dyn SampleSink> = Arc::new(CountingSink {
+        db: db.clone(),
+        metrics: metrics.clone(),
     });
+    let scraper = Arc::new(ScrapeManager::new(sink));
+    let scrape_file = config.scrape.clone().unwrap_or_default();
+    for w in scrape_file.warnings() {
+        tracing::warn!("{w}");
+    }
+    scraper.apply(&scrape_file);
 
     let scheme = if config.tls.is_some() {
         "https"
@@ -368,8 +369,21 @@ impl ServerHandle {
         &self.state.db
     }
 
-    pub fn scraper(&self) -> Option<&Arc<ScrapeManager>> {
-        self.scraper.as_ref()
+    pub fn scraper(&self) -> &Arc<ScrapeManager> {
+        &self.scraper
+    }
+
+    /// Applies a new scrape configuration (on SIGHUP): targets that remain
+    /// keep scraping, removed ones are stopped with staleness markers.
+    pub fn reload_scrape(&self, file: &ScrapeConfigFile) {
+        for w in file.warnings() {
+            tracing::warn!("{w}");
+        }
+        self.scraper.apply(file);
+        tracing::info!(
+            jobs = file.scrape_configs.len(),
+            "scrape configuration reloaded"
+        );
     }
 
     /// Stops accepting requests, lets in-flight ones finish (up to 10 s),
@@ -386,9 +400,7 @@ impl ServerHandle {
         for (_, task) in self.http {
             let _ = task.await;
         }
-        if let Some(s) = &self.scraper {
-            s.stop().await;
-        }
+        self.scraper.stop().await;
         for l in &self.loops {
             l.abort();
         }

@@ -215,8 +215,12 @@ pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
         if let Some(s) = file.scrape_configs {
             m.insert("scrape_configs".into(), s);
         }
-        let scrape = serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(m))
-            .map_err(|e| anyhow!("config file {src}: scrape_configs: {e}"))?;
+        let scrape: skopos_ingest::scrape::ScrapeConfigFile =
+            serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(m))
+                .map_err(|e| anyhow!("config file {src}: scrape_configs: {e}"))?;
+        scrape
+            .validate()
+            .map_err(|e| anyhow!("config file {src}: {e}"))?;
         cfg.scrape = Some(scrape);
     }
     Ok(cfg)

@@ -86,19 +86,25 @@ fn init_logging(format: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when it is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = int.recv() => tracing::info!("received SIGINT"),
+            _ = term.recv() => tracing::info!("received SIGTERM"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
-        _ = term.recv() => tracing::info!("received SIGTERM"),
     }
 }
 
@@ -140,5 +146,26 @@ fn run_server(flags: &config::ServerFlags) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(skopos_server::run(cfg, shutdown_signal()))
+    rt.block_on(async {
+        // Signal handlers go in before the port opens, so a SIGHUP or SIGTERM
+        // sent as soon as the server answers never meets the default (fatal)
+        // disposition.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let handle = skopos_server::start(cfg).await?;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = hup.recv() => match config::resolve(flags) {
+                    // Only the scrape configuration is reloadable; ports and
+                    // storage settings need a restart.
+                    Ok(new) => handle.reload_scrape(&new.scrape.unwrap_or_default()),
+                    Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
+                },
+            }
+        }
+        tracing::info!("shutting down");
+        handle.shutdown().await
+    })
 }

@@ -115,3 +115,60 @@ async fn https_json_logs_token_and_sigterm() {
     assert!(lines.iter().any(|l| l["level"] == "INFO"), "{log}");
     assert!(log.contains("SIGTERM"), "{log}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_scrape_configs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = tmp.path().join("skopos.yml");
+    std::fs::write(&cfg, "self_scrape_interval: \"off\"\n").unwrap();
+    let data = tmp.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skopos"))
+        .args(["server", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--otlp-http-listen", "off", "--otlp-grpc-listen", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("http://127.0.0.1:{port}/-/ready"))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "server did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Add a job scraping skopos itself, then ask for a reload.
+    std::fs::write(
+        &cfg,
+        format!(
+            "self_scrape_interval: \"off\"\nscrape_configs:\n  - job_name: reloaded\n    scrape_interval: 200ms\n    scrape_timeout: 200ms\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+        ),
+    )
+    .unwrap();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+    let url = format!("http://127.0.0.1:{port}/api/v1/series?match[]=up{{job=\"reloaded\"}}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        if v["data"].as_array().is_some_and(|a| a.len() == 1) {
+            assert_eq!(v["data"][0]["instance"], format!("127.0.0.1:{port}"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded job never scraped: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+}

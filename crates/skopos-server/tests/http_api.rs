@@ -1,4 +1,4 @@
-//! Bad input over HTTP: every malformed or over-limit request gets a 4xx
+//! The HTTP edges in process. Bad input: every malformed or over-limit request gets a 4xx
 //! with a message naming the problem, the server keeps serving, and what was
 //! stored before is intact.
 
@@ -417,4 +417,116 @@ fn non_loopback_without_token_is_refused() {
     );
     cfg.auth_token = Some("t".into());
     cfg.validate().unwrap();
+}
+
+#[tokio::test]
+async fn own_metrics_are_stored_as_job_skopos() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |c| {
+        c.self_scrape_interval = Some(std::time::Duration::from_millis(100))
+    })
+    .await;
+    let addr = h.listen;
+    let _ = reqwest::get(format!("http://{addr}/-/healthy"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = h
+            .db()
+            .select(
+                &[
+                    Matcher::equal("__name__", "skopos_http_requests_total"),
+                    Matcher::equal("job", "skopos"),
+                ],
+                i64::MIN / 2,
+                i64::MAX / 2,
+            )
+            .unwrap();
+        if let Some(s) = found
+            .iter()
+            .find(|s| s.labels.get("handler") == Some("/-/healthy"))
+        {
+            assert_eq!(s.labels.get("instance"), Some(addr.to_string().as_str()));
+            assert_eq!(s.samples.last().unwrap().v, 1.0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "self-metrics never reached the TSDB"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    h.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn otlp_json_over_http_is_stored_and_partial_success_reports_rejections() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |_| {}).await;
+    let addr = h.listen;
+    let ns = now_ms() as u128 * 1_000_000;
+    let body = serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]},
+        "scopeMetrics": [{"metrics": [
+            {"name": "orders", "unit": "1", "gauge": {"dataPoints": [
+                {"timeUnixNano": ns.to_string(), "asInt": "7",
+                 "attributes": [{"key": "region", "value": {"stringValue": "eu"}}]}]}},
+            {"name": "sold", "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": [
+                {"startTimeUnixNano": (ns - 1_000_000_000).to_string(), "timeUnixNano": ns.to_string(), "asDouble": 2.5}]}}
+        ]}]
+    }]});
+    let gz = gzip(body.to_string().as_bytes());
+    let (code, text) = post(
+        addr,
+        "/v1/metrics",
+        "application/json",
+        gz,
+        &[("Content-Encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(reply.get("partialSuccess").is_none(), "{reply}");
+    let g = h
+        .db()
+        .select(&[Matcher::equal("job", "cart")], i64::MIN / 2, i64::MAX / 2)
+        .unwrap();
+    let names: Vec<_> = g
+        .iter()
+        .map(|s| s.labels.metric_name().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"orders_ratio".to_string()), "{names:?}");
+    assert!(names.contains(&"sold_total".to_string()), "{names:?}");
+    let orders = g
+        .iter()
+        .find(|s| s.labels.metric_name() == Some("orders_ratio"))
+        .unwrap();
+    assert_eq!(orders.labels.get("region"), Some("eu"));
+    assert_eq!(orders.samples[0].v, 7.0);
+
+    // The same point again with a different value conflicts: reported via partialSuccess, not an error.
+    let conflict = body.to_string().replace("\"7\"", "\"8\"");
+    let (code, text) = post(
+        addr,
+        "/v1/metrics",
+        "application/json",
+        conflict.into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        reply["partialSuccess"]["rejectedDataPoints"], "1",
+        "{reply}"
+    );
+    assert!(
+        reply["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate"),
+        "{reply}"
+    );
+    h.shutdown().await.unwrap();
 }
