@@ -349,6 +349,12 @@ fn reopen_after_close_and_after_drop_keeps_everything() {
     drop(db);
     let db = Db::open(dir.path(), opts()).unwrap();
     assert_eq!(all(&db).len(), 21);
+    // Restarts continue the newest segment instead of piling up empty ones.
+    assert_eq!(db.stats().wal_segments, 1);
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.stats().wal_segments, 1);
+    assert_eq!(total_samples(&all(&db)), 6201);
 }
 
 fn only_segment(dir: &Path) -> std::path::PathBuf {

@@ -330,7 +330,8 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Starts a fresh segment numbered after every existing one.
+    /// Opens the WAL for writing: continues the newest segment, or starts
+    /// the next one.
     pub fn create(
         dir: &Path,
         segment_size: u64,
@@ -344,16 +345,44 @@ impl Wal {
             .last()
             .map(|s| s.0)
             .max(files.checkpoint.as_ref().map(|c| c.0));
-        let seg = last.map_or(0, |n| n + 1);
-        let path = segment_path(dir, seg);
-        let file = create_file(&path)?;
-        file.sync_all().map_err(|e| TsdbError::io(&path, e))?;
-        sync_dir(dir)?;
+        // Continue in the newest segment (replay has already cut any torn
+        // tail off it) unless it is full; otherwise start the next one.
+        let reuse = files
+            .segments
+            .last()
+            .filter(|(n, _)| Some(*n) == last)
+            .and_then(|(n, p)| {
+                let len = fs::metadata(p).ok()?.len();
+                let mut head = [0u8; 8];
+                let f = File::open(p).ok()?;
+                std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).ok()?;
+                let ok =
+                    &head[..4] == MAGIC && head[4..] == VERSION.to_le_bytes() && len < segment_size;
+                ok.then_some((*n, len))
+            });
+        let (seg, file, size) = match reuse {
+            Some((n, len)) => {
+                let path = segment_path(dir, n);
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| TsdbError::io(&path, e))?;
+                (n, f, len)
+            }
+            None => {
+                let seg = last.map_or(0, |n| n + 1);
+                let path = segment_path(dir, seg);
+                let file = create_file(&path)?;
+                file.sync_all().map_err(|e| TsdbError::io(&path, e))?;
+                sync_dir(dir)?;
+                (seg, file, HEADER_LEN)
+            }
+        };
         let shared = Arc::new(Shared {
             active: Mutex::new(Active {
                 file: Arc::new(file),
                 seg,
-                size: HEADER_LEN,
+                size,
                 dirty: false,
                 closed: false,
             }),
