@@ -5,10 +5,13 @@
 //! formats that matter here: OpenMetrics timestamps are float *seconds* (text
 //! 0.0.4 uses integer milliseconds), OpenMetrics must end with `# EOF`, may
 //! carry `# UNIT` and exemplars (skipped), and counters expose `_total` and
-//! `_created` samples; `_created` samples are dropped, as Prometheus does by
-//! default. In both formats the `le` label of histograms and the `quantile`
-//! label of summaries are normalised to float notation (`le="1"` becomes
-//! `le="1.0"`), as Prometheus 3 does, so both formats give the same series.
+//! `_created` samples. `_created` samples are kept as ordinary series, as
+//! Prometheus does unless its created-timestamp feature flag is on (checked
+//! against a real Prometheus in `tests/real_prometheus.rs`). In both formats
+//! the `le` label of histograms and the `quantile` label of summaries are
+//! normalised to float notation (`le="1"` becomes `le="1.0"`), as Prometheus 3
+//! does, so both formats give the same series (Prometheus 2 keeps the text
+//! as sent).
 
 use std::collections::{HashMap, HashSet};
 
@@ -364,10 +367,6 @@ impl Parser {
             self.family_of(name)
         };
         if let Some((fam_len, type_)) = family {
-            let is_created = self.format == Format::OpenMetrics
-                && type_ != "gauge"
-                && name.len() != fam_len
-                && name.ends_with("_created");
             let normalise = match type_ {
                 "histogram" | "gaugehistogram" => Some("le"),
                 "summary" => Some("quantile"),
@@ -375,9 +374,6 @@ impl Parser {
             };
             if let Some(f) = self.families.get_mut(&name[..fam_len]) {
                 f.has_samples = true;
-            }
-            if is_created {
-                return Ok(());
             }
             if let Some(lname) = normalise {
                 for l in labels.iter_mut().filter(|l| l.name == lname) {

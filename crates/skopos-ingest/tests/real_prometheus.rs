@@ -47,6 +47,27 @@ lat_count 10
 untyped_thing{instance="exported",job="inner"} 42
 "#;
 
+const OPENMETRICS: &str = r#"# TYPE om_requests counter
+# HELP om_requests Requests with \"quotes\".
+om_requests_total{code="200"} 17.0 # {trace_id="abc"} 1.0
+om_requests_created{code="200"} 1520430000.123
+# TYPE om_size_bytes gauge
+# UNIT om_size_bytes bytes
+om_size_bytes 42
+# TYPE om_latency histogram
+om_latency_bucket{le="0.5"} 1
+om_latency_bucket{le="+Inf"} 2
+om_latency_count 2
+om_latency_sum 0.75
+om_latency_created 1520430000
+# TYPE om_build info
+om_build_info{version="1.2.3"} 1
+# TYPE om_state stateset
+om_state{om_state="a"} 1
+om_state{om_state="b"} 0
+# EOF
+"#;
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -112,6 +133,12 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
     }
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let addr = common::serve(bodies.clone(), EXPOSITION).await;
+    let om_addr = common::serve_as(
+        bodies.clone(),
+        OPENMETRICS,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )
+    .await;
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("prometheus.yml");
@@ -122,7 +149,7 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
 global: {{ scrape_interval: 1s }}
 scrape_configs:
   - job_name: diff
-    static_configs: [ {{ targets: ["{addr}"] }} ]
+    static_configs: [ {{ targets: ["{addr}", "{om_addr}"] }} ]
 remote_write:
   - url: http://{addr}/receive
     queue_config: {{ batch_send_deadline: 1s }}
@@ -150,24 +177,31 @@ remote_write:
     let mgr = ScrapeManager::new(sink.clone());
     mgr.apply(
         &ScrapeConfigFile::from_yaml(&format!(
-            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: diff\n    static_configs: [ {{ targets: [\"{addr}\"] }} ]\n"
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: diff\n    static_configs: [ {{ targets: [\"{addr}\", \"{om_addr}\"] }} ]\n"
         ))
         .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    let first_scrape = loop {
-        if let Some(b) = sink.0.lock().first().cloned() {
-            break b;
+    // One scrape of each target (the bodies never change, so the union of
+    // all batches is the series set).
+    let ours: BTreeSet<Labels> = loop {
+        let all: BTreeSet<Labels> = sink
+            .0
+            .lock()
+            .iter()
+            .flat_map(|b| b.series.iter().map(|s| canonical(&s.labels)))
+            .collect();
+        let ups = all.iter().filter(|l| l.metric_name() == Some("up")).count();
+        if ups == 2 {
+            break all;
         }
-        assert!(Instant::now() < deadline, "skopos did not scrape");
+        assert!(
+            Instant::now() < deadline,
+            "skopos did not scrape both targets"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     mgr.stop().await;
-    let ours: BTreeSet<Labels> = first_scrape
-        .series
-        .iter()
-        .map(|s| canonical(&s.labels))
-        .collect();
     let synthetic = [
         "scrape_duration_seconds",
         "scrape_samples_post_metric_relabeling",
@@ -195,7 +229,11 @@ remote_write:
                 theirs.insert(canonical(&s.labels));
             }
         }
-        if theirs.len() >= ours.len() && names.len() == synthetic.len() {
+        let ups = theirs
+            .iter()
+            .filter(|l| l.metric_name() == Some("up"))
+            .count();
+        if theirs.len() >= ours.len() && names.len() == synthetic.len() && ups == 2 {
             break (theirs, names);
         }
         assert!(

@@ -10,6 +10,15 @@ use tokio::net::TcpListener;
 /// Serves `get_body` as a text exposition on GET and records the bodies of
 /// POST requests (remote write, OTLP), answering them with an empty 200.
 pub async fn serve(bodies: Arc<Mutex<Vec<Vec<u8>>>>, get_body: &'static str) -> SocketAddr {
+    serve_as(bodies, get_body, "text/plain; version=0.0.4").await
+}
+
+/// Like [`serve`] with another `Content-Type` for the GET body.
+pub async fn serve_as(
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    get_body: &'static str,
+    content_type: &'static str,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -47,7 +56,8 @@ pub async fn serve(bodies: Arc<Mutex<Vec<Vec<u8>>>>, get_body: &'static str) -> 
                         "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n".to_string()
                     } else {
                         format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{}",
+                            "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{}",
+                            content_type,
                             get_body.len(),
                             get_body
                         )
