@@ -68,6 +68,53 @@ om_state{om_state="b"} 0
 # EOF
 "#;
 
+/// Exercises target relabelling (every action Prometheus 2.42 has) and
+/// metric relabelling (which must not touch the synthetic series);
+/// `TEXT_TARGET` and `OM_TARGET` are replaced by the two targets.
+const SCRAPE_CONFIG: &str = r#"
+global: { scrape_interval: 1s }
+scrape_configs:
+  - job_name: diff
+    static_configs:
+      - targets: ["TEXT_TARGET", "OM_TARGET"]
+        labels: { team: "Core", __meta_zone: "eu-1", tmp_x: "1" }
+    relabel_configs:
+      - source_labels: [__address__]
+        modulus: 7
+        target_label: shard
+        action: hashmod
+      - source_labels: [__meta_zone]
+        regex: '(\w+)-(\d+)'
+        target_label: region
+        replacement: 'r-$1${2}x'
+      - source_labels: [team]
+        target_label: team_lc
+        action: lowercase
+      - source_labels: [team]
+        target_label: team_uc
+        action: uppercase
+      - regex: '__meta_(zone)'
+        replacement: 'meta_$1'
+        action: labelmap
+      - regex: 'tmp_.*'
+        action: labeldrop
+      - source_labels: [team_lc]
+        target_label: team_uc
+        action: dropequal
+    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: 'temperature'
+        action: drop
+      - source_labels: [method, code]
+        separator: '@'
+        target_label: mc
+      - regex: 'path'
+        action: labeldrop
+      - source_labels: [__name__]
+        regex: 'lat.*|om_.*|http.*|rpc.*|untyped.*'
+        action: keep
+"#;
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -141,19 +188,15 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
     .await;
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
+    // One scrape configuration, read by both Prometheus and skopos.
+    let scrape_yaml = SCRAPE_CONFIG
+        .replace("TEXT_TARGET", &addr.to_string())
+        .replace("OM_TARGET", &om_addr.to_string());
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(
         &cfg,
         format!(
-            r#"
-global: {{ scrape_interval: 1s }}
-scrape_configs:
-  - job_name: diff
-    static_configs: [ {{ targets: ["{addr}", "{om_addr}"] }} ]
-remote_write:
-  - url: http://{addr}/receive
-    queue_config: {{ batch_send_deadline: 1s }}
-"#
+            "{scrape_yaml}remote_write:\n  - url: http://{addr}/receive\n    queue_config: {{ batch_send_deadline: 1s }}\n"
         ),
     )
     .unwrap();
@@ -175,12 +218,7 @@ remote_write:
     // skopos' scraper on the same target.
     let sink = Arc::new(MemSink::default());
     let mgr = ScrapeManager::new(sink.clone());
-    mgr.apply(
-        &ScrapeConfigFile::from_yaml(&format!(
-            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: diff\n    static_configs: [ {{ targets: [\"{addr}\", \"{om_addr}\"] }} ]\n"
-        ))
-        .unwrap(),
-    );
+    mgr.apply(&ScrapeConfigFile::from_yaml(&scrape_yaml).unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     // One scrape of each target (the bodies never change, so the union of
     // all batches is the series set).
@@ -243,6 +281,22 @@ remote_write:
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(theirs, ours);
+    // The relabelling really happened (on both sides, as they are equal).
+    let up = ours.iter().find(|l| l.metric_name() == Some("up")).unwrap();
+    assert_eq!(up.get("region"), Some("r-eu1x"));
+    assert_eq!(up.get("meta_zone"), Some("eu-1"));
+    assert_eq!(
+        (up.get("team_lc"), up.get("team_uc")),
+        (Some("core"), Some("CORE"))
+    );
+    assert!(up.get("shard").is_some() && up.get("tmp_x").is_none());
+    assert!(ours
+        .iter()
+        .all(|l| l.metric_name() != Some("temperature") && l.get("path").is_none()));
+    assert!(ours.iter().any(|l| l.get("mc") == Some("post@200")));
+    assert!(ours
+        .iter()
+        .any(|l| l.metric_name() == Some("om_requests_created")));
 
     // Our encoder, their receiver.
     let t = now_ms();
