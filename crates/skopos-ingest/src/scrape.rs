@@ -15,8 +15,8 @@
 //! time; when a scrape fails, all series of the previous scrape go stale
 //! while `up` becomes 0 and the other synthetic series are still written;
 //! when a target is stopped, its scraped series *and* its synthetic series
-//! (including `up`) go stale. Series with explicit timestamps are treated
-//! like any other (Prometheus exempts them from staleness; skopos does not).
+//! (including `up`) go stale. Series exposed with their own timestamp are
+//! exempt from staleness markers, as in Prometheus.
 //!
 //! `global.external_labels` is parsed but not applied to stored samples: as
 //! in Prometheus, external labels are for talking to *other* systems.
@@ -988,7 +988,8 @@ async fn run_target(
     status: Arc<Mutex<TargetStatus>>,
 ) {
     let key = target.key();
-    let mut prev: HashSet<Labels> = HashSet::new();
+    // Series of the last successful scrape; true = tracked for staleness.
+    let mut prev: HashMap<Labels, bool> = HashMap::new();
     let mut last_ts: Option<i64> = None;
     loop {
         let cfg = cfg_rx.borrow_and_update().clone();
@@ -1020,20 +1021,31 @@ async fn run_target(
         let mut batch = WriteBatch::default();
         let (up, scraped, post, added, error) = match outcome {
             Ok(res) => {
-                let current: HashSet<Labels> = res.series.iter().map(|(l, _)| l.clone()).collect();
-                let added = current.iter().filter(|l| !prev.contains(*l)).count();
+                // Series with their own timestamp are not tracked for
+                // staleness, as in Prometheus.
+                let current: HashMap<Labels, bool> = res
+                    .series
+                    .iter()
+                    .map(|(l, s)| (l.clone(), s.t == ts))
+                    .collect();
+                let added = current.keys().filter(|l| !prev.contains_key(*l)).count();
                 for (l, s) in res.series {
                     batch.push(l, s);
                 }
-                for gone in prev.difference(&current) {
+                for (gone, _) in prev
+                    .iter()
+                    .filter(|(l, tracked)| **tracked && !current.contains_key(*l))
+                {
                     batch.push(gone.clone(), Sample::new(ts, STALE_NAN));
                 }
                 prev = current;
                 (1.0, res.scraped, res.post_relabel, added, String::new())
             }
             Err(e) => {
-                for gone in prev.drain() {
-                    batch.push(gone, Sample::new(ts, STALE_NAN));
+                for (gone, tracked) in prev.drain() {
+                    if tracked {
+                        batch.push(gone, Sample::new(ts, STALE_NAN));
+                    }
                 }
                 (0.0, 0, 0, 0, e)
             }
@@ -1069,8 +1081,10 @@ async fn run_target(
     // Stopped: everything this target wrote goes stale.
     let ts = now_ms().max(last_ts.map_or(i64::MIN, |t| t + 1));
     let mut batch = WriteBatch::default();
-    for l in prev.drain() {
-        batch.push(l, Sample::new(ts, STALE_NAN));
+    for (l, tracked) in prev.drain() {
+        if tracked {
+            batch.push(l, Sample::new(ts, STALE_NAN));
+        }
     }
     if last_ts.is_some() {
         for name in REPORT_NAMES {

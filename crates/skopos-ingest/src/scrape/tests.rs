@@ -296,6 +296,25 @@ async fn staleness_on_disappearing_series_failed_scrape_and_removed_target() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_with_explicit_timestamps_get_no_staleness_markers() {
+    let srv = TestServer::start("a 1\nb 2 1000\n").await;
+    let (sink, mgr) = setup();
+    mgr.apply(&config(&format!(
+        "scrape_configs:\n  - job_name: app\n    scrape_interval: 100ms\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+        srv.addr
+    )));
+    sink.wait("b", |s| has(s, "b", |_, v| v == 2.0)).await;
+    assert_eq!(sink.of("b")[0].1.t, 1000);
+    srv.set(200, "c 3\n");
+    sink.wait("stale a", |s| has(s, "a", |_, v| is_stale_nan(v)))
+        .await;
+    mgr.stop().await;
+    assert!(!has(&sink.samples(), "b", |_, v| is_stale_nan(v)));
+    // c is tracked and went stale when the target stopped.
+    assert!(is_stale_nan(sink.of("c").last().unwrap().1.v));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_limit_fails_the_scrape() {
     let srv = TestServer::start("a 1\nb 2\n").await;
     let (sink, mgr) = setup();
