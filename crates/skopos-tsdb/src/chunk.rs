@@ -272,6 +272,13 @@ impl ChunkEncoder {
         self.w.buf.capacity()
     }
 
+    /// Reserves room for `bytes` bytes of chunk in total.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.w
+            .buf
+            .reserve_exact(bytes.saturating_sub(self.w.buf.len()));
+    }
+
     fn decimals(&self) -> u8 {
         self.flags & 0x0f
     }

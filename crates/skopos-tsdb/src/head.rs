@@ -158,6 +158,8 @@ impl SeriesState {
     fn close_open(&mut self) {
         if let Some(o) = self.open.take() {
             if o.count() > 0 {
+                // Exact growth: a series holds only a few closed chunks.
+                self.closed.reserve_exact(1);
                 self.closed.push(HeadChunk {
                     min_t: o.min_t(),
                     max_t: o.max_t(),
@@ -179,7 +181,13 @@ impl SeriesState {
         };
         if cut {
             self.close_open();
-            self.open = Some(ChunkEncoder::for_value(v));
+            let mut e = ChunkEncoder::for_value(v);
+            // The previous chunk predicts this one's size: one allocation
+            // instead of a series of reallocations.
+            if let Some(prev) = self.closed.last() {
+                e.reserve(prev.bytes.len() + prev.bytes.len() / 16);
+            }
+            self.open = Some(e);
         }
         self.open.as_mut().expect("just ensured").push(t, v);
         self.last_t = t;
