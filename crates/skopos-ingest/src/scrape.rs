@@ -496,11 +496,20 @@ struct Target {
     labels: Labels,
     discovered: Labels,
     url: String,
+    /// From `__scrape_interval__`/`__scrape_timeout__` after relabelling.
+    interval: Duration,
+    timeout: Duration,
 }
 
 impl Target {
     fn key(&self) -> String {
-        format!("{} {}", self.url, self.labels)
+        format!(
+            "{} {} {}/{}",
+            self.url,
+            self.labels,
+            self.interval.as_millis(),
+            self.timeout.as_millis()
+        )
     }
 }
 
@@ -583,10 +592,30 @@ fn populate(
         fb.set("instance", address.clone());
     }
     fb.retain(|l| !l.name.starts_with("__"));
+    let duration_label = |name: &str, default: Duration| -> Result<Duration, String> {
+        match relabelled.get(name) {
+            Some(v) => parse_duration(v).map_err(|e| format!("{name}: {e}")),
+            None => Ok(default),
+        }
+    };
+    let interval = duration_label("__scrape_interval__", cfg.interval)?;
+    let timeout = duration_label("__scrape_timeout__", cfg.timeout)?;
+    if interval.is_zero() {
+        return Err("scrape interval cannot be 0".into());
+    }
+    if timeout > interval {
+        return Err(format!(
+            "scrape timeout {} greater than scrape interval {}",
+            humantime::format_duration(timeout),
+            humantime::format_duration(interval)
+        ));
+    }
     Ok(Some(Target {
         labels: fb.build(),
         discovered,
         url: url.to_string(),
+        interval,
+        timeout,
     }))
 }
 
@@ -888,8 +917,8 @@ async fn run_job(
                         last_error: String::new(),
                         last_scrape: None,
                         last_scrape_duration: Duration::ZERO,
-                        scrape_interval: cfg.interval,
-                        scrape_timeout: cfg.timeout,
+                        scrape_interval: t.interval,
+                        scrape_timeout: t.timeout,
                     }));
                     inner
                         .statuses
@@ -993,7 +1022,7 @@ async fn run_target(
     let mut last_ts: Option<i64> = None;
     loop {
         let cfg = cfg_rx.borrow_and_update().clone();
-        let interval = (cfg.interval.as_millis() as i64).max(1);
+        let interval = (target.interval.as_millis() as i64).max(1);
         let offset = offset_ms(&key, interval);
         let earliest = last_ts.map_or_else(now_ms, |t| (t + interval).max(now_ms()));
         let slot = next_slot(earliest, interval, offset);
@@ -1013,7 +1042,7 @@ async fn run_target(
         let started = Instant::now();
         let wall = SystemTime::now();
         let client = cfg.client.0.as_ref().unwrap_or(&inner.client);
-        let outcome = match fetch(client, &target.url, &cfg).await {
+        let outcome = match fetch(client, &target.url, target.timeout, &cfg).await {
             Ok((body, format)) => process(&body, format, ts, &target, &cfg),
             Err(e) => Err(e),
         };
@@ -1071,8 +1100,6 @@ async fn run_target(
             };
             st.last_scrape = Some(wall);
             st.last_scrape_duration = duration;
-            st.scrape_interval = cfg.interval;
-            st.scrape_timeout = cfg.timeout;
         }
         if !error.is_empty() {
             tracing::debug!(url = %target.url, error = %error, "scrape failed");
@@ -1120,6 +1147,7 @@ const MAX_BODY: usize = 256 << 20;
 async fn fetch(
     client: &reqwest::Client,
     url: &str,
+    timeout: Duration,
     cfg: &JobConfig,
 ) -> Result<(String, Format), String> {
     let mut req = client
@@ -1127,9 +1155,9 @@ async fn fetch(
         .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
         .header(
             "X-Prometheus-Scrape-Timeout-Seconds",
-            format!("{}", cfg.timeout.as_secs_f64()),
+            format!("{}", timeout.as_secs_f64()),
         )
-        .timeout(cfg.timeout);
+        .timeout(timeout);
     if let Some(a) = &cfg.sc.authorization {
         let creds = match (&a.credentials, &a.credentials_file) {
             (Some(c), _) => c.0.clone(),
@@ -1168,7 +1196,7 @@ async fn fetch(
     let mut resp = req
         .send()
         .await
-        .map_err(|e| describe_reqwest_error(&e, cfg.timeout))?;
+        .map_err(|e| describe_reqwest_error(&e, timeout))?;
     if !resp.status().is_success() {
         return Err(format!("server returned HTTP status {}", resp.status()));
     }
@@ -1182,7 +1210,7 @@ async fn fetch(
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| describe_reqwest_error(&e, cfg.timeout))?
+        .map_err(|e| describe_reqwest_error(&e, timeout))?
     {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(format!("scrape body exceeds {MAX_BODY} bytes"));

@@ -659,6 +659,48 @@ scrape_configs:
 }
 
 #[test]
+fn interval_and_timeout_can_be_relabelled_per_target() {
+    let f = config(
+        r#"
+scrape_configs:
+  - job_name: j
+    scrape_interval: 10s
+    relabel_configs:
+      - source_labels: [slow]
+        regex: "yes"
+        target_label: __scrape_interval__
+        replacement: 1m
+      - source_labels: [slow]
+        regex: "yes"
+        target_label: __scrape_timeout__
+        replacement: 30s
+      - source_labels: [broken]
+        regex: "yes"
+        target_label: __scrape_timeout__
+        replacement: 20s
+"#,
+    );
+    let cfg = JobConfig::resolve(&f.scrape_configs[0], &f.global);
+    let group =
+        |k: &str| -> BTreeMap<String, String> { [(k.to_string(), "yes".to_string())].into() };
+    let t = populate("h:1", &BTreeMap::new(), &cfg).unwrap().unwrap();
+    assert_eq!(
+        (t.interval, t.timeout),
+        (Duration::from_secs(10), Duration::from_secs(10))
+    );
+    let t = populate("h:1", &group("slow"), &cfg).unwrap().unwrap();
+    assert_eq!(
+        (t.interval, t.timeout),
+        (Duration::from_secs(60), Duration::from_secs(30))
+    );
+    let e = populate("h:1", &group("broken"), &cfg).unwrap_err();
+    assert!(
+        e.contains("scrape timeout 20s greater than scrape interval 10s"),
+        "{e}"
+    );
+}
+
+#[test]
 fn conflicting_target_labels_are_renamed_exported() {
     let scraped = Labels::from_pairs([("__name__", "m"), ("job", "a"), ("exported_job", "b")]);
     let target = Labels::from_pairs([("job", "t"), ("instance", "i")]);
