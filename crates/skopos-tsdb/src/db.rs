@@ -471,8 +471,9 @@ impl Db {
             let hmin = self.head.min_t.load(Ordering::SeqCst);
             let hmax = self.head.max_t.load(Ordering::SeqCst);
             let end = align_down(hmin, block_ms).saturating_add(block_ms);
-            self.cut_head(end.min(hmax.saturating_add(1)) - 1)?;
-            if end > hmax || self.head.min_t.load(Ordering::SeqCst) <= hmin {
+            let last = end > hmax || end == i64::MAX;
+            self.cut_head(if last { hmax } else { end - 1 })?;
+            if last || self.head.min_t.load(Ordering::SeqCst) <= hmin {
                 break;
             }
         }
@@ -612,13 +613,13 @@ impl Db {
             let mut groups: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
             for b in blocks {
                 let start = align_down(b.meta.min_time, range);
-                if b.meta.max_time < start + range {
+                if b.meta.max_time < start.saturating_add(range) {
                     groups.entry(start).or_default().push(b.clone());
                 }
             }
             for (start, g) in groups {
                 // Only compact windows that are complete (newer data exists).
-                if g.len() >= 2 && start + range <= horizon {
+                if g.len() >= 2 && start.saturating_add(range) <= horizon {
                     return Some(g);
                 }
             }

@@ -37,6 +37,8 @@ pub struct SeriesState {
     /// Set when garbage-collected: an appender holding a stale handle must
     /// look the series up again.
     pub deleted: bool,
+    /// Whether `last_t`/`last_v` hold a real sample (any i64 is a valid timestamp).
+    pub started: bool,
 }
 
 pub struct MemSeries {
@@ -64,6 +66,7 @@ impl SeriesState {
             last_t: i64::MIN,
             last_v: 0,
             deleted: false,
+            started: false,
         }
     }
 
@@ -129,7 +132,7 @@ impl SeriesState {
     /// Adds a sample. `oldest` is the oldest timestamp an out-of-order
     /// sample may have (`None` = no limit, used by WAL replay).
     pub fn add(&mut self, t: i64, v: f64, oldest: Option<i64>, block_ms: i64) -> Added {
-        if t > self.last_t {
+        if !self.started || t > self.last_t {
             self.append_in_order(t, v, block_ms);
             return Added::Appended;
         }
@@ -192,6 +195,7 @@ impl SeriesState {
         self.open.as_mut().expect("just ensured").push(t, v);
         self.last_t = t;
         self.last_v = v.to_bits();
+        self.started = true;
     }
 
     /// All samples in `[mint, maxt]`, sorted, chunks merged with the
@@ -291,7 +295,7 @@ impl SeriesState {
 }
 
 pub fn align_down(t: i64, step: i64) -> i64 {
-    t.div_euclid(step) * step
+    t.div_euclid(step).saturating_mul(step)
 }
 
 #[derive(Default)]
@@ -323,7 +327,7 @@ impl HeadIndex {
     /// Creates a series; `r` forces a ref (WAL replay), otherwise the next one.
     pub fn create(&mut self, hash: u64, labels: &Labels, r: Option<u64>) -> Arc<MemSeries> {
         let r = r.unwrap_or(self.next_ref);
-        self.next_ref = self.next_ref.max(r + 1);
+        self.next_ref = self.next_ref.max(r.saturating_add(1));
         let syms: Box<[u32]> = labels
             .iter()
             .flat_map(|l| [l.name.as_str(), l.value.as_str()])

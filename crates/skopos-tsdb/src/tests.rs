@@ -1319,3 +1319,65 @@ fn appends_racing_with_head_cuts_compaction_and_queries_lose_nothing() {
     let db = Db::open(dir.path(), o).unwrap();
     assert_eq!(total_samples(&all(&db)), appended);
 }
+
+#[test]
+fn extreme_timestamps_do_not_panic_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let ts = [i64::MIN, i64::MIN + 1, -1, 0, 1, T0, i64::MAX - 1, i64::MAX];
+    for (i, t) in ts.iter().enumerate() {
+        let l = lbl(&[("__name__", "m"), ("i", &i.to_string())]);
+        db.append(&batch(vec![(l, vec![(*t, i as f64)])])).unwrap();
+    }
+    // One series with all of them: the first is in order, the rest are far
+    // out of order or in order; none may panic.
+    let l = lbl(&[("__name__", "all")]);
+    let out = db
+        .append(&batch(vec![(l, ts.iter().map(|t| (*t, 1.0)).collect())]))
+        .unwrap();
+    assert_eq!(out.samples_appended + out.too_old, ts.len());
+    assert_eq!(total_samples(&all(&db)), ts.len() + out.samples_appended);
+    db.maintenance(T0).unwrap();
+    db.flush_head().unwrap();
+    db.maintenance(T0).unwrap();
+    let got = all(&db);
+    assert_eq!(total_samples(&got), ts.len() + out.samples_appended);
+    let extremes = db
+        .select(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX)
+        .unwrap();
+    let mut seen: Vec<i64> = extremes.iter().map(|s| s.samples[0].t).collect();
+    seen.sort();
+    assert_eq!(seen, ts.to_vec());
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(total_samples(&all(&db)), ts.len() + out.samples_appended);
+}
+
+#[test]
+fn fsync_policy_decides_when_the_wal_is_synced() {
+    // (policy, batches, expect at least, expect at most) fsyncs before close
+    let cases = [
+        (FsyncPolicy::Always, 5, 5, u64::MAX),
+        (FsyncPolicy::Never, 5, 0, 0),
+    ];
+    for (policy, n, lo, hi) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            dir.path(),
+            Options {
+                wal_fsync: policy,
+                ..opts()
+            },
+        )
+        .unwrap();
+        for i in 0..n {
+            db.append(&batch(vec![(
+                lbl(&[("__name__", "m")]),
+                vec![(T0 + i, 1.0)],
+            )]))
+            .unwrap();
+        }
+        let f = db.stats().wal_fsyncs;
+        assert!((lo..=hi).contains(&f), "{policy:?}: {f} fsyncs");
+    }
+}
