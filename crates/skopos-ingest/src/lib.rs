@@ -55,6 +55,9 @@ pub enum DecodeError {
     /// A series is structurally invalid (no labels, empty label name, ...).
     #[error("series {index} is invalid: {reason}")]
     InvalidSeries { index: usize, reason: String },
+    /// Pushed exposition text could not be parsed.
+    #[error("invalid exposition text: {0}")]
+    Exposition(#[from] exposition::ParseError),
 }
 
 /// Metadata of one metric family, as remote write and the exposition formats

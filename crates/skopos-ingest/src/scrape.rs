@@ -1089,20 +1089,23 @@ async fn run_target(
         for (name, v) in REPORT_NAMES.iter().zip(values) {
             batch.push(with_name(&target.labels, name), Sample::new(ts, v));
         }
-        let append_err = append(&inner, batch).await.err();
+        // The status is updated before the samples are stored, so whoever
+        // sees the samples also sees the status they came with.
         {
             let mut st = status.lock();
             st.health = if up == 1.0 { Health::Up } else { Health::Down };
-            st.last_error = match (&error, &append_err) {
-                (e, _) if !e.is_empty() => e.clone(),
-                (_, Some(a)) => format!("storing scraped samples failed: {a}"),
-                _ => String::new(),
-            };
+            st.last_error = error.clone();
             st.last_scrape = Some(wall);
             st.last_scrape_duration = duration;
         }
         if !error.is_empty() {
             tracing::debug!(url = %target.url, error = %error, "scrape failed");
+        }
+        if let Err(e) = append(&inner, batch).await {
+            let mut st = status.lock();
+            if st.last_error.is_empty() {
+                st.last_error = format!("storing scraped samples failed: {e}");
+            }
         }
     }
     // Stopped: everything this target wrote goes stale.

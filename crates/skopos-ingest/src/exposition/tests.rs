@@ -77,6 +77,16 @@ fn exposition_cases() {
 }
 
 #[test]
+fn parse_errors_convert_to_decode_errors() {
+    let e: crate::DecodeError = parse("m{", Format::PrometheusText, 0).unwrap_err().into();
+    assert!(
+        e.to_string()
+            .starts_with("invalid exposition text: line 1: "),
+        "{e}"
+    );
+}
+
+#[test]
 fn crlf_line_endings_are_accepted() {
     let p = parse(
         "# TYPE a gauge\r\na 1\r\nb 2 5\r\n",
