@@ -145,7 +145,42 @@ fn stale_nan_is_not_produced_by_parsing_nan() {
     assert!(!skopos_model::is_stale_nan(p.series[0].1.v));
 }
 
+fn arb_series() -> impl proptest::strategy::Strategy<Value = Vec<(Labels, Sample)>> {
+    use proptest::prelude::*;
+    let labels = (
+        "[a-zA-Z_:][a-zA-Z0-9_:]{0,12}",
+        proptest::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_]{0,8}", "\\PC{0,12}", 0..5),
+    )
+        .prop_map(|(name, rest)| {
+            let mut b = skopos_model::LabelsBuilder::new();
+            for (k, v) in rest {
+                if !k.starts_with("__") {
+                    b.set(k, v);
+                }
+            }
+            b.set("__name__", name);
+            b.build()
+        });
+    let value = prop_oneof![
+        any::<f64>().prop_filter("finite", |v| v.is_finite()),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+    ];
+    proptest::collection::vec((labels, value, any::<i64>()), 0..8).prop_map(|v| {
+        v.into_iter()
+            .map(|(l, v, t)| (l, Sample::new(t, v)))
+            .collect()
+    })
+}
+
 proptest::proptest! {
+    #[test]
+    fn written_text_parses_back_identically(series in arb_series()) {
+        let text = encode_text(&series);
+        let back = parse(&text, Format::PrometheusText, 0).unwrap();
+        proptest::prop_assert_eq!(back.series, series);
+    }
+
     #[test]
     fn parser_never_panics(s in "[a-z_{}=\",# \\\\\n0-9.+-]{0,80}") {
         let _ = parse(&s, Format::PrometheusText, 0);
