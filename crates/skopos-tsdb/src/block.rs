@@ -660,3 +660,59 @@ pub fn delete(dir: &Path) -> Result<(), TsdbError> {
     fs::rename(dir, &gone).map_err(|e| TsdbError::io(dir, e))?;
     fs::remove_dir_all(&gone).map_err(|e| TsdbError::io(&gone, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn index_parser_never_panics_on_garbage(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_index(&body);
+        }
+
+        #[test]
+        fn chunk_decoder_never_panics_on_garbage(bytes in prop::collection::vec(any::<u8>(), 0..256), n in 0usize..600) {
+            let mut out = Vec::new();
+            let _ = chunk::decode(&bytes, n, &mut out);
+        }
+    }
+
+    #[test]
+    fn written_block_reads_back_with_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BlockWriter::new(dir.path()).unwrap();
+        let a = Labels::from_pairs([("__name__", "a"), ("x", "1")]);
+        let b = Labels::from_pairs([("__name__", "b")]);
+        let sa: Vec<Sample> = (0..1000).map(|i| Sample::new(i * 10, i as f64)).collect();
+        let sb: Vec<Sample> = (0..3).map(|i| Sample::new(5 + i, 0.5)).collect();
+        w.add_series(&a, &sa).unwrap();
+        w.add_series(&b, &sb).unwrap();
+        w.add_series(&Labels::from_pairs([("__name__", "empty")]), &[])
+            .unwrap();
+        let blk = w.finish(1, vec![], "head").unwrap().unwrap();
+        assert_eq!(blk.meta.stats.series, 2);
+        assert_eq!(blk.meta.stats.samples, 1003);
+        assert_eq!(
+            blk.meta.stats.chunks, 4,
+            "1000 samples make 3 chunks of at most 480, plus one for the other series"
+        );
+        assert_eq!((blk.meta.min_time, blk.meta.max_time), (0, 9990));
+        let reopened = Block::open(&blk.dir).unwrap();
+        let mut cache = FrameCache::default();
+        assert_eq!(reopened.labels(0), a);
+        assert_eq!(
+            reopened.samples(0, 100, 199, &mut cache, 0).unwrap().len(),
+            10
+        );
+        assert_eq!(
+            reopened
+                .samples(1, i64::MIN, i64::MAX, &mut cache, 0)
+                .unwrap(),
+            sb
+        );
+        assert_eq!(reopened.index.label_values("x"), vec!["1".to_string()]);
+        assert!(!dir.path().join(format!("{}.tmp", blk.meta.id)).exists());
+    }
+}
