@@ -59,6 +59,9 @@ fn lock_dir(dir: &Path) -> Result<File, TsdbError> {
 }
 
 impl Db {
+    /// Opens (creating if needed) the store in `dir`: takes an exclusive
+    /// `flock` on `dir/lock`, loads the blocks, replays the WAL into the head
+    /// (truncating a torn or corrupt tail with a warning).
     pub fn open(dir: &Path, opts: Options) -> Result<Db, TsdbError> {
         if opts.block_duration_ms <= 0 {
             return Err(TsdbError::InvalidOptions(
@@ -99,6 +102,7 @@ impl Db {
         })
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -123,6 +127,10 @@ impl Db {
         Ok(s)
     }
 
+    /// Validates the whole batch (limits, series limit; a refused batch
+    /// stores nothing), applies it to the head and writes it to the WAL with
+    /// one `write(2)` before returning. Single samples may still be refused
+    /// (too old, conflicting), as counted in the outcome.
     pub fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(AppendError::Unavailable("the database is closed".into()));
@@ -289,6 +297,10 @@ impl Db {
             .collect()
     }
 
+    /// Series matching all `matchers` with their samples in `[mint, maxt]`
+    /// (inclusive, ms), merged over blocks and head, sorted by time without
+    /// duplicate timestamps; series sorted by labels; series without samples
+    /// in range omitted. Staleness markers are returned as stored.
     pub fn select(
         &self,
         matchers: &[Matcher],
@@ -333,6 +345,8 @@ impl Db {
             .collect())
     }
 
+    /// Label sets of the series matching `matchers` that have data in range
+    /// (at chunk granularity).
     pub fn series(
         &self,
         matchers: &[Matcher],
@@ -367,6 +381,7 @@ impl Db {
             && self.head.max_t.load(Ordering::SeqCst) >= mint
     }
 
+    /// Label names of the series in range; empty `matchers` means all series.
     pub fn label_names(
         &self,
         matchers: &[Matcher],
@@ -393,6 +408,8 @@ impl Db {
         Ok(out.into_iter().collect())
     }
 
+    /// Values of label `name` over the series in range matching `matchers`
+    /// (all series if empty).
     pub fn label_values(
         &self,
         name: &str,
@@ -751,6 +768,7 @@ impl Db {
         Ok(report)
     }
 
+    /// A cheap snapshot of sizes and cumulative counters.
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
         let blocks = self.blocks.read();

@@ -4,13 +4,13 @@
 //!
 //! ```text
 //! dir/lock              exclusive flock while a Db is open
-//! dir/wal/NNNNNNNN      write-ahead log segments   (format: [`wal`] module docs)
+//! dir/wal/NNNNNNNN      write-ahead log segments   (format: src/wal.rs docs)
 //! dir/wal/checkpoint.N  head state up to segment N
-//! dir/blocks/<id>/      immutable blocks           (format: [`block`] module docs)
+//! dir/blocks/<id>/      immutable blocks           (format: src/block.rs, src/chunk.rs docs)
 //! ```
 //!
 //! Writes go to the WAL (one `write(2)` per batch before `append` returns)
-//! and then to the in-memory [`head`]. Periodic [`Db::maintenance`] cuts the
+//! and then to the in-memory head (`src/head.rs`). Periodic [`Db::maintenance`] cuts the
 //! oldest part of the head into a block, compacts blocks, applies retention
 //! and truncates the WAL behind a checkpoint.
 //!
