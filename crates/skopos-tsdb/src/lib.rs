@@ -9,10 +9,11 @@
 //! dir/blocks/<id>/      immutable blocks           (format: src/block.rs, src/chunk.rs docs)
 //! ```
 //!
-//! Writes go to the WAL (one `write(2)` per batch before `append` returns)
-//! and then to the in-memory head (`src/head.rs`). Periodic [`Db::maintenance`] cuts the
-//! oldest part of the head into a block, compacts blocks, applies retention
-//! and truncates the WAL behind a checkpoint.
+//! Each appended batch goes into the in-memory head (`src/head.rs`) and into
+//! the WAL (one `write(2)` before `append` returns). Periodic
+//! [`Db::maintenance`] cuts the oldest part of the head into a block,
+//! compacts blocks, applies retention and truncates the WAL behind a
+//! checkpoint.
 //!
 //! The one design decision to know: **the head applies a batch before the
 //! WAL record is written, and WAL replay accepts any sample** (it ignores the
