@@ -52,6 +52,42 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
         .transpose()
 }
 
+fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let s = Option::<serde_yaml_ng::Value>::deserialize(d)?;
+    match s {
+        None => Ok(None),
+        Some(serde_yaml_ng::Value::Number(n)) => Ok(n.as_u64()),
+        Some(serde_yaml_ng::Value::String(s)) => {
+            parse_size(&s).map(Some).map_err(serde::de::Error::custom)
+        }
+        Some(other) => Err(serde::de::Error::custom(format!("invalid size {other:?}"))),
+    }
+}
+
+/// Parses a Prometheus byte size (`512KB`, `10MB`, `1GB`; powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (expected e.g. \"10MB\")"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "KiB" => 1 << 10,
+        "MB" | "MiB" => 1 << 20,
+        "GB" | "GiB" => 1 << 30,
+        "TB" | "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {s:?} (expected B, KB, MB, GB or TB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 /// Parses a Prometheus duration string.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -135,6 +171,17 @@ pub struct ScrapeConfig {
     /// Maximum samples per scrape after metric relabelling; 0 = no limit.
     #[serde(default)]
     pub sample_limit: usize,
+    /// Maximum labels per series (including `__name__`); 0 = no limit.
+    #[serde(default)]
+    pub label_limit: usize,
+    #[serde(default)]
+    pub label_name_length_limit: usize,
+    #[serde(default)]
+    pub label_value_length_limit: usize,
+    /// Maximum uncompressed body size, e.g. `10MB` (powers of 1024);
+    /// absent or 0 = the built-in cap of 256MiB.
+    #[serde(default, deserialize_with = "de_opt_size")]
+    pub body_size_limit: Option<u64>,
     #[serde(default)]
     pub bearer_token: Option<Secret>,
     #[serde(default)]
@@ -200,10 +247,6 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "proxy_from_environment",
     "proxy_connect_header",
     "http_headers",
-    "body_size_limit",
-    "label_limit",
-    "label_name_length_limit",
-    "label_value_length_limit",
     "target_limit",
     "keep_dropped_targets",
     "metric_name_validation_scheme",
@@ -1209,14 +1252,20 @@ async fn fetch(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let limit = match cfg.sc.body_size_limit {
+        Some(l) if l > 0 => (l as usize).min(MAX_BODY),
+        _ => MAX_BODY,
+    };
     let mut body = Vec::new();
     while let Some(chunk) = resp
         .chunk()
         .await
         .map_err(|e| describe_reqwest_error(&e, timeout))?
     {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("scrape body exceeds {MAX_BODY} bytes"));
+        if body.len() + chunk.len() > limit {
+            return Err(format!(
+                "body size limit exceeded: the body is larger than {limit} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -1268,6 +1317,38 @@ fn merge_target_labels(scraped: &Labels, target: &Labels, honor: bool) -> Labels
     b.build()
 }
 
+/// The per-series label limits; breaking one fails the whole scrape.
+fn check_label_limits(l: &Labels, sc: &ScrapeConfig) -> Result<(), String> {
+    let name: String = l.metric_name().unwrap_or("").chars().take(50).collect();
+    if sc.label_limit > 0 && l.len() > sc.label_limit {
+        return Err(format!(
+            "label_limit exceeded (metric: {name}, number of labels: {}, limit: {})",
+            l.len(),
+            sc.label_limit
+        ));
+    }
+    for x in l {
+        if sc.label_name_length_limit > 0 && x.name.len() > sc.label_name_length_limit {
+            return Err(format!(
+                "label_name_length_limit exceeded (metric: {name}, label name: {:.50}, length: {}, limit: {})",
+                x.name,
+                x.name.len(),
+                sc.label_name_length_limit
+            ));
+        }
+        if sc.label_value_length_limit > 0 && x.value.len() > sc.label_value_length_limit {
+            return Err(format!(
+                "label_value_length_limit exceeded (metric: {name}, label name: {:.50}, value: {:.50}, length: {}, limit: {})",
+                x.name,
+                x.value,
+                x.value.len(),
+                sc.label_value_length_limit
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn process(
     body: &str,
     format: Format,
@@ -1291,6 +1372,7 @@ fn process(
         if out.metric_name().is_none_or(str::is_empty) {
             continue;
         }
+        check_label_limits(&out, &cfg.sc)?;
         // A duplicate series within one scrape: the first one wins.
         if seen.insert(out.clone()) {
             series.push((out, sample));

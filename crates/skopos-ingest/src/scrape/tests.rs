@@ -487,7 +487,7 @@ scrape_configs:
     tls_config: {{ insecure_skip_verify: true, cert_file: /x.pem }}
     enable_compression: false
     kubernetes_sd_configs: [ {{ role: pod }} ]
-    label_limit: 10
+    target_limit: 10
     static_configs: [ {{ targets: ["{}"] }} ]
 "#,
         cred.display(),
@@ -700,6 +700,58 @@ scrape_configs:
         e.contains("scrape timeout 20s greater than scrape interval 10s"),
         "{e}"
     );
+}
+
+#[test]
+fn label_and_body_limits() {
+    let f = config(
+        "scrape_configs: [{job_name: a, label_limit: 2, label_name_length_limit: 8, label_value_length_limit: 4, body_size_limit: 10MB}]",
+    );
+    let sc = &f.scrape_configs[0];
+    assert_eq!(sc.body_size_limit, Some(10 << 20));
+    let ok = Labels::from_pairs([("__name__", "m"), ("abc", "1234")]);
+    assert!(check_label_limits(&ok, sc).is_ok());
+    let e = check_label_limits(
+        &Labels::from_pairs([("__name__", "m"), ("a", "1"), ("b", "2")]),
+        sc,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "label_limit exceeded (metric: m, number of labels: 3, limit: 2)"
+    );
+    // As in Prometheus, `__name__` and the metric name count too.
+    let long = Labels::from_pairs([("__name__", "m"), ("abcdefghi", "1")]);
+    let e = check_label_limits(&long, sc).unwrap_err();
+    assert!(
+        e.starts_with(
+            "label_name_length_limit exceeded (metric: m, label name: abcdefghi, length: 9"
+        ),
+        "{e}"
+    );
+    assert!(check_label_limits(&Labels::from_pairs([("__name__", "metric")]), sc).is_err());
+    let e = check_label_limits(&Labels::from_pairs([("__name__", "m"), ("a", "12345")]), sc)
+        .unwrap_err();
+    assert!(e.starts_with("label_value_length_limit exceeded"), "{e}");
+    assert_eq!(parse_size("512KB"), Ok(512 << 10));
+    assert_eq!(parse_size("0"), Ok(0));
+    assert!(parse_size("5 parsecs")
+        .unwrap_err()
+        .contains("invalid size unit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_size_limit_fails_the_scrape() {
+    let srv = TestServer::start(&"m 1\n".repeat(1000)).await;
+    let (sink, mgr) = setup();
+    mgr.apply(&config(&format!(
+        "scrape_configs:\n  - job_name: app\n    scrape_interval: 250ms\n    body_size_limit: 1KB\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+        srv.addr
+    )));
+    sink.wait("up 0", |s| has(s, "up", |_, v| v == 0.0)).await;
+    let err = mgr.targets()[0].last_error.clone();
+    assert!(err.contains("body size limit exceeded"), "{err}");
+    mgr.stop().await;
 }
 
 #[test]
