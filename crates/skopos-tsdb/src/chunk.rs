@@ -13,8 +13,13 @@
 //! `(k - base) / multiplier` (used when all values step by a common factor,
 //! e.g. memory sizes in 4 KiB pages).
 //!
-//! Timestamps (all encodings): the first timestamp, then the first delta,
-//! then deltas-of-deltas, each written with the signed bucket code
+//! The encoding byte's top bit (`0x80`) selects grid timestamps; the grid
+//! `step` and `offset` then follow the other header fields as zigzag varints.
+//!
+//! Timestamps: the first timestamp, then either (default) the first delta
+//! and deltas-of-deltas, or (grid) for sample `i > 0` the residual
+//! `t_i - (t_0 + offset + i * step)` — cheaper for regular scrapes with a
+//! few ms of jitter. Each is written with the signed bucket code
 //! `0` (zero) | `10`+2 bits | `110`+5 bits | `1110`+9 bits | `11110`+16 bits
 //! | `111110`+24 bits | `111111`+64 bits (two's complement payloads).
 //!
@@ -42,6 +47,8 @@ pub const ENC_XOR: u8 = 1;
 pub const ENC_SCALED: u8 = 2;
 const FLAG_DELTA: u8 = 0x10;
 const FLAG_MUL: u8 = 0x20;
+/// In the encoding byte: timestamps are grid residuals.
+const FLAG_GRID: u8 = 0x80;
 const MAX_DECIMALS: u8 = 6;
 /// Decimal digits the head tries before falling back to XOR.
 const HEAD_MAX_DECIMALS: u8 = 3;
@@ -208,6 +215,9 @@ pub struct ChunkEncoder {
     min_t: i64,
     mul: i64,
     base: i64,
+    /// Timestamps as residuals from a grid of step `t_delta` shifted by
+    /// this offset (blocks only).
+    grid: Option<i8>,
 }
 
 impl ChunkEncoder {
@@ -236,7 +246,19 @@ impl ChunkEncoder {
             min_t: 0,
             mul: 1,
             base: 0,
+            grid: None,
         }
+    }
+
+    /// Switches an empty encoder to grid timestamps.
+    fn with_grid(mut self, step: i64, offset: i8) -> Self {
+        debug_assert_eq!(self.count, 0);
+        self.w.buf[0] |= FLAG_GRID;
+        crate::encoding::put_varint(&mut self.w.buf, step);
+        crate::encoding::put_varint(&mut self.w.buf, offset as i64);
+        self.grid = Some(offset);
+        self.t_delta = step;
+        self
     }
 
     fn with_multiplier(flags: u8, mul: i64, base: i64) -> Self {
@@ -378,6 +400,14 @@ impl ChunkEncoder {
                 self.min_t = t;
                 put_signed(&mut self.w, t);
             }
+            n if self.grid.is_some() => {
+                let off = self.grid.unwrap_or_default() as i64;
+                let expected = self
+                    .min_t
+                    .wrapping_add(off)
+                    .wrapping_add((n as i64).wrapping_mul(self.t_delta));
+                put_signed(&mut self.w, t.wrapping_sub(expected));
+            }
             1 => {
                 self.t_delta = t.wrapping_sub(self.t);
                 put_signed(&mut self.w, self.t_delta);
@@ -403,7 +433,12 @@ impl ChunkEncoder {
 /// Encodes sorted samples into one chunk, trying each applicable encoding
 /// and keeping the smallest.
 pub fn encode(samples: &[Sample]) -> Vec<u8> {
-    let run = |mut e: ChunkEncoder| {
+    let grid = grid_step(samples);
+    let run = |e: ChunkEncoder| {
+        let mut e = match grid {
+            Some((step, off)) => e.with_grid(step, off),
+            None => e,
+        };
         for s in samples {
             e.append(s.t, s.v);
         }
@@ -429,6 +464,51 @@ pub fn encode(samples: &[Sample]) -> Vec<u8> {
     best
 }
 
+/// Bits the bucket code spends on `x`.
+fn code_bits(x: i64) -> u64 {
+    if x == 0 {
+        return 1;
+    }
+    BUCKETS
+        .iter()
+        .find(|(_, _, bits)| fits(x, *bits))
+        .map_or(70, |(_, plen, bits)| (*plen + *bits) as u64)
+}
+
+/// The grid (step, offset) when residuals from `t0 + offset + i * step`
+/// code smaller than deltas-of-deltas (regular scrapes with ms of jitter).
+fn grid_step(samples: &[Sample]) -> Option<(i64, i8)> {
+    let n = samples.len();
+    if n < 3 {
+        return None;
+    }
+    let (t0, tn) = (samples[0].t, samples[n - 1].t);
+    let step = (tn.checked_sub(t0)? as i128 / (n as i128 - 1)) as i64;
+    let mut dod = code_bits(samples[1].t.wrapping_sub(t0));
+    let mut residuals = Vec::with_capacity(n - 1);
+    for i in 1..n {
+        let expected = t0.wrapping_add((i as i64).wrapping_mul(step));
+        residuals.push(samples[i].t.wrapping_sub(expected));
+        if i >= 2 {
+            let d1 = samples[i].t.wrapping_sub(samples[i - 1].t);
+            let d0 = samples[i - 1].t.wrapping_sub(samples[i - 2].t);
+            dod += code_bits(d1.wrapping_sub(d0));
+        }
+    }
+    let (cost, off) = (-8i8..=8)
+        .map(|o| {
+            (
+                residuals
+                    .iter()
+                    .map(|r| code_bits(r.wrapping_sub(o as i64)))
+                    .sum::<u64>(),
+                o,
+            )
+        })
+        .min()?;
+    (cost + 24 < dod).then_some((step, off))
+}
+
 fn gcd(a: i64, b: i64) -> i64 {
     // Differences of values below 2^53 cannot overflow an i64.
     let (mut a, mut b) = (a.unsigned_abs(), b.unsigned_abs());
@@ -446,7 +526,9 @@ const SHORT: ChunkError = ChunkError("truncated bit stream");
 
 /// Decodes `count` samples from a chunk, appending them to `out`.
 pub fn decode(bytes: &[u8], count: usize, out: &mut Vec<Sample>) -> Result<(), ChunkError> {
-    let (&enc, mut rest) = bytes.split_first().ok_or(ChunkError("empty"))?;
+    let (&enc_byte, mut rest) = bytes.split_first().ok_or(ChunkError("empty"))?;
+    let grid = enc_byte & FLAG_GRID != 0;
+    let enc = enc_byte & !FLAG_GRID;
     let mut flags = 0;
     let (mut mul, mut base) = (1i64, 0i64);
     match enc {
@@ -465,17 +547,33 @@ pub fn decode(bytes: &[u8], count: usize, out: &mut Vec<Sample>) -> Result<(), C
         }
         _ => return Err(ChunkError("unknown encoding")),
     }
+    let (mut step, mut off) = (0i64, 0i64);
+    if grid {
+        let mut r = crate::encoding::Reader::new(rest);
+        step = r.varint().ok_or(SHORT)?;
+        off = r.varint().ok_or(SHORT)?;
+        rest = &rest[rest.len() - r.remaining()..];
+    }
     let scale = pow10(flags & 0x0f);
     let delta_mode = flags & FLAG_DELTA != 0;
     let mut r = BitReader { buf: rest, pos: 0 };
-    let (mut t, mut td) = (0i64, 0i64);
+    let (mut t, mut t0, mut td) = (0i64, 0i64, 0i64);
     let (mut vb, mut iv, mut ivd) = (0u64, 0i64, 0i64);
     let (mut lead, mut trail) = (0u8, 0u8);
     out.reserve(count);
     for i in 0..count {
         let x = get_signed(&mut r).ok_or(SHORT)?;
         match i {
-            0 => t = x,
+            0 => {
+                t = x;
+                t0 = x;
+            }
+            _ if grid => {
+                t = t0
+                    .wrapping_add(off)
+                    .wrapping_add((i as i64).wrapping_mul(step))
+                    .wrapping_add(x)
+            }
             1 => {
                 td = x;
                 t = t.wrapping_add(td);
@@ -548,7 +646,7 @@ mod tests {
             },
         ];
         for bytes in candidates {
-            let enc = bytes[0];
+            let enc = bytes[0] & !FLAG_GRID;
             let mut out = Vec::new();
             decode(&bytes, samples.len(), &mut out).unwrap();
             assert_eq!(out.len(), samples.len());
@@ -603,7 +701,7 @@ mod tests {
                 v += inc;
                 Sample::new(start + i as i64 * 15_000 + inc % 7, v as f64)
             }).collect();
-            assert_eq!(encode(&samples)[0], ENC_SCALED);
+            assert_eq!(encode(&samples)[0] & !FLAG_GRID, ENC_SCALED);
             round_trip(&samples);
         }
     }
@@ -628,7 +726,7 @@ mod tests {
             .map(|i| Sample::new(i * 15_000, (1_234_500 + i * 1_493) as f64 / 100.0))
             .collect();
         let bytes = encode(&samples);
-        assert_eq!(bytes[0], ENC_SCALED);
+        assert_eq!(bytes[0] & !FLAG_GRID, ENC_SCALED);
         assert!(bytes.len() < 480 / 2, "{} bytes", bytes.len());
         round_trip(&samples);
     }
@@ -644,8 +742,32 @@ mod tests {
             })
             .collect();
         let bytes = encode(&samples);
-        assert_eq!((bytes[0], bytes[1] & FLAG_MUL), (ENC_SCALED, FLAG_MUL));
+        assert_eq!(
+            (bytes[0] & !FLAG_GRID, bytes[1] & FLAG_MUL),
+            (ENC_SCALED, FLAG_MUL)
+        );
         assert!(bytes.len() < 480 * 2, "{} bytes", bytes.len());
+        round_trip(&samples);
+    }
+
+    #[test]
+    fn jittered_scrapes_use_grid_timestamps() {
+        let mut x = 7u64;
+        let samples: Vec<Sample> = (0..480)
+            .map(|i| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                Sample::new(1_700_000_000_000 + i * 15_000 + (x >> 62) as i64, 1.0)
+            })
+            .collect();
+        let bytes = encode(&samples);
+        assert_eq!(bytes[0] & FLAG_GRID, FLAG_GRID);
+        let dod = ChunkEncoder::from_samples(&samples).w.buf;
+        assert!(
+            bytes.len() * 4 < dod.len() * 3,
+            "grid {} vs dod {} bytes",
+            bytes.len(),
+            dod.len()
+        );
         round_trip(&samples);
     }
 
