@@ -65,25 +65,47 @@ struct Family {
     has_samples: bool,
 }
 
-struct Parser {
+struct Parser<'a, 'f> {
     format: Format,
     default_ts: i64,
     families: HashMap<String, Family>,
     order: Vec<String>,
     /// Names of samples seen that belong to no typed family.
     untyped_seen: HashSet<String>,
-    out: Vec<(Labels, Sample)>,
+    /// Series text (`name{labels}` as written) → its parsed labels, so a
+    /// series repeated on many lines is parsed and allocated once.
+    cache: HashMap<&'a str, Labels>,
+    emit: &'f mut dyn FnMut(&Labels, Sample),
 }
+
+/// Bound on the series cache; beyond it labels are parsed every time.
+const SERIES_CACHE_MAX: usize = 1 << 20;
 
 /// Parses an exposition. Samples without a timestamp get `default_ts` (ms).
 pub fn parse(text: &str, format: Format, default_ts: i64) -> Result<Parsed, ParseError> {
+    let mut series = Vec::new();
+    let metadata = parse_each(text, format, default_ts, |l, s| series.push((l.clone(), s)))?;
+    Ok(Parsed { series, metadata })
+}
+
+/// Like [`parse`], but hands each sample to `f` instead of collecting them,
+/// and returns the metadata. The labels of a series that occurs on many
+/// lines (a backfill file) are parsed once; `f` can look them up by
+/// reference and clone only new ones.
+pub fn parse_each(
+    text: &str,
+    format: Format,
+    default_ts: i64,
+    mut f: impl FnMut(&Labels, Sample),
+) -> Result<Vec<MetricMetadata>, ParseError> {
     let mut p = Parser {
         format,
         default_ts,
         families: HashMap::new(),
         order: Vec::new(),
         untyped_seen: HashSet::new(),
-        out: Vec::new(),
+        cache: HashMap::new(),
+        emit: &mut f,
     };
     let mut eof_line = None;
     let mut last_line = 0;
@@ -133,10 +155,7 @@ pub fn parse(text: &str, format: Format, default_ts: i64) -> Result<Parsed, Pars
             }
         })
         .collect();
-    Ok(Parsed {
-        series: p.out,
-        metadata,
-    })
+    Ok(metadata)
 }
 
 fn is_name_char(c: char, first: bool) -> bool {
@@ -174,7 +193,7 @@ fn unescape_help(s: &str, format: Format) -> String {
     out
 }
 
-impl Parser {
+impl<'a> Parser<'a, '_> {
     fn family(&mut self, name: &str) -> &mut Family {
         if !self.families.contains_key(name) {
             self.order.push(name.to_string());
@@ -246,6 +265,8 @@ impl Parser {
                         return Err(format!("TYPE line for {name:?} after its samples"));
                     }
                     f.type_ = Some(t.to_string());
+                    // Cached series may need the family's normalisation now.
+                    self.cache.clear();
                     if self.untyped_seen.contains(name) {
                         return Err(format!("TYPE line for {name:?} after its samples"));
                     }
@@ -305,7 +326,7 @@ impl Parser {
         None
     }
 
-    fn sample(&mut self, line: &str) -> Result<(), String> {
+    fn sample(&mut self, line: &'a str) -> Result<(), String> {
         let (name, mut rest) = take_metric_name(line);
         if name.is_empty() {
             let bad: String = line.chars().take(20).collect();
@@ -313,10 +334,59 @@ impl Parser {
                 "expected a metric name at the start of the line, got {bad:?}"
             ));
         }
+        if let Some(end) = series_text_end(line, name.len()) {
+            if let Some(labels) = self.cache.get(&line[..end]) {
+                let sample = self.value_and_timestamp(&line[end..], name)?;
+                (self.emit)(labels, sample);
+                return Ok(());
+            }
+        }
         let mut labels = vec![Label::new(METRIC_NAME, name)];
         if let Some(after) = rest.strip_prefix('{') {
             rest = parse_labels(after, &mut labels, name)?;
         }
+        let series_text = &line[..line.len() - rest.len()];
+        let sample = self.value_and_timestamp(rest, name)?;
+        let family = if self.families.is_empty() {
+            None
+        } else {
+            self.family_of(name)
+        };
+        if let Some((fam_len, type_)) = family {
+            let normalise = match type_ {
+                "histogram" | "gaugehistogram" => Some("le"),
+                "summary" => Some("quantile"),
+                _ => None,
+            };
+            if let Some(f) = self.families.get_mut(&name[..fam_len]) {
+                f.has_samples = true;
+            }
+            if let Some(lname) = normalise {
+                for l in labels.iter_mut().filter(|l| l.name == lname) {
+                    if let Some(v) = parse_value(&l.value) {
+                        l.value = format_label_float(v);
+                    }
+                }
+            }
+        }
+        if family.is_none() && !self.untyped_seen.contains(name) {
+            // Remembered so that a later TYPE line for them is an error.
+            self.untyped_seen.insert(name.to_string());
+        }
+        let labels = Labels::from_sorted_checked(labels)
+            .map_err(|dup| format!("duplicate label name {dup:?} in sample {name:?}"))?;
+        if self.cache.len() < SERIES_CACHE_MAX {
+            let labels = self.cache.entry(series_text).or_insert(labels);
+            (self.emit)(labels, sample);
+        } else {
+            (self.emit)(&labels, sample);
+        }
+        Ok(())
+    }
+
+    /// Parses what follows the series: value, optional timestamp, optional
+    /// exemplar (OpenMetrics).
+    fn value_and_timestamp(&self, rest: &str, name: &str) -> Result<Sample, String> {
         if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
             return Err(format!(
                 "invalid character {:?} after metric name {name:?}",
@@ -361,37 +431,30 @@ impl Parser {
                 ));
             }
         }
-        let family = if self.families.is_empty() {
-            None
-        } else {
-            self.family_of(name)
-        };
-        if let Some((fam_len, type_)) = family {
-            let normalise = match type_ {
-                "histogram" | "gaugehistogram" => Some("le"),
-                "summary" => Some("quantile"),
-                _ => None,
-            };
-            if let Some(f) = self.families.get_mut(&name[..fam_len]) {
-                f.has_samples = true;
-            }
-            if let Some(lname) = normalise {
-                for l in labels.iter_mut().filter(|l| l.name == lname) {
-                    if let Some(v) = parse_value(&l.value) {
-                        l.value = format_label_float(v);
-                    }
-                }
-            }
-        }
-        if family.is_none() && !self.untyped_seen.contains(name) {
-            // Remembered so that a later TYPE line for them is an error.
-            self.untyped_seen.insert(name.to_string());
-        }
-        let labels = Labels::from_sorted_checked(labels)
-            .map_err(|dup| format!("duplicate label name {dup:?} in sample {name:?}"))?;
-        self.out.push((labels, Sample::new(t, value)));
-        Ok(())
+        Ok(Sample::new(t, value))
     }
+}
+
+/// Where the series text (`name` or `name{...}`) of a sample line ends,
+/// found without allocating; `None` if the braces are not closed (the full
+/// parser then reports the error).
+fn series_text_end(line: &str, name_len: usize) -> Option<usize> {
+    let b = line.as_bytes();
+    if b.get(name_len) != Some(&b'{') {
+        return Some(name_len);
+    }
+    let mut i = name_len + 1;
+    let mut in_quote = false;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_quote => i += 1,
+            b'"' => in_quote = !in_quote,
+            b'}' if !in_quote => return Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The type names the parser stores, as `'static` strings.

@@ -100,6 +100,37 @@ fn crlf_line_endings_are_accepted() {
 }
 
 #[test]
+fn parse_each_reuses_labels_of_repeated_series() {
+    let text = "# TYPE h histogram\nh_bucket{le=\"1\"} 1 1000\nh_bucket{le=\"1\"} 2 2000\nx{a=\"}\\\"\"} 3\nx{a=\"}\\\"\"} 4\n";
+    let mut got: Vec<(Labels, Sample)> = Vec::new();
+    let mut ptrs = Vec::new();
+    let md = parse_each(text, Format::PrometheusText, 7, |l, s| {
+        ptrs.push(l.as_slice().as_ptr());
+        got.push((l.clone(), s));
+    })
+    .unwrap();
+    assert_eq!(md.len(), 1);
+    assert_eq!(got.len(), 4);
+    // Same series text: the very same cached labels, normalised once.
+    assert_eq!(ptrs[0], ptrs[1]);
+    assert_eq!(ptrs[2], ptrs[3]);
+    assert_eq!(got[1].0.get("le"), Some("1.0"));
+    assert_eq!(got[3].0.get("a"), Some("}\""));
+    assert_eq!(got[3].1, Sample::new(7, 4.0));
+    // And the same result as parse().
+    assert_eq!(parse(text, Format::PrometheusText, 7).unwrap().series, got);
+}
+
+#[test]
+fn a_late_type_line_does_not_leave_stale_cached_labels() {
+    // foo_bucket is untyped until "# TYPE foo histogram" appears.
+    let text = "foo_bucket{le=\"1\"} 1\n# TYPE foo histogram\nfoo_bucket{le=\"1\"} 2\n";
+    let p = parse(text, Format::PrometheusText, 0).unwrap();
+    assert_eq!(p.series[0].0.get("le"), Some("1"));
+    assert_eq!(p.series[1].0.get("le"), Some("1.0"));
+}
+
+#[test]
 fn content_type_selects_format() {
     assert_eq!(
         format_from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
