@@ -28,7 +28,8 @@ pub struct HeadChunk {
 pub struct SeriesState {
     pub closed: Vec<HeadChunk>,
     pub open: Option<ChunkEncoder>,
-    pub ooo: Vec<Sample>,
+    /// Out-of-order samples; allocated only for series that receive some.
+    pub ooo: Option<Box<Ooo>>,
     /// Bumped on each out-of-order insert (lets a head cut know whether the
     /// buffer changed since it took its snapshot).
     pub ooo_gen: u32,
@@ -39,6 +40,126 @@ pub struct SeriesState {
     pub deleted: bool,
     /// Whether `last_t`/`last_v` hold a real sample (any i64 is a valid timestamp).
     pub started: bool,
+}
+
+/// Out-of-order samples of one series: a small sorted buffer that is sealed
+/// into a compressed chunk whenever it reaches [`HEAD_CHUNK_SAMPLES`].
+/// Chunks may overlap each other; timestamps are unique across all parts.
+#[derive(Default)]
+pub struct Ooo {
+    buf: Vec<Sample>,
+    chunks: Vec<HeadChunk>,
+}
+
+impl Ooo {
+    fn insert(&mut self, s: Sample) {
+        let i = self.buf.partition_point(|x| x.t < s.t);
+        self.buf.insert(i, s);
+        if self.buf.len() >= HEAD_CHUNK_SAMPLES {
+            let e = ChunkEncoder::from_samples(&self.buf);
+            self.chunks.push(HeadChunk {
+                min_t: e.min_t(),
+                max_t: e.max_t(),
+                count: e.count() as u16,
+                bytes: e.into_bytes(),
+            });
+            self.buf = Vec::new();
+        }
+    }
+
+    fn find(&self, t: i64) -> Option<u64> {
+        if let Ok(i) = self.buf.binary_search_by_key(&t, |s| s.t) {
+            return Some(self.buf[i].v.to_bits());
+        }
+        let mut tmp = Vec::new();
+        for c in self.chunks.iter().filter(|c| c.min_t <= t && t <= c.max_t) {
+            tmp.clear();
+            let _ = chunk::decode(&c.bytes, c.count as usize, &mut tmp);
+            if let Ok(i) = tmp.binary_search_by_key(&t, |s| s.t) {
+                return Some(tmp[i].v.to_bits());
+            }
+        }
+        None
+    }
+
+    /// Appends the samples in `[mint, maxt]` to `out` (unsorted across parts).
+    fn samples(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) {
+        let start = out.len();
+        for c in self
+            .chunks
+            .iter()
+            .filter(|c| c.max_t >= mint && c.min_t <= maxt)
+        {
+            let _ = chunk::decode(&c.bytes, c.count as usize, out);
+        }
+        let mut i = start;
+        while i < out.len() {
+            if out[i].t < mint || out[i].t > maxt {
+                out.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let lo = self.buf.partition_point(|s| s.t < mint);
+        let hi = self.buf.partition_point(|s| s.t <= maxt);
+        out.extend_from_slice(&self.buf[lo..hi.max(lo)]);
+    }
+
+    fn truncate(&mut self, cutoff: i64) {
+        let n = self.buf.partition_point(|s| s.t < cutoff);
+        self.buf.drain(..n);
+        let mut kept = Vec::new();
+        for c in std::mem::take(&mut self.chunks) {
+            if c.max_t < cutoff {
+                continue;
+            }
+            if c.min_t >= cutoff {
+                kept.push(c);
+                continue;
+            }
+            let mut s = Vec::new();
+            let _ = chunk::decode(&c.bytes, c.count as usize, &mut s);
+            s.retain(|x| x.t >= cutoff);
+            let e = ChunkEncoder::from_samples(&s);
+            kept.push(HeadChunk {
+                min_t: e.min_t(),
+                max_t: e.max_t(),
+                count: e.count() as u16,
+                bytes: e.into_bytes(),
+            });
+        }
+        self.chunks = kept;
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() + self.chunks.iter().map(|c| c.count as usize).sum::<usize>()
+    }
+
+    fn min_t(&self) -> Option<i64> {
+        let c = self.chunks.iter().map(|c| c.min_t).min();
+        [c, self.buf.first().map(|s| s.t)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn max_t(&self) -> Option<i64> {
+        let c = self.chunks.iter().map(|c| c.max_t).max();
+        [c, self.buf.last().map(|s| s.t)]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Ooo>()
+            + self.buf.capacity() * 16
+            + self
+                .chunks
+                .iter()
+                .map(|c| c.bytes.len() + std::mem::size_of::<HeadChunk>())
+                .sum::<usize>()
+    }
 }
 
 pub struct MemSeries {
@@ -61,7 +182,7 @@ impl SeriesState {
         SeriesState {
             closed: Vec::new(),
             open: None,
-            ooo: Vec::new(),
+            ooo: None,
             ooo_gen: 0,
             last_t: i64::MIN,
             last_v: 0,
@@ -73,7 +194,7 @@ impl SeriesState {
     pub fn is_empty(&self) -> bool {
         self.closed.is_empty()
             && self.open.as_ref().is_none_or(|o| o.count() == 0)
-            && self.ooo.is_empty()
+            && self.ooo.is_none()
     }
 
     pub fn min_t(&self) -> Option<i64> {
@@ -83,7 +204,7 @@ impl SeriesState {
             .as_ref()
             .filter(|o| o.count() > 0)
             .map(|o| o.min_t());
-        let x = self.ooo.first().map(|s| s.t);
+        let x = self.ooo.as_ref().and_then(|o| o.min_t());
         [c, o, x].into_iter().flatten().min()
     }
 
@@ -94,7 +215,7 @@ impl SeriesState {
             .as_ref()
             .filter(|o| o.count() > 0)
             .map(|o| o.max_t());
-        let x = self.ooo.last().map(|s| s.t);
+        let x = self.ooo.as_ref().and_then(|o| o.max_t());
         [c, o, x].into_iter().flatten().max()
     }
 
@@ -104,8 +225,8 @@ impl SeriesState {
 
     /// Value stored at exactly `t`, if any.
     fn find(&self, t: i64) -> Option<u64> {
-        if let Ok(i) = self.ooo.binary_search_by_key(&t, |s| s.t) {
-            return Some(self.ooo[i].v.to_bits());
+        if let Some(bits) = self.ooo.as_ref().and_then(|o| o.find(t)) {
+            return Some(bits);
         }
         let mut buf = Vec::new();
         for c in self.closed.iter().filter(|c| c.min_t <= t && t <= c.max_t) {
@@ -150,8 +271,9 @@ impl SeriesState {
             Some(bits) if bits == v.to_bits() => Added::Duplicate,
             Some(_) => Added::Conflict,
             None => {
-                let i = self.ooo.partition_point(|s| s.t < t);
-                self.ooo.insert(i, Sample { t, v });
+                self.ooo
+                    .get_or_insert_with(Default::default)
+                    .insert(Sample { t, v });
                 self.ooo_gen = self.ooo_gen.wrapping_add(1);
                 Added::Appended
             }
@@ -217,10 +339,11 @@ impl SeriesState {
             let _ = chunk::decode(o.bytes(), o.count(), &mut out);
         }
         out.retain(|s| s.t >= mint && s.t <= maxt);
-        let lo = self.ooo.partition_point(|s| s.t < mint);
-        let hi = self.ooo.partition_point(|s| s.t <= maxt);
-        if lo < hi {
-            out.extend_from_slice(&self.ooo[lo..hi]);
+        let before = out.len();
+        if let Some(o) = &self.ooo {
+            o.samples(mint, maxt, &mut out);
+        }
+        if out.len() > before {
             out.sort_by_key(|s| s.t);
             out.dedup_by_key(|s| s.t);
         }
@@ -267,10 +390,11 @@ impl SeriesState {
             self.open = if s.is_empty() { None } else { Some(e) };
         }
         if drop_ooo {
-            let n = self.ooo.partition_point(|s| s.t < ooo_cutoff);
-            self.ooo.drain(..n);
-            if self.ooo.is_empty() {
-                self.ooo = Vec::new();
+            if let Some(o) = &mut self.ooo {
+                o.truncate(ooo_cutoff);
+            }
+            if self.ooo.as_ref().is_some_and(|o| o.len() == 0) {
+                self.ooo = None;
             }
         }
         (
@@ -281,7 +405,8 @@ impl SeriesState {
 
     pub fn sample_count(&self) -> u64 {
         let c: u64 = self.closed.iter().map(|c| c.count as u64).sum();
-        c + self.open.as_ref().map_or(0, |o| o.count() as u64) + self.ooo.len() as u64
+        c + self.open.as_ref().map_or(0, |o| o.count() as u64)
+            + self.ooo.as_ref().map_or(0, |o| o.len() as u64)
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -290,7 +415,7 @@ impl SeriesState {
             .map(|c| c.bytes.len() + std::mem::size_of::<HeadChunk>())
             .sum::<usize>()
             + self.open.as_ref().map_or(0, |o| o.heap_bytes())
-            + self.ooo.capacity() * 16
+            + self.ooo.as_ref().map_or(0, |o| o.heap_bytes())
     }
 }
 

@@ -1381,3 +1381,63 @@ fn fsync_policy_decides_when_the_wal_is_synced() {
         assert!((lo..=hi).contains(&f), "{policy:?}: {f} fsyncs");
     }
 }
+
+#[test]
+fn many_out_of_order_samples_are_sealed_into_chunks_and_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let l = lbl(&[("__name__", "late")]);
+    // The newest sample first, then 1000 older ones in a scrambled order.
+    db.append(&batch(vec![(l.clone(), vec![(T0 + 600_000, -1.0)])]))
+        .unwrap();
+    let order: Vec<i64> = (0..1000).map(|i| (i * 7919) % 1000).collect();
+    for chunk in order.chunks(50) {
+        let s = chunk
+            .iter()
+            .map(|i| (T0 + i * 500, *i as f64 / 10.0))
+            .collect();
+        assert_eq!(
+            db.append(&batch(vec![(l.clone(), s)]))
+                .unwrap()
+                .samples_appended,
+            50
+        );
+    }
+    // Duplicates and conflicts are still detected inside sealed chunks.
+    let out = db
+        .append(&batch(vec![(
+            l.clone(),
+            vec![(T0 + 3 * 500, 0.3), (T0 + 5 * 500, 9.0)],
+        )]))
+        .unwrap();
+    assert_eq!((out.duplicates, out.conflicts), (1, 1));
+    let check = |db: &Db| {
+        let got = &all(db)[0].samples;
+        assert_eq!(got.len(), 1001);
+        for (i, s) in got[..1000].iter().enumerate() {
+            assert!(
+                s.same_as(&Sample::new(T0 + i as i64 * 500, i as f64 / 10.0)),
+                "{s:?}"
+            );
+        }
+        let part = db
+            .select(
+                &[Matcher::equal("__name__", "late")],
+                T0 + 250_000,
+                T0 + 254_999,
+            )
+            .unwrap();
+        assert_eq!(part[0].samples.len(), 10);
+    };
+    check(&db);
+    assert!(
+        db.head_memory_bytes() < 1000 * 8,
+        "sealed: {} bytes",
+        db.head_memory_bytes()
+    );
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    check(&db);
+    db.flush_head().unwrap();
+    check(&db);
+}
