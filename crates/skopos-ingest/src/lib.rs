@@ -16,6 +16,14 @@
 //! checked here; storage checks them with [`skopos_model::Limits`]. The
 //! scraper is the one component with I/O: it owns tokio tasks and an HTTP
 //! client, and writes through the narrow `SampleSink` trait.
+//!
+//! Tests: unit tests sit next to the code (`*/tests.rs`), exposition parser
+//! cases are data in `testdata/exposition.txt`, and `tests/` holds the
+//! real-peer tests: `real_prometheus.rs` (a real Prometheus scrapes the same
+//! targets with the same config and remote-writes what it stored; remote
+//! write in both directions) and `real_otel_sdk.rs` (the OpenTelemetry
+//! Python SDK exports OTLP to a loopback server). They skip with a message
+//! when the peer is not installed.
 
 pub mod exposition;
 pub mod otlp;
