@@ -202,7 +202,9 @@ impl Db {
         // Head-wide min/max/count are updated once per batch, not per sample.
         let (mut batch_min, mut batch_max) = (i64::MAX, i64::MIN);
         let head_max = self.head.max_t.load(Ordering::SeqCst);
-        let mut accepted: Vec<(u64, Vec<Sample>)> = Vec::with_capacity(live.len());
+        // Accepted samples of all series, one buffer for the whole batch.
+        let mut ok: Vec<Sample> = Vec::with_capacity(batch.sample_count());
+        let mut accepted: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
         for (i, s) in live.iter().enumerate() {
             let mut handle = handles[i].take().expect("resolved above");
             let mut st = loop {
@@ -213,7 +215,7 @@ impl Db {
                 drop(st);
                 handle = self.resolve(&s.labels)?;
             };
-            let mut ok = Vec::with_capacity(s.samples.len());
+            let first = ok.len();
             let chunks_before = st.chunk_count();
             for smp in &s.samples {
                 let max_t = head_max.max(batch_max);
@@ -256,11 +258,11 @@ impl Db {
                     .chunks
                     .fetch_add((chunks_after - chunks_before) as u64, Ordering::Relaxed);
             }
-            out.samples_appended += ok.len();
-            if !ok.is_empty() {
-                accepted.push((handle.r, ok));
+            if ok.len() > first {
+                accepted.push((handle.r, first..ok.len()));
             }
         }
+        out.samples_appended = ok.len();
         if out.samples_appended > 0 {
             self.head.max_t.fetch_max(batch_max, Ordering::SeqCst);
             self.head.min_t.fetch_min(batch_min, Ordering::SeqCst);
@@ -270,7 +272,10 @@ impl Db {
         }
         if !accepted.is_empty() {
             let mut buf = Vec::new();
-            wal::encode_samples(&mut buf, accepted.iter().map(|(r, s)| (*r, s.as_slice())));
+            wal::encode_samples(
+                &mut buf,
+                accepted.iter().map(|(r, range)| (*r, &ok[range.clone()])),
+            );
             self.wal
                 .log(&buf)
                 .map_err(|e| AppendError::Unavailable(e.to_string()))?;
