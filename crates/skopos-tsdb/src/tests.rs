@@ -1441,3 +1441,37 @@ fn many_out_of_order_samples_are_sealed_into_chunks_and_stay_exact() {
     db.flush_head().unwrap();
     check(&db);
 }
+
+#[test]
+fn always_fsync_is_shared_by_concurrent_appenders() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        wal_fsync: FsyncPolicy::Always,
+        wal_segment_size: 4096,
+        ..opts()
+    };
+    let db = Arc::new(Db::open(dir.path(), o).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|th| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let l = lbl(&[("__name__", "m"), ("th", &th.to_string())]);
+                    db.append(&batch(vec![(l, vec![(T0 + i, 1.0)])])).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = db.stats();
+    assert!(
+        s.wal_fsyncs >= 1 && s.wal_fsyncs <= 200 + s.wal_segments * 2,
+        "{s:?}"
+    );
+    assert!(s.wal_segments > 1, "rotation exercised: {s:?}");
+    drop(Arc::try_unwrap(db).ok().unwrap());
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(total_samples(&all(&db)), 200);
+}

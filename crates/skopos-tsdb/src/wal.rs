@@ -312,10 +312,15 @@ struct Active {
     size: u64,
     dirty: bool,
     closed: bool,
+    /// Records written so far (for group commit).
+    seq: u64,
 }
 
 struct Shared {
     active: Mutex<Active>,
+    /// Highest `seq` known to be fsynced; held while fsyncing, so
+    /// concurrent `Always` appenders share one fsync (group commit).
+    synced: Mutex<u64>,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -385,8 +390,10 @@ impl Wal {
                 seg,
                 size,
                 dirty: false,
+                seq: 0,
                 closed: false,
             }),
+            synced: Mutex::new(0),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -435,12 +442,29 @@ impl Wal {
             return Err(TsdbError::io(&path, e));
         }
         a.size += buf.len() as u64;
-        if matches!(self.policy, FsyncPolicy::Always) {
-            a.file.sync_data().map_err(|e| TsdbError::io(&path, e))?;
-            self.counters.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
-        } else {
-            a.dirty = true;
+        a.seq += 1;
+        a.dirty = true;
+        if !matches!(self.policy, FsyncPolicy::Always) {
+            return Ok(());
         }
+        let (mine, my_file) = (a.seq, a.file.clone());
+        drop(a);
+        let mut synced = self.shared.synced.lock();
+        if *synced >= mine {
+            return Ok(()); // another appender's fsync covered this record
+        }
+        let (file, target, seg) = {
+            let a = self.shared.active.lock();
+            (a.file.clone(), a.seq, a.seg)
+        };
+        if !Arc::ptr_eq(&file, &my_file) {
+            // The segment was rotated since, and rotation fsyncs it.
+            return Ok(());
+        }
+        file.sync_data()
+            .map_err(|e| TsdbError::io(segment_path(&self.dir, seg), e))?;
+        *synced = target;
+        self.counters.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
