@@ -227,7 +227,7 @@ impl fmt::Display for InspectReport {
             self.wal.samples,
             if self.wal.damaged_files > 0 {
                 format!(
-                    ", {} damaged (repaired on next open)",
+                    ", {} with a torn or corrupt tail (normal for the segment a running server is writing; repaired on open)",
                     self.wal.damaged_files
                 )
             } else {
