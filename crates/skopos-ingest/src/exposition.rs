@@ -13,7 +13,7 @@
 //! does, so both formats give the same series (Prometheus 2 keeps the text
 //! as sent).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use skopos_model::{is_valid_label_name, Label, Labels, Sample, METRIC_NAME};
 
@@ -62,7 +62,6 @@ struct Family {
     type_: Option<String>,
     help: Option<String>,
     unit: Option<String>,
-    has_samples: bool,
 }
 
 struct Parser<'a, 'f> {
@@ -70,8 +69,6 @@ struct Parser<'a, 'f> {
     default_ts: i64,
     families: HashMap<String, Family>,
     order: Vec<String>,
-    /// Names of samples seen that belong to no typed family.
-    untyped_seen: HashSet<String>,
     /// Series text (`name{labels}` as written) → its parsed labels, so a
     /// series repeated on many lines is parsed and allocated once.
     cache: HashMap<&'a str, Labels>,
@@ -103,13 +100,14 @@ pub fn parse_each(
         default_ts,
         families: HashMap::new(),
         order: Vec::new(),
-        untyped_seen: HashSet::new(),
         cache: HashMap::new(),
         emit: &mut f,
     };
     let mut eof_line = None;
     let mut last_line = 0;
-    for (i, raw) in text.split('\n').enumerate() {
+    // The newline that ends the last line does not start another one.
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    for (i, raw) in body.split('\n').enumerate() {
         let line = i + 1;
         let l = raw.strip_suffix('\r').unwrap_or(raw);
         if let Some(eof) = eof_line {
@@ -122,6 +120,12 @@ pub fn parse_each(
             continue;
         }
         if l.trim().is_empty() {
+            if format == Format::OpenMetrics {
+                return Err(ParseError {
+                    line,
+                    message: "OpenMetrics allows no empty lines".into(),
+                });
+            }
             continue;
         }
         last_line = line;
@@ -229,11 +233,8 @@ impl<'a> Parser<'a, '_> {
                 let tail = tail.strip_prefix([' ', '\t']).unwrap_or(tail);
                 if keyword == "HELP" {
                     let help = unescape_help(tail, self.format);
-                    let f = self.family(name);
-                    if f.help.is_some() {
-                        return Err(format!("second HELP line for metric name {name:?}"));
-                    }
-                    f.help = Some(help);
+                    // A repeated HELP replaces the earlier one, as in Prometheus.
+                    self.family(name).help = Some(help);
                 } else {
                     let t = tail.trim();
                     let valid: &[&str] = if om {
@@ -257,19 +258,11 @@ impl<'a> Parser<'a, '_> {
                         ));
                     }
                     let t = if t == "untyped" { "unknown" } else { t };
-                    let f = self.family(name);
-                    if f.type_.is_some() {
-                        return Err(format!("second TYPE line for metric name {name:?}"));
-                    }
-                    if f.has_samples {
-                        return Err(format!("TYPE line for {name:?} after its samples"));
-                    }
-                    f.type_ = Some(t.to_string());
+                    // Like Prometheus' scrape parser, a repeated or late TYPE
+                    // is accepted; it applies from here on.
+                    self.family(name).type_ = Some(t.to_string());
                     // Cached series may need the family's normalisation now.
                     self.cache.clear();
-                    if self.untyped_seen.contains(name) {
-                        return Err(format!("TYPE line for {name:?} after its samples"));
-                    }
                 }
                 Ok(false)
             }
@@ -290,7 +283,10 @@ impl<'a> Parser<'a, '_> {
                 self.family(name).unit = Some(unit);
                 Ok(false)
             }
-            // Any other comment is ignored.
+            _ if om => Err(
+                "OpenMetrics allows no comments other than # HELP, # TYPE, # UNIT and # EOF".into(),
+            ),
+            // Any other comment is ignored in the text format.
             _ => Ok(false),
         }
     }
@@ -336,7 +332,8 @@ impl<'a> Parser<'a, '_> {
         }
         if let Some(end) = series_text_end(line, name.len()) {
             if let Some(labels) = self.cache.get(&line[..end]) {
-                let sample = self.value_and_timestamp(&line[end..], name)?;
+                let braces = line[..end].ends_with('}');
+                let sample = self.value_and_timestamp(&line[end..], name, braces)?;
                 (self.emit)(labels, sample);
                 return Ok(());
             }
@@ -346,21 +343,18 @@ impl<'a> Parser<'a, '_> {
             rest = parse_labels(after, &mut labels, name)?;
         }
         let series_text = &line[..line.len() - rest.len()];
-        let sample = self.value_and_timestamp(rest, name)?;
+        let sample = self.value_and_timestamp(rest, name, series_text.ends_with('}'))?;
         let family = if self.families.is_empty() {
             None
         } else {
             self.family_of(name)
         };
-        if let Some((fam_len, type_)) = family {
+        if let Some((_, type_)) = family {
             let normalise = match type_ {
                 "histogram" | "gaugehistogram" => Some("le"),
                 "summary" => Some("quantile"),
                 _ => None,
             };
-            if let Some(f) = self.families.get_mut(&name[..fam_len]) {
-                f.has_samples = true;
-            }
             if let Some(lname) = normalise {
                 for l in labels.iter_mut().filter(|l| l.name == lname) {
                     if let Some(v) = parse_value(&l.value) {
@@ -368,10 +362,6 @@ impl<'a> Parser<'a, '_> {
                     }
                 }
             }
-        }
-        if family.is_none() && !self.untyped_seen.contains(name) {
-            // Remembered so that a later TYPE line for them is an error.
-            self.untyped_seen.insert(name.to_string());
         }
         let labels = Labels::from_sorted_checked(labels)
             .map_err(|dup| format!("duplicate label name {dup:?} in sample {name:?}"))?;
@@ -385,9 +375,10 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// Parses what follows the series: value, optional timestamp, optional
-    /// exemplar (OpenMetrics).
-    fn value_and_timestamp(&self, rest: &str, name: &str) -> Result<Sample, String> {
-        if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
+    /// exemplar (OpenMetrics). After `}` the value may follow without a
+    /// space, as Prometheus accepts.
+    fn value_and_timestamp(&self, rest: &str, name: &str, braces: bool) -> Result<Sample, String> {
+        if !braces && !rest.is_empty() && !rest.starts_with([' ', '\t']) {
             return Err(format!(
                 "invalid character {:?} after metric name {name:?}",
                 rest.chars().next().unwrap()

@@ -333,3 +333,151 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
     assert_eq!(result["metric"]["k"], "v \"quoted\"", "{resp}");
     assert_eq!(result["value"][1], "12.5", "{resp}");
 }
+
+const TEXT: &str = "text/plain; version=0.0.4";
+const OM: &str = "application/openmetrics-text; version=1.0.0";
+
+/// Edge cases of the exposition formats; Prometheus and skopos must agree
+/// on whether each scrape succeeds. (Leading whitespace before a sample is
+/// the one known difference: Prometheus 2.42 takes it into the metric name
+/// and fails, skopos skips it.)
+const EDGE_CASES: &[(&str, &str, &str)] = &[
+    ("trailing_comma", TEXT, "m{a=\"1\",} 1\n"),
+    ("dup_label", TEXT, "m{a=\"1\",a=\"2\"} 1\n"),
+    ("name_label", TEXT, "m{__name__=\"n\"} 1\n"),
+    ("infinity_word", TEXT, "m infinity\n"),
+    ("nan_mixed_case", TEXT, "m Nan\n"),
+    ("plus_sign", TEXT, "m +5\n"),
+    ("hex", TEXT, "m 0x10\n"),
+    ("hex_float", TEXT, "m 0x1p4\n"),
+    ("float_timestamp", TEXT, "m 1 1.5\n"),
+    ("no_final_newline", TEXT, "m 1"),
+    ("type_after_samples", TEXT, "m 1\n# TYPE m gauge\n"),
+    (
+        "second_type",
+        TEXT,
+        "# TYPE m gauge\n# TYPE m counter\nm 1\n",
+    ),
+    ("second_help", TEXT, "# HELP m a\n# HELP m b\nm 1\n"),
+    ("bad_type", TEXT, "# TYPE m gaugez\nm 1\n"),
+    ("unknown_escape", TEXT, "m{a=\"x\\qy\"} 1\n"),
+    ("spaces_in_labels", TEXT, "m{ a = \"1\" } 1\n"),
+    ("value_after_brace", TEXT, "m{a=\"1\"}1\n"),
+    ("tab_separator", TEXT, "m\t1\n"),
+    ("exemplar_in_text", TEXT, "m 1 # {a=\"b\"} 1\n"),
+    ("empty_body", TEXT, ""),
+    ("duplicate_series", TEXT, "m 1\nm 2\n"),
+    ("om_no_eof", OM, "m 1\n"),
+    ("om_untyped", OM, "# TYPE m untyped\nm 1\n# EOF\n"),
+    (
+        "om_unit_not_suffix",
+        OM,
+        "# TYPE m gauge\n# UNIT m bytes\nm 1\n# EOF\n",
+    ),
+    ("om_empty_line", OM, "m 1\n\nn 2\n# EOF\n"),
+    ("om_free_comment", OM, "# free comment\nm 1\n# EOF\n"),
+    (
+        "om_counter_without_total",
+        OM,
+        "# TYPE c counter\nc 1\n# EOF\n",
+    ),
+    (
+        "om_exemplar",
+        OM,
+        "# TYPE c counter\nc_total 1 # {a=\"b\"} 1\n# EOF\n",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_prometheus_and_skopos_agree_on_which_expositions_are_valid() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: the `prometheus` binary (Debian package prometheus) is not installed");
+        return;
+    }
+    let addr = common::serve_cases(EDGE_CASES).await;
+    let mut yaml = String::from("global: { scrape_interval: 1s }\nscrape_configs:\n");
+    for (name, _, _) in EDGE_CASES {
+        yaml.push_str(&format!(
+            "  - job_name: {name}\n    metrics_path: /{name}\n    static_configs: [ {{ targets: [\"{addr}\"] }} ]\n"
+        ));
+    }
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let _prom = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sink = Arc::new(MemSink::default());
+    let mgr = ScrapeManager::new(sink.clone());
+    mgr.apply(&ScrapeConfigFile::from_yaml(&yaml).unwrap());
+
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let theirs: BTreeSet<(String, String)> = loop {
+        let text = match client
+            .get(format!("http://127.0.0.1:{port}/api/v1/targets"))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let health: BTreeSet<(String, String)> = v["data"]["activeTargets"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| {
+                        (
+                            t["labels"]["job"].as_str().unwrap_or("").to_string(),
+                            t["health"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if health.len() == EDGE_CASES.len() && health.iter().all(|(_, h)| h != "unknown") {
+            break health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape every target: {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let ours: BTreeSet<(String, String)> = loop {
+        let t = mgr.targets();
+        if t.len() == EDGE_CASES.len() && t.iter().all(|t| t.health.as_str() != "unknown") {
+            break t
+                .iter()
+                .map(|t| (t.job.clone(), t.health.as_str().to_string()))
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "skopos did not scrape every target"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    mgr.stop().await;
+    let diff: Vec<_> = theirs.symmetric_difference(&ours).collect();
+    assert!(
+        diff.is_empty(),
+        "Prometheus and skopos disagree: {diff:?}\nPrometheus: {theirs:?}"
+    );
+}
