@@ -1,5 +1,8 @@
 //! Helpers shared by the real-peer tests.
 
+// Each test crate compiles this module and uses only some of it.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
