@@ -454,9 +454,11 @@ impl Db {
             if self.head.samples.load(Ordering::Relaxed) == 0 {
                 break;
             }
+            // A sample stamped far in the future must not make every
+            // maintenance cut the whole head: the span is measured up to `now`.
             let (hmin, hmax) = (
                 self.head.min_t.load(Ordering::SeqCst),
-                self.head.max_t.load(Ordering::SeqCst),
+                self.head.max_t.load(Ordering::SeqCst).min(now_ms),
             );
             if (hmax as i128 - hmin as i128) <= (block_ms as i128 * 3 / 2) {
                 break;

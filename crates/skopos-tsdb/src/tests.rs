@@ -1273,7 +1273,7 @@ fn appends_racing_with_head_cuts_compaction_and_queries_lose_nothing() {
         std::thread::spawn(move || {
             let mut cuts = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                cuts += db.maintenance(0).unwrap().head_cuts;
+                cuts += db.maintenance(i64::MAX).unwrap().head_cuts;
                 std::thread::sleep(Duration::from_millis(2));
             }
             cuts
@@ -1313,7 +1313,7 @@ fn appends_racing_with_head_cuts_compaction_and_queries_lose_nothing() {
     assert!(appended > 3 * 4 * n as usize, "{appended}");
     assert_eq!(total_samples(&all(&db)), appended);
     db.flush_head().unwrap();
-    db.maintenance(0).unwrap();
+    db.maintenance(i64::MAX).unwrap();
     assert_eq!(total_samples(&all(&db)), appended);
     drop(Arc::try_unwrap(db).ok().unwrap());
     let db = Db::open(dir.path(), o).unwrap();
@@ -1474,4 +1474,22 @@ fn always_fsync_is_shared_by_concurrent_appenders() {
     drop(Arc::try_unwrap(db).ok().unwrap());
     let db = Db::open(dir.path(), opts()).unwrap();
     assert_eq!(total_samples(&all(&db)), 200);
+}
+
+#[test]
+fn a_sample_from_the_far_future_does_not_make_maintenance_cut_the_live_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    write_counters(&db, 3, 240, T0); // one hour
+    let l = lbl(&[("__name__", "future")]);
+    db.append(&batch(vec![(l, vec![(T0 + 1000 * 24 * H, 1.0)])]))
+        .unwrap();
+    let now = T0 + H;
+    assert_eq!(db.maintenance(now).unwrap().head_cuts, 0);
+    assert_eq!(db.stats().blocks, 0);
+    // Once the head really spans more than 1.5 block durations, it is cut as usual.
+    write_counters(&db, 3, 240 * 3, T0 + H);
+    let rep = db.maintenance(T0 + 4 * H).unwrap();
+    assert!(rep.head_cuts >= 1, "{rep:?}");
+    assert_eq!(total_samples(&all(&db)), 3 * 240 * 4 + 1);
 }
