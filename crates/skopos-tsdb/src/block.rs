@@ -334,14 +334,20 @@ impl BlockWriter {
             index_crc32: crc32fast::hash(&file),
             chunks_crc32: chunks_crc,
         };
-        let meta_len_guess = serde_json::to_vec_pretty(&meta)
-            .map(|v| v.len())
-            .unwrap_or(0) as u64
-            + 12;
-        meta.stats.bytes = self.offset + file.len() as u64 + meta_len_guess;
+        // `stats.bytes` counts all three files, meta.json included: iterate
+        // until the number no longer changes the file's own length.
         let meta_path = self.tmp.join("meta.json");
-        let json =
-            serde_json::to_vec_pretty(&meta).map_err(|e| TsdbError::io(&meta_path, e.into()))?;
+        let files_len = self.offset + file.len() as u64;
+        let mut json = Vec::new();
+        for _ in 0..4 {
+            json = serde_json::to_vec_pretty(&meta)
+                .map_err(|e| TsdbError::io(&meta_path, e.into()))?;
+            let total = files_len + json.len() as u64;
+            if meta.stats.bytes == total {
+                break;
+            }
+            meta.stats.bytes = total;
+        }
         write_synced(&meta_path, &json)?;
         sync_dir(&self.tmp)?;
         let final_dir = self.blocks_dir.join(&self.id);

@@ -706,6 +706,17 @@ fn inspect_reports_blocks_wal_and_top_names_without_touching_the_dir() {
     assert_eq!(listing(dir.path()), before);
     assert_eq!(r.blocks.len(), 1);
     assert_eq!((r.blocks[0].series, r.blocks[0].samples), (17, 17));
+    let block_dir = dir.path().join("blocks").join(&r.blocks[0].id);
+    assert_eq!(
+        r.blocks[0].bytes,
+        crate::block::dir_bytes_recursive(&block_dir)
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(block_dir.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["stats"]["bytes"], r.blocks[0].bytes,
+        "meta.json counts its own size"
+    );
     assert_eq!((r.wal.series, r.wal.samples), (1, 2));
     assert_eq!(r.total_series, 18);
     assert_eq!(r.total_samples, 19);
