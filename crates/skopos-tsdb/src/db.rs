@@ -35,6 +35,10 @@ pub struct Db {
     /// Serializes head cuts, compaction, retention and backfill.
     maint: Mutex<()>,
     closed: AtomicBool,
+    /// Set when a WAL write failed: the head may then hold data the WAL
+    /// lacks, so no later append may be acknowledged until a restart
+    /// rebuilds the head from the WAL (fail-stop).
+    wal_failed: AtomicBool,
 }
 
 fn lock_dir(dir: &Path) -> Result<File, TsdbError> {
@@ -99,6 +103,7 @@ impl Db {
             counters,
             maint: Mutex::new(()),
             closed: AtomicBool::new(false),
+            wal_failed: AtomicBool::new(false),
         })
     }
 
@@ -134,6 +139,11 @@ impl Db {
     pub fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(AppendError::Unavailable("the database is closed".into()));
+        }
+        if self.wal_failed.load(Ordering::Acquire) {
+            return Err(AppendError::Unavailable(
+                "an earlier write-ahead log write failed; restart skopos to recover".into(),
+            ));
         }
         for s in &batch.series {
             self.opts.limits.check(&s.labels)?;
@@ -189,9 +199,7 @@ impl Db {
             if !created.is_empty() {
                 let mut buf = Vec::new();
                 wal::encode_series(&mut buf, created.iter().map(|(r, l)| (*r, *l)));
-                self.wal
-                    .log(&buf)
-                    .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                self.wal.log(&buf).map_err(|e| self.wal_write_failed(e))?;
                 out.series_created = created.len();
                 Counters::add(&self.counters.series_created, created.len() as u64);
             }
@@ -202,8 +210,14 @@ impl Db {
         // Head-wide min/max/count are updated once per batch, not per sample.
         let (mut batch_min, mut batch_max) = (i64::MAX, i64::MIN);
         let head_max = self.head.max_t.load(Ordering::SeqCst);
-        // Accepted samples of all series, one buffer for the whole batch.
+        // Samples to log, of all series, one buffer for the whole batch:
+        // appended ones and exact duplicates. A duplicate is logged again
+        // because the append that first stored it may not have reached the
+        // WAL yet (it runs concurrently, or its WAL write failed); logging it
+        // here makes this batch's acknowledgement durable on its own. Replay
+        // de-duplicates.
         let mut ok: Vec<Sample> = Vec::with_capacity(batch.sample_count());
+        let mut appended = 0usize;
         let mut accepted: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
         for (i, s) in live.iter().enumerate() {
             let mut handle = handles[i].take().expect("resolved above");
@@ -223,10 +237,14 @@ impl Db {
                 match st.add(smp.t, smp.v, oldest, block_ms) {
                     Added::Appended => {
                         ok.push(*smp);
+                        appended += 1;
                         batch_min = batch_min.min(smp.t);
                         batch_max = batch_max.max(smp.t);
                     }
-                    Added::Duplicate => out.duplicates += 1,
+                    Added::Duplicate => {
+                        ok.push(*smp);
+                        out.duplicates += 1;
+                    }
                     Added::Conflict => {
                         out.conflicts += 1;
                         out.first_rejection.get_or_insert_with(|| {
@@ -262,7 +280,7 @@ impl Db {
                 accepted.push((handle.r, first..ok.len()));
             }
         }
-        out.samples_appended = ok.len();
+        out.samples_appended = appended;
         if out.samples_appended > 0 {
             self.head.max_t.fetch_max(batch_max, Ordering::SeqCst);
             self.head.min_t.fetch_min(batch_min, Ordering::SeqCst);
@@ -276,9 +294,7 @@ impl Db {
                 &mut buf,
                 accepted.iter().map(|(r, range)| (*r, &ok[range.clone()])),
             );
-            self.wal
-                .log(&buf)
-                .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            self.wal.log(&buf).map_err(|e| self.wal_write_failed(e))?;
         }
         let c = &self.counters;
         Counters::add(&c.samples_appended, out.samples_appended as u64);
@@ -286,6 +302,13 @@ impl Db {
         Counters::add(&c.too_old, out.too_old as u64);
         Counters::add(&c.conflicts, out.conflicts as u64);
         Ok(out)
+    }
+
+    /// Records a failed WAL write and turns the store fail-stop.
+    fn wal_write_failed(&self, e: impl std::fmt::Display) -> AppendError {
+        self.wal_failed.store(true, Ordering::Release);
+        tracing::error!(error = %e, "write-ahead log write failed; refusing appends until restart");
+        AppendError::Unavailable(format!("write-ahead log write failed: {e}"))
     }
 
     fn blocks_snapshot(&self) -> Vec<Arc<Block>> {

@@ -1504,3 +1504,31 @@ fn a_sample_from_the_far_future_does_not_make_maintenance_cut_the_live_head() {
     assert!(rep.head_cuts >= 1, "{rep:?}");
     assert_eq!(total_samples(&all(&db)), 3 * 240 * 4 + 1);
 }
+
+/// Regression: a duplicate was acknowledged without a WAL record, so if the
+/// append that first stored the sample never reached the WAL (a concurrent
+/// append, or a failed write), the acknowledged sample could be lost.
+#[test]
+fn an_acknowledged_duplicate_is_logged_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let b = batch(vec![(
+        lbl(&[("__name__", "m")]),
+        vec![(T0, 1.0), (T0 + 1000, 2.0)],
+    )]);
+    db.append(&b).unwrap();
+    let before = db.stats().wal_bytes;
+    let out = db.append(&b).unwrap();
+    assert_eq!((out.samples_appended, out.duplicates), (0, 2));
+    assert!(
+        db.stats().wal_bytes > before,
+        "the duplicate batch must reach the WAL"
+    );
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        total_samples(&all(&db)),
+        2,
+        "replay de-duplicates the re-logged samples"
+    );
+}
