@@ -16,7 +16,11 @@
 //! while `up` becomes 0 and the other synthetic series are still written;
 //! when a target is stopped, its scraped series *and* its synthetic series
 //! (including `up`) go stale. Series exposed with their own timestamp are
-//! exempt from staleness markers, as in Prometheus.
+//! exempt from staleness markers, as in Prometheus. One deliberate
+//! difference: when a whole job is removed, Prometheus writes no markers
+//! (its series linger for the 5-minute lookback), skopos marks them stale
+//! like any other stopped target. `tests/real_prometheus.rs` compares the
+//! markers of both.
 //!
 //! `global.external_labels` is parsed but not applied to stored samples: as
 //! in Prometheus, external labels are for talking to *other* systems.

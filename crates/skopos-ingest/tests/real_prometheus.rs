@@ -481,3 +481,191 @@ async fn real_prometheus_and_skopos_agree_on_which_expositions_are_valid() {
         "Prometheus and skopos disagree: {diff:?}\nPrometheus: {theirs:?}"
     );
 }
+
+/// Which samples get staleness markers, compared with Prometheus: a series
+/// that disappears, a failing scrape, and a target removed by a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_prometheus_and_skopos_write_the_same_staleness_markers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: the `prometheus` binary (Debian package prometheus) is not installed");
+        return;
+    }
+    // Phase 0: a and b; phase 1: only a; phase 2: HTTP 500.
+    let phase = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    {
+        let (phase, bodies) = (phase.clone(), bodies.clone());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (phase, bodies) = (phase.clone(), bodies.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let resp = if head.starts_with("post") {
+                        bodies.lock().push(buf[head_end..head_end + len].to_vec());
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_string()
+                    } else {
+                        match phase.load(Ordering::SeqCst) {
+                            0 => "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\n\r\na 1\nb 1\n".to_string(),
+                            1 => "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\na 1\n".to_string(),
+                            _ => "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                        }
+                    };
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+    }
+    let scrape = format!(
+        "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: stale\n    static_configs: [ {{ targets: [\"{addr}\"] }} ]\n"
+    );
+    let remote = format!("remote_write:\n  - url: http://{addr}/receive\n    queue_config: {{ batch_send_deadline: 1s }}\n");
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, format!("{scrape}{remote}")).unwrap();
+    let _prom = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-lifecycle")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sink = Arc::new(MemSink::default());
+    let mgr = ScrapeManager::new(sink.clone());
+    mgr.apply(&ScrapeConfigFile::from_yaml(&scrape).unwrap());
+
+    // All samples of job "stale" each side has written so far.
+    let theirs = || -> Vec<(Labels, f64)> {
+        bodies
+            .lock()
+            .iter()
+            .flat_map(|b| remote_write::decode(b, 64 << 20).unwrap().batch.series)
+            .filter(|s| s.labels.get("job") == Some("stale"))
+            .flat_map(|s| {
+                s.samples
+                    .iter()
+                    .map(|x| (s.labels.clone(), x.v))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let ours = || -> Vec<(Labels, f64)> {
+        sink.0
+            .lock()
+            .iter()
+            .flat_map(|b| {
+                b.series
+                    .iter()
+                    .flat_map(|s| s.samples.iter().map(|x| (s.labels.clone(), x.v)))
+            })
+            .collect()
+    };
+    let stale_names = |v: &[(Labels, f64)]| -> BTreeSet<Labels> {
+        v.iter()
+            .filter(|(_, x)| skopos_model::is_stale_nan(*x))
+            .map(|(l, _)| l.clone())
+            .collect()
+    };
+    let has = |v: &[(Labels, f64)], name: &str, pred: &dyn Fn(f64) -> bool| {
+        v.iter()
+            .any(|(l, x)| l.metric_name() == Some(name) && pred(*x))
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let wait = |what: &str, cond: &dyn Fn(&[(Labels, f64)]) -> bool| {
+        let ok_theirs = cond(&theirs());
+        let ok_ours = cond(&ours());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: theirs {ok_theirs}, ours {ok_ours}"
+        );
+        ok_theirs && ok_ours
+    };
+    while !wait("b", &|v| has(v, "b", &|x| x == 1.0)) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    phase.store(1, Ordering::SeqCst);
+    while !wait("stale b", &|v| {
+        has(v, "b", &|x| skopos_model::is_stale_nan(x))
+    }) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    phase.store(2, Ordering::SeqCst);
+    while !wait("up 0", &|v| {
+        has(v, "up", &|x| x == 0.0) && has(v, "a", &|x| skopos_model::is_stale_nan(x))
+    }) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Remove the target but keep the job (Prometheus writes end-of-run
+    // markers only then; when a whole job goes it writes none, where skopos
+    // still marks everything stale): Prometheus by a reload, skopos by apply.
+    let no_target = "global: { scrape_interval: 1s }\nscrape_configs:\n  - job_name: stale\n    static_configs: []\n";
+    std::fs::write(&cfg, format!("{no_target}{remote}")).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    mgr.apply(&ScrapeConfigFile::from_yaml(no_target).unwrap());
+    while !wait("stale up", &|v| {
+        has(v, "up", &|x| skopos_model::is_stale_nan(x))
+    }) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    mgr.stop().await;
+    // Give Prometheus' queue a moment to flush whatever else it marked.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stale_names(&theirs()), stale_names(&ours()));
+    // up went stale only at the end, never while the target was failing.
+    let up_values = |v: &[(Labels, f64)]| -> Vec<bool> {
+        v.iter()
+            .filter(|(l, _)| l.metric_name() == Some("up"))
+            .map(|(_, x)| skopos_model::is_stale_nan(*x))
+            .collect()
+    };
+    for side in [up_values(&theirs()), up_values(&ours())] {
+        assert_eq!(side.iter().filter(|s| **s).count(), 1, "{side:?}");
+        assert!(side.last().unwrap());
+    }
+}
