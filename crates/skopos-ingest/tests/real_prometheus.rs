@@ -482,6 +482,9 @@ async fn real_prometheus_and_skopos_agree_on_which_expositions_are_valid() {
     );
 }
 
+/// A condition on the samples one side has written.
+type Cond<'a> = dyn Fn(&[(Labels, f64)]) -> bool + 'a;
+
 /// Which samples get staleness markers, compared with Prometheus: a series
 /// that disappears, a failing scrape, and a target removed by a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,7 +615,7 @@ async fn real_prometheus_and_skopos_write_the_same_staleness_markers() {
             .any(|(l, x)| l.metric_name() == Some(name) && pred(*x))
     };
     let deadline = Instant::now() + Duration::from_secs(90);
-    let wait = |what: &str, cond: &dyn Fn(&[(Labels, f64)]) -> bool| {
+    let wait = |what: &str, cond: &Cond<'_>| {
         let ok_theirs = cond(&theirs());
         let ok_ours = cond(&ours());
         assert!(
