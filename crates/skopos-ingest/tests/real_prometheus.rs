@@ -14,7 +14,7 @@
 //! values (`le="1"` → `le="1.0"`) as Prometheus 3 does; Prometheus 2.x does
 //! not, so those two labels are compared as numbers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -222,14 +222,15 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
     let deadline = Instant::now() + Duration::from_secs(30);
     // One scrape of each target (the bodies never change, so the union of
     // all batches is the series set).
-    let ours: BTreeSet<Labels> = loop {
-        let all: BTreeSet<Labels> = sink
-            .0
-            .lock()
-            .iter()
-            .flat_map(|b| b.series.iter().map(|s| canonical(&s.labels)))
-            .collect();
-        let ups = all.iter().filter(|l| l.metric_name() == Some("up")).count();
+    // Series → first value.
+    let ours: BTreeMap<Labels, f64> = loop {
+        let mut all = BTreeMap::new();
+        for b in sink.0.lock().iter() {
+            for s in &b.series {
+                all.entry(canonical(&s.labels)).or_insert(s.samples[0].v);
+            }
+        }
+        let ups = all.keys().filter(|l| l.metric_name() == Some("up")).count();
         if ups == 2 {
             break all;
         }
@@ -251,7 +252,7 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
     // Wait until Prometheus has remote-written one full scrape to us.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (theirs, _) = loop {
-        let mut theirs = BTreeSet::new();
+        let mut theirs = BTreeMap::new();
         let mut names = BTreeSet::new();
         for body in bodies.lock().iter() {
             let d = remote_write::decode(body, 64 << 20)
@@ -264,11 +265,11 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
                 if synthetic.contains(&name.as_str()) {
                     names.insert(name);
                 }
-                theirs.insert(canonical(&s.labels));
+                theirs.entry(canonical(&s.labels)).or_insert(s.samples[0].v);
             }
         }
         let ups = theirs
-            .iter()
+            .keys()
             .filter(|l| l.metric_name() == Some("up"))
             .count();
         if theirs.len() >= ours.len() && names.len() == synthetic.len() && ups == 2 {
@@ -280,7 +281,17 @@ async fn real_prometheus_scrape_and_remote_write_agree_with_skopos() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(theirs, ours);
+    assert_eq!(
+        theirs.keys().collect::<Vec<_>>(),
+        ours.keys().collect::<Vec<_>>()
+    );
+    // Same values too, synthetic series included (but for the duration).
+    for (l, v) in &theirs {
+        if l.metric_name() != Some("scrape_duration_seconds") {
+            assert_eq!(v.to_bits(), ours[l].to_bits(), "value of {l}");
+        }
+    }
+    let ours: BTreeSet<Labels> = ours.into_keys().collect();
     // The relabelling really happened (on both sides, as they are equal).
     let up = ours.iter().find(|l| l.metric_name() == Some("up")).unwrap();
     assert_eq!(up.get("region"), Some("r-eu1x"));
