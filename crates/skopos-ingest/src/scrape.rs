@@ -97,6 +97,9 @@ struct Inner {
     jobs: Mutex<HashMap<String, JobHandle>>,
     statuses: Mutex<StatusMap>,
     file_check_interval: Duration,
+    /// The runtime the manager was created in, for `apply` calls made
+    /// from outside any runtime (a signal-handling thread, say).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 struct JobHandle {
@@ -133,13 +136,16 @@ impl ScrapeManager {
                 jobs: Mutex::new(HashMap::new()),
                 statuses: Mutex::new(BTreeMap::new()),
                 file_check_interval,
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
 
     /// (Re)configures: starts new jobs, hands changed configs to running
-    /// jobs, stops jobs no longer present (their series go stale). Must be
-    /// called inside a tokio runtime. The file should have passed
+    /// jobs, stops jobs no longer present (their series go stale). Runs the
+    /// jobs on the current tokio runtime, or else on the one the manager was
+    /// created in; with neither, it logs an error and starts nothing. The
+    /// file should have passed
     /// [`ScrapeConfigFile::validate`].
     pub fn apply(&self, file: &ScrapeConfigFile) {
         let mut jobs = self.inner.jobs.lock();
@@ -164,7 +170,14 @@ impl ScrapeManager {
             }
             let (cfg_tx, cfg_rx) = watch::channel(cfg);
             let (stop_tx, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(run_job(
+            let Some(rt) = tokio::runtime::Handle::try_current()
+                .ok()
+                .or_else(|| self.inner.runtime.clone())
+            else {
+                tracing::error!(job = %sc.job_name, "no tokio runtime to run the scrape job on");
+                continue;
+            };
+            let task = rt.spawn(run_job(
                 self.inner.clone(),
                 sc.job_name.clone(),
                 cfg_rx,

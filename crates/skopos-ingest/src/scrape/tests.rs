@@ -514,6 +514,25 @@ scrape_configs:
 }
 
 #[test]
+fn apply_from_outside_the_runtime_uses_the_managers_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let srv = rt.block_on(TestServer::start("a 1\n"));
+    let sink = Arc::new(MemSink::default());
+    let mgr = rt.block_on(async { ScrapeManager::new(sink.clone()) });
+    // This thread is not a runtime thread.
+    mgr.apply(&config(&format!(
+        "scrape_configs:\n  - job_name: app\n    scrape_interval: 250ms\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+        srv.addr
+    )));
+    rt.block_on(sink.wait("a", |s| has(s, "a", |_, _| true)));
+    rt.block_on(mgr.stop());
+}
+
+#[test]
 fn manager_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ScrapeManager>();
