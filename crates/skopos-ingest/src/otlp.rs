@@ -408,9 +408,6 @@ impl Translator {
             );
             return None;
         }
-        let temporality = |t: i32| {
-            AggregationTemporality::try_from(t).unwrap_or(AggregationTemporality::Unspecified)
-        };
         match data {
             metric::Data::Gauge(g) => {
                 for p in &g.data_points {
@@ -418,53 +415,25 @@ impl Translator {
                 }
             }
             metric::Data::Sum(s) => {
-                let delta = match temporality(s.aggregation_temporality) {
-                    AggregationTemporality::Cumulative => false,
-                    AggregationTemporality::Delta if self.opts.delta_to_cumulative => true,
-                    AggregationTemporality::Delta => {
-                        rej.add(
-                            s.data_points.len(),
-                            format!("sum {:?} has delta temporality and delta-to-cumulative conversion is disabled", m.name),
-                        );
-                        return None;
-                    }
-                    AggregationTemporality::Unspecified => {
-                        rej.add(
-                            s.data_points.len(),
-                            format!("sum {:?} has unspecified aggregation temporality", m.name),
-                        );
-                        return None;
-                    }
-                };
+                let delta = self.is_delta(
+                    s.aggregation_temporality,
+                    "sum",
+                    &m.name,
+                    s.data_points.len(),
+                    rej,
+                )?;
                 for p in &s.data_points {
                     self.number_point(&name, p, delta, ctx, state, batch, rej);
                 }
             }
             metric::Data::Histogram(h) => {
-                let delta = match temporality(h.aggregation_temporality) {
-                    AggregationTemporality::Cumulative => false,
-                    AggregationTemporality::Delta if self.opts.delta_to_cumulative => true,
-                    AggregationTemporality::Delta => {
-                        rej.add(
-                            h.data_points.len(),
-                            format!(
-                                "histogram {:?} has delta temporality and delta-to-cumulative conversion is disabled",
-                                m.name
-                            ),
-                        );
-                        return None;
-                    }
-                    AggregationTemporality::Unspecified => {
-                        rej.add(
-                            h.data_points.len(),
-                            format!(
-                                "histogram {:?} has unspecified aggregation temporality",
-                                m.name
-                            ),
-                        );
-                        return None;
-                    }
-                };
+                let delta = self.is_delta(
+                    h.aggregation_temporality,
+                    "histogram",
+                    &m.name,
+                    h.data_points.len(),
+                    rej,
+                )?;
                 for p in &h.data_points {
                     match explicit_to_acc(p) {
                         Ok(acc) => self.hist_point(
@@ -484,27 +453,13 @@ impl Translator {
                 }
             }
             metric::Data::ExponentialHistogram(h) => {
-                let delta = match temporality(h.aggregation_temporality) {
-                    AggregationTemporality::Cumulative => false,
-                    AggregationTemporality::Delta if self.opts.delta_to_cumulative => true,
-                    AggregationTemporality::Delta => {
-                        rej.add(
-                            h.data_points.len(),
-                            format!(
-                                "exponential histogram {:?} has delta temporality and delta-to-cumulative conversion is disabled",
-                                m.name
-                            ),
-                        );
-                        return None;
-                    }
-                    AggregationTemporality::Unspecified => {
-                        rej.add(
-                            h.data_points.len(),
-                            format!("exponential histogram {:?} has unspecified aggregation temporality", m.name),
-                        );
-                        return None;
-                    }
-                };
+                let delta = self.is_delta(
+                    h.aggregation_temporality,
+                    "exponential histogram",
+                    &m.name,
+                    h.data_points.len(),
+                    rej,
+                )?;
                 for p in &h.data_points {
                     match exponential_to_acc(p) {
                         Ok(acc) => self.hist_point(
@@ -545,6 +500,38 @@ impl Translator {
             help: m.description.clone(),
             unit: m.unit.clone(),
         })
+    }
+
+    /// Whether points of this temporality need delta-to-cumulative
+    /// conversion; `None` (with the points rejected) if they cannot be used.
+    fn is_delta(
+        &self,
+        temporality: i32,
+        what: &str,
+        name: &str,
+        points: usize,
+        rej: &mut Rejections,
+    ) -> Option<bool> {
+        match AggregationTemporality::try_from(temporality)
+            .unwrap_or(AggregationTemporality::Unspecified)
+        {
+            AggregationTemporality::Cumulative => Some(false),
+            AggregationTemporality::Delta if self.opts.delta_to_cumulative => Some(true),
+            AggregationTemporality::Delta => {
+                rej.add(
+                    points,
+                    format!("{what} {name:?} has delta temporality and delta-to-cumulative conversion is disabled"),
+                );
+                None
+            }
+            AggregationTemporality::Unspecified => {
+                rej.add(
+                    points,
+                    format!("{what} {name:?} has unspecified aggregation temporality"),
+                );
+                None
+            }
+        }
     }
 
     fn labels(
