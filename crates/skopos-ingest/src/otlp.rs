@@ -32,8 +32,10 @@
 //! becomes `job`, `service.instance.id` becomes `instance`, every other
 //! resource attribute goes on one `target_info` gauge (value 1) per
 //! resource. Scope name and version become `otel_scope_name` and
-//! `otel_scope_version`, scope attributes `otel_scope_<attribute>`. Points flagged `NoRecordedValue` become staleness
-//! markers. Exemplars are dropped.
+//! `otel_scope_version`, scope attributes `otel_scope_<attribute>`. Points
+//! flagged `NoRecordedValue` become staleness markers. Exemplars are
+//! dropped. Delta state is kept per series and forgotten after an hour
+//! without points.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

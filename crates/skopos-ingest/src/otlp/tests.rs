@@ -819,6 +819,9 @@ fn otlp_json_spec_example_decodes_and_translates() {
         ),
         "{l:?}"
     );
+    // Scope name, version and attributes become otel_scope_* labels.
+    let scoped = r#"my_counter_total{job="my.service", my_counter_attr="some value", otel_scope_my_scope_attribute="some scope attribute", otel_scope_name="my.library", otel_scope_version="1.0.0"} 5"#;
+    assert!(l.iter().any(|x| x == scoped), "{l:?}");
     assert!(has(r#"my_gauge_ratio{job="my.service""#, " 10"), "{l:?}");
     assert!(
         has(r#"my_histogram_bucket{job="my.service", le="1""#, " 1"),

@@ -348,6 +348,16 @@ impl ScrapeConfigFile {
                     ));
                 }
             }
+            for sd in &sc.file_sd_configs {
+                for pattern in &sd.files {
+                    glob::Pattern::new(pattern).map_err(|e| {
+                        format!(
+                            "job {:?}: invalid file_sd_configs pattern {pattern:?}: {e}",
+                            sc.job_name
+                        )
+                    })?;
+                }
+            }
             build_client(sc).map_err(|e| format!("job {:?}: {e}", sc.job_name))?;
         }
         Ok(())

@@ -144,6 +144,9 @@ pub(super) fn populate(
 
 pub(super) struct FileSdCache {
     files: HashMap<PathBuf, (Option<SystemTime>, Vec<TargetGroup>)>,
+    /// Files that failed to read, with their modification time then: not
+    /// retried (nor logged again) until they change or a full refresh.
+    pub(super) failed: HashMap<PathBuf, Option<SystemTime>>,
     last_full_refresh: Instant,
 }
 
@@ -174,6 +177,7 @@ impl FileSdCache {
     pub(super) fn new() -> Self {
         FileSdCache {
             files: HashMap::new(),
+            failed: HashMap::new(),
             last_full_refresh: Instant::now(),
         }
     }
@@ -206,17 +210,23 @@ impl FileSdCache {
                         continue;
                     }
                     let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-                    let stale = match self.files.get(&path) {
-                        Some((old, _)) => full || *old != mtime,
-                        None => true,
+                    let stale = match (self.files.get(&path), self.failed.get(&path)) {
+                        _ if full => true,
+                        (_, Some(failed_at)) => *failed_at != mtime,
+                        (Some((old, _)), None) => *old != mtime,
+                        (None, None) => true,
                     };
                     if stale {
                         match read_sd_file(&path) {
                             Ok(groups) => {
+                                self.failed.remove(&path);
                                 self.files.insert(path.clone(), (mtime, groups));
                             }
                             // Keep the last good content, as Prometheus does.
-                            Err(e) => tracing::warn!(job, error = %e, "file_sd read failed"),
+                            Err(e) => {
+                                tracing::warn!(job, error = %e, "file_sd read failed");
+                                self.failed.insert(path.clone(), mtime);
+                            }
                         }
                     }
                     if let Some((_, groups)) = self.files.get(&path) {
@@ -226,6 +236,7 @@ impl FileSdCache {
             }
         }
         self.files.retain(|p, _| present.contains(p));
+        self.failed.retain(|p, _| present.contains(p));
         out
     }
 }

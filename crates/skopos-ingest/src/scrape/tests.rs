@@ -533,6 +533,38 @@ fn apply_from_outside_the_runtime_uses_the_managers_runtime() {
 }
 
 #[test]
+fn file_sd_keeps_good_content_and_retries_broken_files_only_when_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.yml");
+    let touch = |content: &str| {
+        std::fs::write(&file, content).unwrap();
+        let f = std::fs::File::options().write(true).open(&file).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(rand_secs()))
+            .unwrap();
+    };
+    let cfgs = vec![FileSdConfig {
+        files: vec![format!("{}/*.yml", dir.path().display())],
+        refresh_interval: Duration::from_secs(300),
+    }];
+    let mut cache = FileSdCache::new();
+    touch("- targets: ['a:1']\n");
+    assert_eq!(cache.refresh(&cfgs, "j")[0].targets, vec!["a:1"]);
+    // Broken: the last good content stays.
+    touch("- targets: [unclosed\n");
+    assert_eq!(cache.refresh(&cfgs, "j")[0].targets, vec!["a:1"]);
+    assert!(cache.failed.contains_key(&file));
+    // Fixed: picked up on the next check.
+    touch("- targets: ['b:2']\n  labels: {x: y}\n");
+    let g = cache.refresh(&cfgs, "j");
+    assert_eq!(g[0].targets, vec!["b:2"]);
+    assert_eq!(g[0].labels["x"], "y");
+    assert!(cache.failed.is_empty());
+    // Deleted: its targets go.
+    std::fs::remove_file(&file).unwrap();
+    assert!(cache.refresh(&cfgs, "j").is_empty());
+}
+
+#[test]
 fn manager_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ScrapeManager>();
@@ -612,6 +644,22 @@ fn config_errors_name_the_problem() {
         err("scrape_configs: [{job_name: a, relabel_configs: [{action: nope}]}]")
             .contains("unknown relabel action")
     );
+    assert!(
+        err("scrape_configs: [{job_name: a, file_sd_configs: [{files: ['/x/[']}]}]")
+            .contains("invalid file_sd_configs pattern")
+    );
+    assert!(
+        err("scrape_configs: [{job_name: a, bearer_token: x, basic_auth: {username: u}}]")
+            .contains("at most one of basic_auth, authorization and bearer_token")
+    );
+    assert!(
+        err("scrape_configs: [{job_name: a, tls_config: {ca_file: /nonexistent/ca.pem}}]")
+            .contains("cannot read tls_config.ca_file")
+    );
+    assert!(err(
+        "scrape_configs: [{job_name: a, authorization: {credentials: x, credentials_file: /y}}]"
+    )
+    .contains("both credentials and credentials_file"));
 }
 
 #[test]
