@@ -46,19 +46,27 @@ pub fn import(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
     };
     let spinner = ProgressBar::new_spinner();
     spinner.set_message(format!("parsing {}", file.display()));
-    let parsed = exposition::parse(&text, format, NO_TIMESTAMP)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    spinner.finish_and_clear();
-
     let mut by_series: HashMap<Labels, Vec<Sample>> = HashMap::new();
-    for (labels, sample) in parsed.series {
+    let mut missing_timestamp: Option<Labels> = None;
+    exposition::parse_each(&text, format, NO_TIMESTAMP, |labels, sample| {
         if sample.t == NO_TIMESTAMP {
-            bail!(
-                "{}: sample of {labels} has no timestamp; backfilling needs one on every sample",
-                file.display()
-            );
+            missing_timestamp.get_or_insert_with(|| labels.clone());
+            return;
         }
-        by_series.entry(labels).or_default().push(sample);
+        match by_series.get_mut(labels) {
+            Some(v) => v.push(sample),
+            None => {
+                by_series.insert(labels.clone(), vec![sample]);
+            }
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    spinner.finish_and_clear();
+    if let Some(labels) = missing_timestamp {
+        bail!(
+            "{}: sample of {labels} has no timestamp; backfilling needs one on every sample",
+            file.display()
+        );
     }
     let mut series: Vec<SeriesSamples> = by_series
         .into_iter()

@@ -111,6 +111,21 @@ fn malformed_import_names_file_and_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.prom") && err.contains("line 2"), "{err}");
+
+    std::fs::write(&file, "with_ts 1 1700000000000\nwithout_ts 2\n").unwrap();
+    let out = skopos(&[
+        "tsdb",
+        "import",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without_ts") && err.contains("no timestamp"),
+        "{err}"
+    );
 }
 
 #[test]
