@@ -624,6 +624,9 @@ pub fn dir_bytes_recursive(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Suffix of a block directory set aside because it failed its checksums.
+pub const QUARANTINE_SUFFIX: &str = ".corrupt";
+
 /// Loads every complete block under `blocks_dir`, removing leftovers of
 /// interrupted writes/deletions when `cleanup` is set.
 pub fn load_all(blocks_dir: &Path, cleanup: bool) -> Result<Vec<Block>, TsdbError> {
@@ -643,6 +646,9 @@ pub fn load_all(blocks_dir: &Path, cleanup: bool) -> Result<Vec<Block>, TsdbErro
             }
             continue;
         }
+        if name.ends_with(QUARANTINE_SUFFIX) {
+            continue;
+        }
         if path.is_dir() {
             match Block::open(&path) {
                 Ok(b) => out.push(b),
@@ -650,6 +656,15 @@ pub fn load_all(blocks_dir: &Path, cleanup: bool) -> Result<Vec<Block>, TsdbErro
                 // deleting blocks; a vanished block is not an error for them.
                 Err(TsdbError::Io { source, .. })
                     if !cleanup && source.kind() == std::io::ErrorKind::NotFound => {}
+                // A damaged block must not keep the server from booting: it is
+                // moved aside (kept for forensics, never served or deleted)
+                // and the rest of the data stays available.
+                Err(e @ TsdbError::Corrupt { .. }) if cleanup => {
+                    let mut aside = path.as_os_str().to_owned();
+                    aside.push(QUARANTINE_SUFFIX);
+                    fs::rename(&path, &aside).map_err(|err| TsdbError::io(&path, err))?;
+                    tracing::error!(error = %e, moved_to = %PathBuf::from(aside).display(), "corrupt block quarantined");
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -1011,7 +1011,7 @@ fn crash_between_block_write_and_checkpoint_duplicates_nothing_visible() {
 }
 
 #[test]
-fn corrupt_block_files_are_reported_naming_the_file() {
+fn corrupt_chunks_are_reported_and_a_corrupt_index_is_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     write_counters(&db, 5, 100, T0);
@@ -1038,18 +1038,30 @@ fn corrupt_block_files_are_reported_naming_the_file() {
         other => panic!("expected a corruption error, got {other:?}"),
     }
     drop(db);
-    // A flipped byte in the index: open fails naming the index.
+    // A flipped byte in the index: the block is quarantined, the store
+    // still opens, and data outside that block is served.
     let index = block.join("index");
     let mut data = fs::read(&index).unwrap();
     data[20] ^= 0xff;
     fs::write(&index, &data).unwrap();
-    match Db::open(dir.path(), opts()) {
-        Err(e @ TsdbError::Corrupt { .. }) => {
-            assert!(e.to_string().contains(&index.display().to_string()), "{e}")
-        }
-        Err(e) => panic!("unexpected error {e}"),
-        Ok(_) => panic!("opened a corrupt block"),
-    }
+    let db = Db::open(dir.path(), opts()).expect("a corrupt block must not stop the open");
+    assert!(!block.exists());
+    let mut aside = block.as_os_str().to_owned();
+    aside.push(".corrupt");
+    assert!(
+        std::path::PathBuf::from(aside).join("index").exists(),
+        "kept for forensics"
+    );
+    assert!(all(&db).is_empty());
+    write_counters(&db, 1, 10, T0 + 10 * H);
+    assert_eq!(total_samples(&all(&db)), 10);
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        total_samples(&all(&db)),
+        10,
+        "the quarantined block stays out"
+    );
 }
 
 #[test]
