@@ -305,25 +305,23 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-pub async fn series(
-    State(st): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let p = Params::collect(&method, &headers, q, body).await?;
-    let sels = selectors(&p)?;
+/// Runs `lookup` once per `match[]` selector (or once with no matchers
+/// when there is none and `all_when_empty`), then sorts, de-duplicates and
+/// applies `limit`, as the Prometheus metadata endpoints do.
+async fn union_over_selectors<T: Ord + Send + 'static>(
+    p: &Params,
+    lookup: impl Fn(&[Matcher], i64, i64) -> Result<Vec<T>, skopos_tsdb::TsdbError> + Send + 'static,
+) -> Result<Vec<T>, ApiError> {
+    let mut sels = selectors(p)?;
+    let (start, end) = time_range(p)?;
+    let lim = limit(p)?;
     if sels.is_empty() {
-        return Err(ApiError::bad_data("no match[] parameter provided"));
+        sels.push(Vec::new());
     }
-    let (start, end) = time_range(&p)?;
-    let lim = limit(&p)?;
-    let db = st.db.clone();
     let mut all = blocking(move || {
         let mut out = Vec::new();
         for m in &sels {
-            out.extend(db.series(m, start, end)?);
+            out.extend(lookup(m, start, end)?);
         }
         Ok(out)
     })
@@ -333,6 +331,22 @@ pub async fn series(
     if let Some(l) = lim {
         all.truncate(l);
     }
+    Ok(all)
+}
+
+pub async fn series(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    if p.all("match[]").is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let db = st.db.clone();
+    let all = union_over_selectors(&p, move |m, s, e| db.series(m, s, e)).await?;
     let data: Vec<Value> = all
         .iter()
         .map(|ls| {
@@ -354,26 +368,8 @@ pub async fn labels(
     body: Body,
 ) -> Result<Response, ApiError> {
     let p = Params::collect(&method, &headers, q, body).await?;
-    let sels = selectors(&p)?;
-    let (start, end) = time_range(&p)?;
-    let lim = limit(&p)?;
     let db = st.db.clone();
-    let mut names = blocking(move || {
-        if sels.is_empty() {
-            return db.label_names(&[], start, end);
-        }
-        let mut out = Vec::new();
-        for m in &sels {
-            out.extend(db.label_names(m, start, end)?);
-        }
-        Ok(out)
-    })
-    .await?;
-    names.sort();
-    names.dedup();
-    if let Some(l) = lim {
-        names.truncate(l);
-    }
+    let names = union_over_selectors(&p, move |m, s, e| db.label_names(m, s, e)).await?;
     Ok(success(json!(names)))
 }
 
@@ -389,26 +385,8 @@ pub async fn label_values(
     if !skopos_model::is_valid_label_name(&name) && name != METRIC_NAME {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
-    let sels = selectors(&p)?;
-    let (start, end) = time_range(&p)?;
-    let lim = limit(&p)?;
     let db = st.db.clone();
-    let mut values = blocking(move || {
-        if sels.is_empty() {
-            return db.label_values(&name, &[], start, end);
-        }
-        let mut out = Vec::new();
-        for m in &sels {
-            out.extend(db.label_values(&name, m, start, end)?);
-        }
-        Ok(out)
-    })
-    .await?;
-    values.sort();
-    values.dedup();
-    if let Some(l) = lim {
-        values.truncate(l);
-    }
+    let values = union_over_selectors(&p, move |m, s, e| db.label_values(&name, m, s, e)).await?;
     Ok(success(json!(values)))
 }
 

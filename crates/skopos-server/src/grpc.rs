@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -32,34 +32,10 @@ impl MetricsService for OtlpMetrics {
                 return Err(Status::unauthenticated("missing or wrong bearer token"));
             }
         }
-        let translation = st.otlp.translate(request.get_ref());
-        if translation.rejected_points > 0 {
-            st.metrics.rejected(
-                "otlp",
-                "untranslatable",
-                translation.rejected_points as usize,
-            );
-        }
-        match st.store("otlp", translation.batch).await {
-            Ok(outcome) => {
-                let mut rejected = translation.rejected_points;
-                let mut message = translation.error_message;
-                if let Some(r) = outcome.first_rejection.clone() {
-                    rejected += outcome.rejected() as i64;
-                    if !message.is_empty() {
-                        message.push_str("; ");
-                    }
-                    message.push_str(&r);
-                }
-                let partial =
-                    (rejected > 0 || !message.is_empty()).then_some(ExportMetricsPartialSuccess {
-                        rejected_data_points: rejected,
-                        error_message: message,
-                    });
-                Ok(Response::new(ExportMetricsServiceResponse {
-                    partial_success: partial,
-                }))
-            }
+        match crate::otlp_http::export(st, request.get_ref()).await {
+            Ok(partial) => Ok(Response::new(ExportMetricsServiceResponse {
+                partial_success: partial,
+            })),
             Err(StoreError::Client(msg)) => Err(Status::invalid_argument(msg)),
             Err(StoreError::Unavailable(msg)) => Err(Status::unavailable(msg)),
         }

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use prost::Message;
 use skopos_ingest::otlp::Encoding;
@@ -64,11 +64,40 @@ fn status_response(status: StatusCode, enc: Encoding, code: i32, message: String
     }
 }
 
-fn success(enc: Encoding, rejected: i64, message: String) -> Response {
-    let partial = (rejected > 0 || !message.is_empty()).then_some(ExportMetricsPartialSuccess {
-        rejected_data_points: rejected,
-        error_message: message,
-    });
+/// Translates and stores one OTLP metrics request (both transports). Points
+/// that could not be translated or stored are reported in the partial
+/// success, as OTLP specifies; the rest are stored.
+pub async fn export(
+    st: &AppState,
+    req: &ExportMetricsServiceRequest,
+) -> Result<Option<ExportMetricsPartialSuccess>, StoreError> {
+    let translation = st.otlp.translate(req);
+    if translation.rejected_points > 0 {
+        st.metrics.rejected(
+            "otlp",
+            "untranslatable",
+            translation.rejected_points as usize,
+        );
+    }
+    let outcome = st.store("otlp", translation.batch).await?;
+    let mut rejected = translation.rejected_points;
+    let mut message = translation.error_message;
+    if let Some(r) = outcome.first_rejection {
+        rejected += (outcome.too_old + outcome.conflicts) as i64;
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&r);
+    }
+    Ok(
+        (rejected > 0 || !message.is_empty()).then_some(ExportMetricsPartialSuccess {
+            rejected_data_points: rejected,
+            error_message: message,
+        }),
+    )
+}
+
+fn success(enc: Encoding, partial: Option<ExportMetricsPartialSuccess>) -> Response {
     match enc {
         Encoding::Protobuf => {
             let body = ExportMetricsServiceResponse {
@@ -121,27 +150,8 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
             );
         }
     };
-    let translation = st.otlp.translate(&req);
-    if translation.rejected_points > 0 {
-        st.metrics.rejected(
-            PROTO,
-            "untranslatable",
-            translation.rejected_points as usize,
-        );
-    }
-    match st.store(PROTO, translation.batch).await {
-        Ok(outcome) => {
-            let mut rejected = translation.rejected_points;
-            let mut message = translation.error_message;
-            if let Some(r) = outcome.first_rejection.clone() {
-                rejected += outcome.rejected() as i64;
-                if !message.is_empty() {
-                    message.push_str("; ");
-                }
-                message.push_str(&r);
-            }
-            success(enc, rejected, message)
-        }
+    match export(&st, &req).await {
+        Ok(partial) => success(enc, partial),
         Err(StoreError::Client(msg)) => {
             status_response(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, msg)
         }

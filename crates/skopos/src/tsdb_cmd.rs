@@ -14,7 +14,8 @@ pub fn metrics_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("metrics")
 }
 
-pub fn inspect(data_dir: &Path, output: &str) -> anyhow::Result<()> {
+/// The metrics store of a data directory that must already hold one.
+fn existing_metrics_dir(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let dir = metrics_dir(data_dir);
     if !dir.exists() {
         bail!(
@@ -23,6 +24,11 @@ pub fn inspect(data_dir: &Path, output: &str) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    Ok(dir)
+}
+
+pub fn inspect(data_dir: &Path, output: &str) -> anyhow::Result<()> {
+    let dir = existing_metrics_dir(data_dir)?;
     let report =
         skopos_tsdb::inspect(&dir).with_context(|| format!("inspecting {}", dir.display()))?;
     match output {
@@ -141,14 +147,7 @@ pub fn dump(
     use std::io::Write;
     let matchers =
         skopos_server::parse_selector(selector).map_err(|e| anyhow::anyhow!("--match: {e}"))?;
-    let dir = metrics_dir(data_dir);
-    if !dir.exists() {
-        bail!(
-            "{} holds no metrics store (expected {})",
-            data_dir.display(),
-            dir.display()
-        );
-    }
+    let dir = existing_metrics_dir(data_dir)?;
     let db = Db::open(&dir, Options::default())
         .with_context(|| format!("cannot open {}", dir.display()))?;
     let series = db.select(&matchers, min_time, max_time)?;
