@@ -22,8 +22,8 @@
 //! real-peer tests: `real_prometheus.rs` (a real Prometheus scrapes the same
 //! targets with the same config and remote-writes what it stored; remote
 //! write in both directions) and `real_otel_sdk.rs` (the OpenTelemetry
-//! Python SDK exports OTLP to a loopback server). They skip with a message
-//! when the peer is not installed.
+//! Python SDK exports OTLP to a loopback server). They fail when the peer is
+//! missing; `scripts/test.sh` installs both.
 
 pub mod exposition;
 pub mod otlp;
