@@ -10,12 +10,14 @@
 mod labels;
 mod limits;
 mod matcher;
+mod query;
 mod sample;
 mod write;
 
 pub use labels::{is_valid_label_name, is_valid_metric_name, Label, Labels, LabelsBuilder};
 pub use limits::{LimitError, Limits};
 pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use query::{Queryable, StorageError};
 pub use sample::{is_stale_nan, Sample, STALE_NAN, STALE_NAN_BITS};
 pub use write::{AppendError, AppendOutcome, SampleSink, SeriesSamples, WriteBatch};
 

@@ -940,3 +940,54 @@ fn replay_into(head: &Head, wal_dir: &Path) -> Result<u64, TsdbError> {
     };
     wal::replay(wal_dir, true, &mut visit)
 }
+
+/// The query engines' view of the store.
+impl skopos_model::Queryable for Db {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, skopos_model::StorageError> {
+        let found = Db::select(self, matchers, mint, maxt).map_err(storage_error)?;
+        Ok(found
+            .into_iter()
+            .map(|s| SeriesSamples {
+                labels: s.labels,
+                samples: s.samples,
+            })
+            .collect())
+    }
+
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, skopos_model::StorageError> {
+        Db::series(self, matchers, mint, maxt).map_err(storage_error)
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, skopos_model::StorageError> {
+        Db::label_names(self, matchers, mint, maxt).map_err(storage_error)
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, skopos_model::StorageError> {
+        Db::label_values(self, name, matchers, mint, maxt).map_err(storage_error)
+    }
+}
+
+fn storage_error(e: TsdbError) -> skopos_model::StorageError {
+    skopos_model::StorageError(e.to_string())
+}

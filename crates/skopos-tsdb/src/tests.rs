@@ -1544,3 +1544,24 @@ fn an_acknowledged_duplicate_is_logged_again() {
         "replay de-duplicates the re-logged samples"
     );
 }
+
+#[test]
+fn queryable_trait_answers_like_the_db() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    write_counters(&db, 3, 10, T0);
+    let q: &dyn skopos_model::Queryable = &db;
+    let m = [Matcher::equal("job", "api")];
+    let via_trait = q.select(&m, T0, T0 + 5_000).unwrap();
+    let direct = db.select(&m, T0, T0 + 5_000).unwrap();
+    assert_eq!(via_trait.len(), direct.len());
+    assert!(!direct.is_empty());
+    for (a, b) in via_trait.iter().zip(&direct) {
+        assert_eq!((&a.labels, &a.samples), (&b.labels, &b.samples));
+    }
+    assert_eq!(
+        q.label_names(&[], T0, T0 + H).unwrap(),
+        db.label_names(&[], T0, T0 + H).unwrap()
+    );
+    assert_eq!(q.series(&m, T0, T0 + H).unwrap().len(), 3);
+}
