@@ -1,0 +1,1087 @@
+//! The evaluator: plans the storage reads, preloads every selector once, then
+//! evaluates the tree step by step.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::token::{
+    T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE,
+    T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW,
+    T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
+};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, VectorMatchCardinality,
+    VectorSelector,
+};
+use skopos_model::{
+    is_stale_nan, Labels, MatchOp, Matcher, Queryable, Sample, SeriesSamples, METRIC_NAME,
+};
+
+use crate::functions;
+use crate::{
+    CancelToken, EngineOptions, QueryError, RangeSeries, Value, VectorSample,
+    DEFAULT_SUBQUERY_STEP_MS,
+};
+
+pub(crate) type Result<T> = std::result::Result<T, QueryError>;
+
+/// One element of an instant vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct Elem {
+    pub labels: Labels,
+    pub v: f64,
+}
+
+/// One series of a range vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// An evaluated value at one step.
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Elem>),
+    Matrix(Vec<Series>),
+}
+
+pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+pub(crate) struct Evaluator<'a> {
+    opts: &'a EngineOptions,
+    /// Query start and end, for `@ start()` / `@ end()`.
+    start: i64,
+    end: i64,
+    cancel: &'a CancelToken,
+    deadline: Instant,
+    /// Preloaded series per selector node (keyed by the node's address).
+    data: HashMap<usize, Vec<SeriesSamples>>,
+    /// Samples held by the finished part of the result.
+    held: Cell<usize>,
+    /// Samples held by the step being evaluated.
+    step_samples: Cell<usize>,
+    ticks: Cell<u32>,
+}
+
+fn key_of(vs: &VectorSelector) -> usize {
+    vs as *const VectorSelector as usize
+}
+
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+fn unwrap_parens(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    e
+}
+
+/// Runs a query: instant when `!is_range` (start == end), else over all steps.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    opts: &EngineOptions,
+    q: &dyn Queryable,
+    ast: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    is_range: bool,
+    cancel: &CancelToken,
+) -> Result<Value> {
+    let mut ev = Evaluator {
+        opts,
+        start,
+        end,
+        cancel,
+        deadline: Instant::now() + opts.timeout,
+        data: HashMap::new(),
+        held: Cell::new(0),
+        step_samples: Cell::new(0),
+        ticks: Cell::new(0),
+    };
+    if is_range {
+        match ast.value_type() {
+            ValueType::Vector | ValueType::Scalar => {}
+            t => return Err(QueryError::Parse(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                type_name(t)
+            ))),
+        }
+    }
+    ev.plan(q, ast, start, end)?;
+    if !is_range {
+        let val = ev.eval(ast, start)?;
+        return Ok(match val {
+            Val::Scalar(v) => Value::Scalar { t: start, v },
+            Val::Str(s) => Value::String { t: start, s },
+            Val::Vector(v) => Value::Vector(
+                v.into_iter()
+                    .map(|e| VectorSample {
+                        labels: e.labels,
+                        t: start,
+                        v: e.v,
+                    })
+                    .collect(),
+            ),
+            Val::Matrix(m) => Value::Matrix(
+                m.into_iter()
+                    .map(|s| RangeSeries {
+                        labels: s.labels,
+                        samples: s.samples,
+                    })
+                    .collect(),
+            ),
+        });
+    }
+    let mut out: HashMap<Labels, Vec<Sample>> = HashMap::new();
+    let mut t = start;
+    while t <= end {
+        ev.check()?;
+        ev.step_samples.set(0);
+        match ev.eval(ast, t)? {
+            Val::Scalar(v) => out
+                .entry(Labels::empty())
+                .or_default()
+                .push(Sample::new(t, v)),
+            Val::Vector(vec) => {
+                for e in vec {
+                    out.entry(e.labels).or_default().push(Sample::new(t, e.v));
+                }
+            }
+            _ => return Err(exec_err("range query must evaluate to a vector or scalar")),
+        }
+        ev.step_samples.set(0);
+        ev.held.set(out.values().map(Vec::len).sum());
+        t += step;
+    }
+    let mut series: Vec<RangeSeries> = out
+        .into_iter()
+        .map(|(labels, samples)| RangeSeries { labels, samples })
+        .collect();
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(Value::Matrix(series))
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Matrix => "range vector",
+        ValueType::Scalar => "scalar",
+        ValueType::String => "string",
+    }
+}
+
+/// Converts the parser's matchers into the model's, one set per `or` branch.
+fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+    let conv = |m: &promql_parser::label::Matcher| -> Result<Matcher> {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::RegexMatch,
+            PMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+        };
+        Matcher::new(op, m.name.clone(), m.value.clone())
+            .map_err(|e| QueryError::Parse(e.to_string()))
+    };
+    let mut groups: Vec<Vec<&promql_parser::label::Matcher>> = Vec::new();
+    if vs.matchers.or_matchers.is_empty() {
+        groups.push(vs.matchers.matchers.iter().collect());
+    } else {
+        for g in &vs.matchers.or_matchers {
+            groups.push(g.iter().collect());
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let mut ms = Vec::with_capacity(g.len() + 1);
+            if let Some(name) = &vs.name {
+                ms.push(Matcher::equal(METRIC_NAME, name.clone()));
+            }
+            for m in g {
+                ms.push(conv(m)?);
+            }
+            Ok(ms)
+        })
+        .collect()
+}
+
+impl<'a> Evaluator<'a> {
+    fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        at.as_ref().map(|a| match a {
+            AtModifier::Start => self.start,
+            AtModifier::End => self.end,
+            AtModifier::At(t) => system_time_ms(t),
+        })
+    }
+
+    /// The reference time of a selector or subquery evaluated at `ts`.
+    fn ref_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, ts: i64) -> i64 {
+        self.at_ms(at).unwrap_or(ts) - offset_ms(offset)
+    }
+
+    /// Walks the tree with the interval of evaluation times each node can see
+    /// and fetches every selector once for the whole interval.
+    fn plan(&mut self, q: &dyn Queryable, e: &Expr, lo: i64, hi: i64) -> Result<()> {
+        let span = |ev: &Self, at: &Option<AtModifier>, off: &Option<Offset>| match ev.at_ms(at) {
+            Some(t) => (t - offset_ms(off), t - offset_ms(off)),
+            None => (lo - offset_ms(off), hi - offset_ms(off)),
+        };
+        match e {
+            Expr::VectorSelector(vs) => {
+                let (l, h) = span(self, &vs.at, &vs.offset);
+                self.fetch(q, vs, l - self.opts.lookback_delta_ms, h, false)
+            }
+            Expr::MatrixSelector(ms) => {
+                let (l, h) = span(self, &ms.vs.at, &ms.vs.offset);
+                self.fetch(q, &ms.vs, l - ms.range.as_millis() as i64, h, true)
+            }
+            Expr::Subquery(sq) => {
+                let (l, h) = span(self, &sq.at, &sq.offset);
+                self.plan(q, &sq.expr, l - sq.range.as_millis() as i64, h)
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.plan(q, p, lo, hi)?;
+                }
+                self.plan(q, &a.expr, lo, hi)
+            }
+            Expr::Unary(u) => self.plan(q, &u.expr, lo, hi),
+            Expr::Binary(b) => {
+                self.plan(q, &b.lhs, lo, hi)?;
+                self.plan(q, &b.rhs, lo, hi)
+            }
+            Expr::Paren(p) => self.plan(q, &p.expr, lo, hi),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.plan(q, a, lo, hi)?;
+                }
+                Ok(())
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+            Expr::Extension(_) => Err(exec_err("extension expressions are not supported")),
+        }
+    }
+
+    fn fetch(
+        &mut self,
+        q: &dyn Queryable,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        drop_stale: bool,
+    ) -> Result<()> {
+        self.check()?;
+        let sets = matcher_sets(vs)?;
+        let mut all: Vec<SeriesSamples> = Vec::new();
+        for ms in &sets {
+            let got = q
+                .select(ms, mint, maxt)
+                .map_err(|e| QueryError::Storage(e.0))?;
+            all.extend(got);
+        }
+        if sets.len() > 1 {
+            all.sort_by(|a, b| a.labels.cmp(&b.labels));
+            all.dedup_by(|a, b| a.labels == b.labels);
+        }
+        for s in &mut all {
+            s.samples.retain(|x| x.t >= mint && x.t <= maxt);
+            if drop_stale {
+                s.samples.retain(|x| !is_stale_nan(x.v));
+            }
+        }
+        self.data.insert(key_of(vs), all);
+        Ok(())
+    }
+
+    /// Fails if the query was cancelled or ran out of time.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(QueryError::Canceled);
+        }
+        if Instant::now() > self.deadline {
+            return Err(QueryError::Timeout);
+        }
+        Ok(())
+    }
+
+    /// Accounts `n` samples held by the current step against the limit.
+    pub(crate) fn charge(&self, n: usize) -> Result<()> {
+        let s = self.step_samples.get() + n;
+        self.step_samples.set(s);
+        if self.held.get() + s > self.opts.max_samples {
+            return Err(QueryError::TooManySamples(self.opts.max_samples));
+        }
+        let t = self.ticks.get().wrapping_add(1);
+        self.ticks.set(t);
+        if t.is_multiple_of(64) {
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn eval(&self, e: &Expr, ts: i64) -> Result<Val> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(mut vec) => {
+                    for el in &mut vec {
+                        el.v = -el.v;
+                        el.labels = drop_name(&el.labels);
+                    }
+                    Ok(Val::Vector(vec))
+                }
+                _ => Err(exec_err(
+                    "unary expression only allowed on scalars and vectors",
+                )),
+            },
+            Expr::VectorSelector(vs) => Ok(Val::Vector(
+                self.select_instant(vs, ts)?
+                    .into_iter()
+                    .map(|(labels, _, v)| Elem { labels, v })
+                    .collect(),
+            )),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                Ok(Val::Matrix(self.eval_range(e, ts)?.0))
+            }
+            Expr::Binary(b) => self.eval_binary(b, ts),
+            Expr::Aggregate(a) => self.eval_aggregate(a, ts),
+            Expr::Call(c) => functions::call(self, c, ts),
+            Expr::Extension(_) => Err(exec_err("extension expressions are not supported")),
+        }
+    }
+
+    pub(crate) fn eval_scalar(&self, e: &Expr, ts: i64) -> Result<f64> {
+        match self.eval(e, ts)? {
+            Val::Scalar(v) => Ok(v),
+            _ => Err(exec_err("expected a scalar")),
+        }
+    }
+
+    pub(crate) fn eval_vector(&self, e: &Expr, ts: i64) -> Result<Vec<Elem>> {
+        match self.eval(e, ts)? {
+            Val::Vector(v) => Ok(v),
+            _ => Err(exec_err("expected an instant vector")),
+        }
+    }
+
+    /// Instant selection: the latest sample within the lookback window of the
+    /// reference time, unless that latest sample is a staleness marker.
+    /// Returns (labels, sample time, value).
+    pub(crate) fn select_instant(
+        &self,
+        vs: &VectorSelector,
+        ts: i64,
+    ) -> Result<Vec<(Labels, i64, f64)>> {
+        self.check()?;
+        let rt = self.ref_time(&vs.at, &vs.offset, ts);
+        let series = self
+            .data
+            .get(&key_of(vs))
+            .ok_or_else(|| exec_err("selector was not planned"))?;
+        let mut out = Vec::new();
+        for s in series {
+            let i = s.samples.partition_point(|x| x.t <= rt);
+            if i == 0 {
+                continue;
+            }
+            let x = s.samples[i - 1];
+            if x.t < rt - self.opts.lookback_delta_ms || is_stale_nan(x.v) {
+                continue;
+            }
+            out.push((s.labels.clone(), x.t, x.v));
+        }
+        self.charge(out.len())?;
+        Ok(out)
+    }
+
+    /// Evaluates a matrix selector or subquery at `ts`. Returns the series
+    /// (only those with samples in the window), the reference (end) time of
+    /// the window and its length in milliseconds.
+    pub(crate) fn eval_range(&self, e: &Expr, ts: i64) -> Result<(Vec<Series>, i64, i64)> {
+        match unwrap_parens(e) {
+            Expr::MatrixSelector(ms) => {
+                self.check()?;
+                let rt = self.ref_time(&ms.vs.at, &ms.vs.offset, ts);
+                let range = ms.range.as_millis() as i64;
+                let series = self
+                    .data
+                    .get(&key_of(&ms.vs))
+                    .ok_or_else(|| exec_err("selector was not planned"))?;
+                let mut out = Vec::new();
+                for s in series {
+                    let lo = s.samples.partition_point(|x| x.t < rt - range);
+                    let hi = s.samples.partition_point(|x| x.t <= rt);
+                    if lo < hi {
+                        self.charge(hi - lo)?;
+                        out.push(Series {
+                            labels: s.labels.clone(),
+                            samples: s.samples[lo..hi].to_vec(),
+                        });
+                    }
+                }
+                Ok((out, rt, range))
+            }
+            Expr::Subquery(sq) => {
+                let rt = self.ref_time(&sq.at, &sq.offset, ts);
+                let range = sq.range.as_millis() as i64;
+                let step = sq
+                    .step
+                    .map(|d| d.as_millis() as i64)
+                    .filter(|s| *s > 0)
+                    .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+                // The first step-aligned time at or after the window start
+                // (Go's truncating division, as Prometheus computes it).
+                let lo = rt - range;
+                let mut t = step * (lo / step);
+                if t < lo {
+                    t += step;
+                }
+                let mut acc: HashMap<Labels, Vec<Sample>> = HashMap::new();
+                while t <= rt {
+                    match self.eval(&sq.expr, t)? {
+                        Val::Vector(v) => {
+                            self.charge(v.len())?;
+                            for el in v {
+                                acc.entry(el.labels).or_default().push(Sample::new(t, el.v));
+                            }
+                        }
+                        Val::Scalar(v) => {
+                            self.charge(1)?;
+                            acc.entry(Labels::empty())
+                                .or_default()
+                                .push(Sample::new(t, v));
+                        }
+                        _ => return Err(exec_err("subquery must be over an instant vector")),
+                    }
+                    t += step;
+                }
+                let mut out: Vec<Series> = acc
+                    .into_iter()
+                    .map(|(labels, samples)| Series { labels, samples })
+                    .collect();
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                Ok((out, rt, range))
+            }
+            _ => Err(exec_err("expected a range vector")),
+        }
+    }
+
+    fn eval_binary(&self, b: &BinaryExpr, ts: i64) -> Result<Val> {
+        let op = b.op.id();
+        let lhs = self.eval(&b.lhs, ts)?;
+        let rhs = self.eval(&b.rhs, ts)?;
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        let is_cmp = is_comparison(op);
+        match (lhs, rhs) {
+            (Val::Scalar(l), Val::Scalar(r)) => {
+                let (v, keep) = scalar_binop(op, l, r);
+                if is_cmp {
+                    Ok(Val::Scalar(if keep { 1.0 } else { 0.0 }))
+                } else {
+                    Ok(Val::Scalar(v))
+                }
+            }
+            (Val::Vector(v), Val::Scalar(s)) => {
+                let out = vector_scalar(op, v, s, false, return_bool);
+                check_dups(&out)?;
+                Ok(Val::Vector(out))
+            }
+            (Val::Scalar(s), Val::Vector(v)) => {
+                let out = vector_scalar(op, v, s, true, return_bool);
+                check_dups(&out)?;
+                Ok(Val::Vector(out))
+            }
+            (Val::Vector(l), Val::Vector(r)) => {
+                let out = vector_vector(op, b, l, r, return_bool)?;
+                check_dups(&out)?;
+                Ok(Val::Vector(out))
+            }
+            _ => Err(exec_err("invalid operands of binary expression")),
+        }
+    }
+
+    fn eval_aggregate(&self, a: &AggregateExpr, ts: i64) -> Result<Val> {
+        let op = a.op.id();
+        let input = self.eval_vector(&a.expr, ts)?;
+        let (grouping, without): (Vec<String>, bool) = match &a.modifier {
+            None => (Vec::new(), false),
+            Some(LabelModifier::Include(l)) => (l.labels.clone(), false),
+            Some(LabelModifier::Exclude(l)) => (l.labels.clone(), true),
+        };
+        let mut param_f = 0.0;
+        let mut param_s = String::new();
+        if let Some(p) = &a.param {
+            match self.eval(p, ts)? {
+                Val::Scalar(v) => param_f = v,
+                Val::Str(s) => param_s = s,
+                _ => return Err(exec_err("invalid aggregation parameter")),
+            }
+        }
+        let out = aggregate(op, &grouping, without, param_f, &param_s, input)?;
+        self.charge(out.len())?;
+        Ok(Val::Vector(out))
+    }
+}
+
+pub(crate) fn drop_name(l: &Labels) -> Labels {
+    if l.get(METRIC_NAME).is_none() {
+        return l.clone();
+    }
+    let mut b = l.builder();
+    b.delete(METRIC_NAME);
+    b.build()
+}
+
+pub(crate) fn check_dups(v: &[Elem]) -> Result<()> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen: std::collections::HashSet<&Labels> = std::collections::HashSet::new();
+    for e in v {
+        if !seen.insert(&e.labels) {
+            return Err(exec_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_comparison(op: u16) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+fn drops_name(op: u16) -> bool {
+    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
+}
+
+/// Applies `op` to two floats; for comparisons returns (lhs, whether true).
+fn scalar_binop(op: u16, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        T_ADD => (l + r, true),
+        T_SUB => (l - r, true),
+        T_MUL => (l * r, true),
+        T_DIV => (l / r, true),
+        T_POW => (l.powf(r), true),
+        T_MOD => (l % r, true),
+        T_ATAN2 => (l.atan2(r), true),
+        T_EQLC => (l, l == r),
+        T_NEQ => (l, l != r),
+        T_GTR => (l, l > r),
+        T_LSS => (l, l < r),
+        T_GTE => (l, l >= r),
+        T_LTE => (l, l <= r),
+        _ => (f64::NAN, false),
+    }
+}
+
+fn vector_scalar(op: u16, v: Vec<Elem>, s: f64, swap: bool, return_bool: bool) -> Vec<Elem> {
+    let mut out = Vec::with_capacity(v.len());
+    for mut el in v {
+        let (lv, rv) = if swap { (s, el.v) } else { (el.v, s) };
+        let (mut value, mut keep) = scalar_binop(op, lv, rv);
+        if is_comparison(op) && swap {
+            value = rv;
+        }
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if keep {
+            el.v = value;
+            if drops_name(op) || return_bool {
+                el.labels = drop_name(&el.labels);
+            }
+            out.push(el);
+        }
+    }
+    out
+}
+
+/// The match signature of a series: the `on` labels, or all labels but the
+/// `ignoring` ones and the metric name.
+fn signature(l: &Labels, on: bool, names: &[String]) -> String {
+    let mut s = String::new();
+    for lb in l.iter() {
+        let incl = if on {
+            names.iter().any(|n| n == &lb.name)
+        } else {
+            lb.name != METRIC_NAME && !names.iter().any(|n| n == &lb.name)
+        };
+        if incl {
+            s.push_str(&lb.name);
+            s.push('\u{ff}');
+            s.push_str(&lb.value);
+            s.push('\u{ff}');
+        }
+    }
+    s
+}
+
+fn matched_labels_string(l: &Labels, on: bool, names: &[String]) -> String {
+    let mut b = skopos_model::LabelsBuilder::new();
+    for lb in l.iter() {
+        let incl = if on {
+            names.iter().any(|n| n == &lb.name)
+        } else {
+            lb.name != METRIC_NAME && !names.iter().any(|n| n == &lb.name)
+        };
+        if incl {
+            b.set(lb.name.clone(), lb.value.clone());
+        }
+    }
+    b.build().to_string()
+}
+
+fn vector_vector(
+    op: u16,
+    b: &BinaryExpr,
+    lhs: Vec<Elem>,
+    rhs: Vec<Elem>,
+    return_bool: bool,
+) -> Result<Vec<Elem>> {
+    let (on, names): (bool, Vec<String>) =
+        match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+            None => (false, Vec::new()),
+        };
+    let card = b
+        .modifier
+        .as_ref()
+        .map(|m| m.card.clone())
+        .unwrap_or(VectorMatchCardinality::OneToOne);
+    let sig = |l: &Labels| signature(l, on, &names);
+    match op {
+        T_LAND => {
+            if lhs.is_empty() || rhs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rs: std::collections::HashSet<String> =
+                rhs.iter().map(|e| sig(&e.labels)).collect();
+            return Ok(lhs
+                .into_iter()
+                .filter(|e| rs.contains(&sig(&e.labels)))
+                .collect());
+        }
+        T_LOR => {
+            let ls: std::collections::HashSet<String> =
+                lhs.iter().map(|e| sig(&e.labels)).collect();
+            let mut out = lhs;
+            out.extend(rhs.into_iter().filter(|e| !ls.contains(&sig(&e.labels))));
+            return Ok(out);
+        }
+        T_LUNLESS => {
+            let rs: std::collections::HashSet<String> =
+                rhs.iter().map(|e| sig(&e.labels)).collect();
+            return Ok(lhs
+                .into_iter()
+                .filter(|e| !rs.contains(&sig(&e.labels)))
+                .collect());
+        }
+        _ => {}
+    }
+    let (include, one_to_many) = match &card {
+        VectorMatchCardinality::ManyToOne(l) => (l.labels.clone(), false),
+        VectorMatchCardinality::OneToMany(l) => (l.labels.clone(), true),
+        _ => (Vec::new(), false),
+    };
+    let one_to_one = matches!(
+        card,
+        VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany
+    );
+    let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    let mut one_sigs: HashMap<String, usize> = HashMap::with_capacity(one.len());
+    for (i, e) in one.iter().enumerate() {
+        let s = sig(&e.labels);
+        if let Some(&j) = one_sigs.get(&s) {
+            let side = if one_to_many { "left" } else { "right" };
+            return Err(exec_err(format!(
+                "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                matched_labels_string(&e.labels, on, &names),
+                side,
+                e.labels,
+                one[j].labels
+            )));
+        }
+        one_sigs.insert(s, i);
+    }
+    let mut matched: HashMap<String, std::collections::HashSet<Labels>> = HashMap::new();
+    let mut out = Vec::new();
+    for ls in &many {
+        let s = sig(&ls.labels);
+        let Some(&ri) = one_sigs.get(&s) else {
+            continue;
+        };
+        let rs = &one[ri];
+        let (vl, vr) = if one_to_many {
+            (rs.v, ls.v)
+        } else {
+            (ls.v, rs.v)
+        };
+        let (mut value, keep) = scalar_binop(op, vl, vr);
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            continue;
+        }
+        // Result labels: from the "many" side, reduced for one-to-one matching,
+        // plus the group_x labels taken from the "one" side.
+        let mut lb = ls.labels.builder();
+        if drops_name(op) || return_bool {
+            lb.delete(METRIC_NAME);
+        }
+        if one_to_one {
+            if on {
+                lb.retain(|l| names.iter().any(|n| n == &l.name));
+            } else {
+                lb.retain(|l| !names.iter().any(|n| n == &l.name));
+            }
+        }
+        for n in &include {
+            match rs.labels.get(n) {
+                Some(v) => {
+                    lb.set(n.clone(), v.to_string());
+                }
+                None => {
+                    lb.delete(n);
+                }
+            }
+        }
+        let metric = lb.build();
+        match matched.get_mut(&s) {
+            Some(set) => {
+                if one_to_one {
+                    return Err(exec_err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"));
+                }
+                if !set.insert(metric.clone()) {
+                    return Err(exec_err(
+                        "multiple matches for labels: grouping labels must ensure unique matches",
+                    ));
+                }
+            }
+            None => {
+                let mut set = std::collections::HashSet::new();
+                set.insert(metric.clone());
+                matched.insert(s, set);
+            }
+        }
+        out.push(Elem {
+            labels: metric,
+            v: value,
+        });
+    }
+    Ok(out)
+}
+
+/// Grouping key of an aggregation.
+fn group_key(l: &Labels, grouping: &[String], without: bool) -> String {
+    if without {
+        signature(l, false, grouping)
+    } else {
+        signature(l, true, grouping)
+    }
+}
+
+fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
+    let mut b = l.builder();
+    if without {
+        b.retain(|x| x.name != METRIC_NAME && !grouping.iter().any(|g| g == &x.name));
+    } else {
+        b.retain(|x| grouping.iter().any(|g| g == &x.name));
+    }
+    b.build()
+}
+
+struct Group {
+    labels: Labels,
+    value: f64,
+    mean: f64,
+    count: f64,
+    heap: Vec<Elem>,
+}
+
+/// `a < b` for the top-k heap (NaN is the smallest).
+fn less_topk(a: f64, b: f64) -> bool {
+    a.is_nan() || a < b
+}
+
+/// `a < b` for the bottom-k heap (NaN is the largest, popped first).
+fn less_bottomk(a: f64, b: f64) -> bool {
+    a.is_nan() || a > b
+}
+
+fn heap_up(h: &mut [Elem], mut j: usize, less: fn(f64, f64) -> bool) {
+    while j > 0 {
+        let i = (j - 1) / 2;
+        if !less(h[j].v, h[i].v) {
+            break;
+        }
+        h.swap(i, j);
+        j = i;
+    }
+}
+
+fn heap_down(h: &mut [Elem], mut i: usize, n: usize, less: fn(f64, f64) -> bool) {
+    loop {
+        let j1 = 2 * i + 1;
+        if j1 >= n {
+            break;
+        }
+        let mut j = j1;
+        let j2 = j1 + 1;
+        if j2 < n && less(h[j2].v, h[j1].v) {
+            j = j2;
+        }
+        if !less(h[j].v, h[i].v) {
+            break;
+        }
+        h.swap(i, j);
+        i = j;
+    }
+}
+
+fn heap_push(h: &mut Vec<Elem>, e: Elem, less: fn(f64, f64) -> bool) {
+    h.push(e);
+    let n = h.len() - 1;
+    heap_up(h, n, less);
+}
+
+fn heap_pop(h: &mut Vec<Elem>, less: fn(f64, f64) -> bool) {
+    let n = h.len() - 1;
+    h.swap(0, n);
+    heap_down(h, 0, n, less);
+    h.pop();
+}
+
+/// Prometheus' quantile over a set of values (φ-quantile with linear interpolation).
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| {
+        if a.is_nan() && !b.is_nan() {
+            std::cmp::Ordering::Less
+        } else if b.is_nan() && !a.is_nan() {
+            std::cmp::Ordering::Greater
+        } else {
+            a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+        }
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
+pub(crate) fn format_go_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+fn aggregate(
+    op: u16,
+    grouping: &[String],
+    without: bool,
+    param: f64,
+    label: &str,
+    vec: Vec<Elem>,
+) -> Result<Vec<Elem>> {
+    let mut k = 0usize;
+    if op == T_TOPK || op == T_BOTTOMK {
+        if !(param >= i64::MIN as f64 && param <= i64::MAX as f64) {
+            return Err(exec_err(format!(
+                "Scalar value {} overflows int64",
+                crate::format_value(param)
+            )));
+        }
+        let ki = param as i64;
+        if ki < 1 {
+            return Ok(Vec::new());
+        }
+        k = ki as usize;
+    }
+    let mut grouping: Vec<String> = grouping.to_vec();
+    if op == T_COUNT_VALUES {
+        if !skopos_model::is_valid_label_name(label) {
+            return Err(exec_err(format!("invalid label name {label:?}")));
+        }
+        if !without {
+            grouping.push(label.to_string());
+        }
+    }
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for s in vec {
+        let metric = if op == T_COUNT_VALUES {
+            let mut b = s.labels.builder();
+            b.set(label.to_string(), format_go_float(s.v));
+            b.build()
+        } else {
+            s.labels.clone()
+        };
+        let key = group_key(&metric, &grouping, without);
+        let Some(&gi) = index.get(&key) else {
+            let mut g = Group {
+                labels: group_labels(&metric, &grouping, without),
+                value: s.v,
+                mean: s.v,
+                count: 1.0,
+                heap: Vec::new(),
+            };
+            match op {
+                T_STDVAR | T_STDDEV => g.value = 0.0,
+                T_TOPK | T_BOTTOMK | T_QUANTILE => g.heap.push(s),
+                T_GROUP => g.value = 1.0,
+                _ => {}
+            }
+            index.insert(key, groups.len());
+            groups.push(g);
+            continue;
+        };
+        let g = &mut groups[gi];
+        match op {
+            T_SUM => g.value += s.v,
+            T_AVG => {
+                g.count += 1.0;
+                if g.mean.is_infinite() {
+                    if s.v.is_infinite() && (g.mean > 0.0) == (s.v > 0.0) {
+                        continue;
+                    }
+                    if !s.v.is_infinite() && !s.v.is_nan() {
+                        continue;
+                    }
+                }
+                g.mean += s.v / g.count - g.mean / g.count;
+            }
+            T_GROUP => {}
+            T_MAX => {
+                if g.value < s.v || g.value.is_nan() {
+                    g.value = s.v;
+                }
+            }
+            T_MIN => {
+                if g.value > s.v || g.value.is_nan() {
+                    g.value = s.v;
+                }
+            }
+            T_COUNT | T_COUNT_VALUES => g.count += 1.0,
+            T_STDVAR | T_STDDEV => {
+                g.count += 1.0;
+                let delta = s.v - g.mean;
+                g.mean += delta / g.count;
+                g.value += delta * (s.v - g.mean);
+            }
+            T_TOPK => {
+                if g.heap.len() < k || less_topk(g.heap[0].v, s.v) || g.heap[0].v.is_nan() {
+                    if g.heap.len() == k {
+                        if k == 1 {
+                            g.heap[0] = s;
+                            continue;
+                        }
+                        heap_pop(&mut g.heap, less_topk);
+                    }
+                    heap_push(&mut g.heap, s, less_topk);
+                }
+            }
+            T_BOTTOMK => {
+                if g.heap.len() < k || less_bottomk(g.heap[0].v, s.v) || g.heap[0].v.is_nan() {
+                    if g.heap.len() == k {
+                        if k == 1 {
+                            g.heap[0] = s;
+                            continue;
+                        }
+                        heap_pop(&mut g.heap, less_bottomk);
+                    }
+                    heap_push(&mut g.heap, s, less_bottomk);
+                }
+            }
+            T_QUANTILE => g.heap.push(s),
+            _ => return Err(exec_err("unknown aggregation")),
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for mut g in groups {
+        let v = match op {
+            T_AVG => g.mean,
+            T_COUNT | T_COUNT_VALUES => g.count,
+            T_STDVAR => g.value / g.count,
+            T_STDDEV => (g.value / g.count).sqrt(),
+            T_TOPK | T_BOTTOMK => {
+                let less = if op == T_TOPK {
+                    less_topk
+                } else {
+                    less_bottomk
+                };
+                // Largest first for topk, smallest first for bottomk.
+                g.heap.sort_by(|a, b| {
+                    if less(b.v, a.v) {
+                        std::cmp::Ordering::Less
+                    } else if less(a.v, b.v) {
+                        std::cmp::Ordering::Greater
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                });
+                out.extend(g.heap);
+                continue;
+            }
+            T_QUANTILE => {
+                let mut vals: Vec<f64> = g.heap.iter().map(|e| e.v).collect();
+                quantile(param, &mut vals)
+            }
+            _ => g.value,
+        };
+        out.push(Elem {
+            labels: g.labels,
+            v,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,191 @@
+//! PromQL evaluation for skopos, over the [`Queryable`] storage trait.
+//!
+//! Parsing is done by the `promql-parser` crate; this crate evaluates the
+//! parsed tree with Prometheus 2.x semantics (lookback, staleness, `@`,
+//! offsets, subqueries, vector matching, aggregations and functions).
+//!
+//! The one design decision to know: every selector is fetched from storage
+//! once for the whole query (the time range it can possibly reach is computed
+//! up front, as Prometheus does), and the expression is then evaluated step
+//! by step over those preloaded series. An instant query is a range query
+//! with one step. Nothing here knows how samples are stored.
+
+mod eval;
+mod format;
+mod functions;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use skopos_model::{Labels, Queryable, Sample};
+
+pub use format::format_value;
+
+/// Engine limits. `Default` gives Prometheus' defaults.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (`--query.lookback-delta`).
+    pub lookback_delta_ms: i64,
+    /// Most samples a query may hold in memory at once (`--query.max-samples`).
+    pub max_samples: usize,
+    /// Wall-clock budget of one query (`--query.timeout`).
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 300_000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Step of a subquery written without one (`x[1h:]`): Prometheus' default
+/// global evaluation interval.
+pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// Cancels a running query from another thread (e.g. when the client goes away).
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorSample {
+    pub labels: Labels,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// One series of a range vector (matrix).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// The result of a query, in the four PromQL value types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar { t: i64, v: f64 },
+    String { t: i64, s: String },
+    Vector(Vec<VectorSample>),
+    Matrix(Vec<RangeSeries>),
+}
+
+impl Value {
+    /// Prometheus' `resultType` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar { .. } => "scalar",
+            Value::String { .. } => "string",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+        }
+    }
+}
+
+/// Why a query failed. [`QueryError::error_type`] gives Prometheus' API `errorType`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("{0}")]
+    Execution(String),
+    #[error("query timed out in query execution")]
+    Timeout,
+    #[error("query was canceled in query execution")]
+    Canceled,
+    /// Carries the limit that was exceeded.
+    #[error("query processing would load too many samples into memory in query execution")]
+    TooManySamples(usize),
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl QueryError {
+    /// The `errorType` string of Prometheus' HTTP API.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            QueryError::Parse(_) => "bad_data",
+            QueryError::Execution(_) | QueryError::TooManySamples(_) => "execution",
+            QueryError::Timeout => "timeout",
+            QueryError::Canceled => "canceled",
+            QueryError::Storage(_) => "internal",
+        }
+    }
+}
+
+/// The PromQL engine: stateless apart from its options, shareable across threads.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `expr` at one instant (`/api/v1/query`).
+    pub fn instant(
+        &self,
+        q: &dyn Queryable,
+        expr: &str,
+        time_ms: i64,
+        cancel: &CancelToken,
+    ) -> Result<Value, QueryError> {
+        let ast = parse(expr)?;
+        eval::run(&self.opts, q, &ast, time_ms, time_ms, 0, false, cancel)
+    }
+
+    /// Evaluates `expr` at every step of `[start, end]` (`/api/v1/query_range`).
+    /// The result is always a matrix.
+    pub fn range(
+        &self,
+        q: &dyn Queryable,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        cancel: &CancelToken,
+    ) -> Result<Value, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::Parse(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::Parse(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let ast = parse(expr)?;
+        eval::run(&self.opts, q, &ast, start_ms, end_ms, step_ms, true, cancel)
+    }
+}
+
+/// Parses a PromQL expression (with `holt_winters`, which Prometheus 2.x has
+/// and the parser knows under its 3.x name only).
+pub fn parse(expr: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+    functions::register_extra();
+    promql_parser::parser::parse(expr).map_err(QueryError::Parse)
+}

@@ -1,0 +1,540 @@
+//! Runs the PromQL test scripts in `testdata/*.test` (Prometheus' script
+//! format: `load`, `clear`, `eval instant at`, `eval_fail`, `eval_ordered`,
+//! `eval range from .. to .. step ..`) against an in-memory store.
+
+use std::time::Duration;
+
+use skopos_model::{
+    Labels, LabelsBuilder, Matcher, Queryable, Sample, SeriesSamples, StorageError, STALE_NAN,
+};
+use skopos_promql::{CancelToken, Engine, EngineOptions, Value};
+
+/// The simplest possible storage: series in a vector, filtered by matchers.
+#[derive(Default)]
+struct MemStore {
+    series: Vec<SeriesSamples>,
+}
+
+impl MemStore {
+    fn add(&mut self, labels: Labels, samples: Vec<Sample>) {
+        match self.series.iter_mut().find(|s| s.labels == labels) {
+            Some(s) => {
+                s.samples.extend(samples);
+                s.samples.sort_by_key(|x| x.t);
+            }
+            None => self.series.push(SeriesSamples { labels, samples }),
+        }
+        self.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
+
+    fn matching<'a>(
+        &'a self,
+        matchers: &'a [Matcher],
+    ) -> impl Iterator<Item = &'a SeriesSamples> + 'a {
+        self.series
+            .iter()
+            .filter(move |s| matchers.iter().all(|m| m.matches_labels(&s.labels)))
+    }
+}
+
+impl Queryable for MemStore {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StorageError> {
+        Ok(self
+            .matching(matchers)
+            .map(|s| SeriesSamples {
+                labels: s.labels.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .copied()
+                    .filter(|x| x.t >= mint && x.t <= maxt)
+                    .collect(),
+            })
+            .filter(|s| !s.samples.is_empty())
+            .collect())
+    }
+
+    fn series(&self, matchers: &[Matcher], _: i64, _: i64) -> Result<Vec<Labels>, StorageError> {
+        Ok(self.matching(matchers).map(|s| s.labels.clone()).collect())
+    }
+
+    fn label_names(&self, _: &[Matcher], _: i64, _: i64) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    fn label_values(
+        &self,
+        _: &str,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+}
+
+fn duration_ms(s: &str) -> Result<i64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    promql_parser::util::parse_duration(s)
+        .map(|d: Duration| d.as_millis() as i64)
+        .map_err(|e| format!("bad duration {s:?}: {e}"))
+}
+
+fn parse_number(s: &str) -> Result<f64, String> {
+    match s {
+        "Inf" | "+Inf" | "inf" | "+inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        "NaN" | "nan" => Ok(f64::NAN),
+        _ => s.parse::<f64>().map_err(|_| format!("bad number {s:?}")),
+    }
+}
+
+/// Splits `a+b` / `a-b` (either may be signed or use exponents) at the operator.
+fn split_increment(s: &str) -> Option<(&str, f64, &str)> {
+    let bytes = s.as_bytes();
+    for i in (1..bytes.len()).rev() {
+        let c = bytes[i];
+        if (c == b'+' || c == b'-') && !matches!(bytes[i - 1], b'e' | b'E') {
+            let sign = if c == b'+' { 1.0 } else { -1.0 };
+            return Some((&s[..i], sign, &s[i + 1..]));
+        }
+    }
+    None
+}
+
+/// Expands a series value notation into optional values (None for `_`).
+fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
+    let mut out = Vec::new();
+    for tok in tokens {
+        if *tok == "_" {
+            out.push(None);
+            continue;
+        }
+        if *tok == "stale" {
+            out.push(Some(STALE_NAN));
+            continue;
+        }
+        let (head, times) = match tok.rsplit_once('x') {
+            Some((h, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                (h, Some(n.parse::<usize>().map_err(|e| e.to_string())?))
+            }
+            _ => (*tok, None),
+        };
+        let Some(n) = times else {
+            out.push(Some(parse_number(head)?));
+            continue;
+        };
+        if head == "_" {
+            out.extend(std::iter::repeat_n(None, n));
+            continue;
+        }
+        match split_increment(head) {
+            Some((a, sign, b)) => {
+                let mut v = parse_number(a)?;
+                let inc = sign * parse_number(b)?;
+                out.push(Some(v));
+                for _ in 0..n {
+                    v += inc;
+                    out.push(Some(v));
+                }
+            }
+            None => {
+                let v = if head == "stale" {
+                    STALE_NAN
+                } else {
+                    parse_number(head)?
+                };
+                out.extend(std::iter::repeat_n(Some(v), n + 1));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `name{a="b", ...}` (either part optional) and returns the labels and the rest.
+fn parse_series(line: &str) -> Result<(Labels, &str), String> {
+    let line = line.trim();
+    let mut b = LabelsBuilder::new();
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if !name.is_empty() {
+        b.set("__name__", name);
+    }
+    let mut rest = &line[name_end..];
+    if let Some(r) = rest.strip_prefix('{') {
+        let mut chars = r.char_indices().peekable();
+        let mut end = None;
+        loop {
+            while let Some((_, c)) = chars.peek() {
+                if c.is_whitespace() || *c == ',' {
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let Some(&(start, c)) = chars.peek() else {
+                break;
+            };
+            if c == '}' {
+                end = Some(start + 1);
+                break;
+            }
+            let mut lname = String::new();
+            while let Some(&(_, c)) = chars.peek() {
+                if c == '=' || c.is_whitespace() {
+                    break;
+                }
+                lname.push(c);
+                chars.next();
+            }
+            while let Some(&(_, c)) = chars.peek() {
+                if c == '=' || c.is_whitespace() {
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if chars.next().map(|x| x.1) != Some('"') {
+                return Err(format!(
+                    "expected quoted value for label {lname} in {line:?}"
+                ));
+            }
+            let mut val = String::new();
+            loop {
+                match chars.next() {
+                    Some((_, '"')) => break,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => val.push('\n'),
+                        Some((_, 't')) => val.push('\t'),
+                        Some((_, c)) => val.push(c),
+                        None => return Err("unterminated label value".into()),
+                    },
+                    Some((_, c)) => val.push(c),
+                    None => return Err("unterminated label value".into()),
+                }
+            }
+            b.set(lname, val);
+        }
+        let end = end.ok_or_else(|| format!("unterminated label set in {line:?}"))?;
+        rest = &r[end..];
+    }
+    Ok((b.build(), rest.trim()))
+}
+
+fn almost_equal(a: f64, b: f64) -> bool {
+    const EPSILON: f64 = 0.000001;
+    const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || diff < MIN_NORMAL {
+        return diff < EPSILON * MIN_NORMAL;
+    }
+    diff / (a.abs() + b.abs()) < EPSILON
+}
+
+enum Expect {
+    Scalar(f64),
+    Series(Labels, Vec<Option<f64>>),
+}
+
+struct EvalCmd {
+    line: usize,
+    expr: String,
+    start: i64,
+    end: i64,
+    step: i64,
+    range: bool,
+    fail: bool,
+    ordered: bool,
+    fail_msg: Option<String>,
+    expect: Vec<Expect>,
+}
+
+fn run_eval(engine: &Engine, store: &MemStore, cmd: &EvalCmd) -> Result<(), String> {
+    let cancel = CancelToken::new();
+    let res = if cmd.range {
+        engine.range(store, &cmd.expr, cmd.start, cmd.end, cmd.step, &cancel)
+    } else {
+        engine.instant(store, &cmd.expr, cmd.start, &cancel)
+    };
+    if cmd.fail {
+        return match res {
+            Ok(v) => Err(format!("expected an error, got {v:?}")),
+            Err(e) => match &cmd.fail_msg {
+                Some(m) if !e.to_string().contains(m.as_str()) => {
+                    Err(format!("error {e:?} does not contain {m:?}"))
+                }
+                _ => Ok(()),
+            },
+        };
+    }
+    let val = res.map_err(|e| format!("unexpected error: {e}"))?;
+    match val {
+        Value::Scalar { v, .. } => match cmd.expect.as_slice() {
+            [Expect::Scalar(want)] if almost_equal(*want, v) => Ok(()),
+            _ => Err(format!("got scalar {v}")),
+        },
+        Value::String { s, .. } => Err(format!("got string {s:?}")),
+        Value::Vector(got) => {
+            if got.len() != cmd.expect.len() {
+                return Err(format!(
+                    "expected {} samples, got {}: {}",
+                    cmd.expect.len(),
+                    got.len(),
+                    got.iter()
+                        .map(|s| format!("{} {}", s.labels, s.v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            for (i, exp) in cmd.expect.iter().enumerate() {
+                let Expect::Series(labels, vals) = exp else {
+                    return Err("expected a scalar, got a vector".into());
+                };
+                let want = vals.first().copied().flatten().unwrap_or(f64::NAN);
+                let found = if cmd.ordered {
+                    (got[i].labels == *labels).then_some(&got[i])
+                } else {
+                    got.iter().find(|s| s.labels == *labels)
+                };
+                let Some(s) = found else {
+                    return Err(format!(
+                        "expected {labels} (position {i}) not found in {}",
+                        got.iter()
+                            .map(|s| format!("{} {}", s.labels, s.v))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                };
+                if !almost_equal(want, s.v) {
+                    return Err(format!("{labels}: expected {want}, got {}", s.v));
+                }
+            }
+            Ok(())
+        }
+        Value::Matrix(got) => {
+            if got.len() != cmd.expect.len() {
+                return Err(format!(
+                    "expected {} series, got {}: {:?}",
+                    cmd.expect.len(),
+                    got.len(),
+                    got.iter().map(|s| s.labels.to_string()).collect::<Vec<_>>()
+                ));
+            }
+            for exp in &cmd.expect {
+                let Expect::Series(labels, vals) = exp else {
+                    return Err("expected a scalar, got a matrix".into());
+                };
+                let Some(s) = got.iter().find(|s| s.labels == *labels) else {
+                    return Err(format!("expected series {labels} not found"));
+                };
+                let want: Vec<Sample> = vals
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| Sample::new(cmd.start + i as i64 * cmd.step, v)))
+                    .collect();
+                let same = want.len() == s.samples.len()
+                    && want
+                        .iter()
+                        .zip(&s.samples)
+                        .all(|(a, b)| a.t == b.t && almost_equal(a.v, b.v));
+                if !same {
+                    return Err(format!(
+                        "{labels}: expected {:?}, got {:?}",
+                        want.iter().map(|x| (x.t, x.v)).collect::<Vec<_>>(),
+                        s.samples.iter().map(|x| (x.t, x.v)).collect::<Vec<_>>()
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_eval(line_no: usize, line: &str) -> Result<EvalCmd, String> {
+    let (kw, rest) = line.split_once(' ').ok_or("eval without arguments")?;
+    let (fail, ordered) = match kw {
+        "eval" => (false, false),
+        "eval_fail" => (true, false),
+        "eval_ordered" => (false, true),
+        _ => return Err(format!("unknown command {kw}")),
+    };
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let mut cmd = EvalCmd {
+        line: line_no,
+        expr: String::new(),
+        start: 0,
+        end: 0,
+        step: 0,
+        range: false,
+        fail,
+        ordered,
+        fail_msg: None,
+        expect: Vec::new(),
+    };
+    let skip_words = |n: usize| -> String {
+        let mut r = rest.trim_start();
+        for _ in 0..n {
+            r = r
+                .split_once(char::is_whitespace)
+                .map(|x| x.1)
+                .unwrap_or("")
+                .trim_start();
+        }
+        r.to_string()
+    };
+    match words.as_slice() {
+        ["instant", "at", t, ..] => {
+            cmd.start = duration_ms(t)?;
+            cmd.end = cmd.start;
+            cmd.expr = skip_words(3);
+        }
+        ["range", "from", s, "to", e, "step", st, ..] => {
+            cmd.range = true;
+            cmd.start = duration_ms(s)?;
+            cmd.end = duration_ms(e)?;
+            cmd.step = duration_ms(st)?;
+            cmd.expr = skip_words(7);
+        }
+        _ => return Err(format!("cannot parse eval command {line:?}")),
+    }
+    Ok(cmd)
+}
+
+/// Runs one script file; panics with every failing case's file and line.
+fn check(file: &str) {
+    let path = format!("{}/testdata/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let lines: Vec<&str> = text.lines().collect();
+    let engine = Engine::new(EngineOptions::default());
+    let mut store = MemStore::default();
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    let mut i = 0;
+    let mut fail = |line: usize, msg: String| failures.push(format!("{file}:{line}: {msg}"));
+    while i < lines.len() {
+        let line = lines[i].trim();
+        let line_no = i + 1;
+        i += 1;
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // The block: following lines up to a blank line.
+        let mut block = Vec::new();
+        while i < lines.len() && !lines[i].trim().is_empty() {
+            if !lines[i].trim().starts_with('#') {
+                block.push((i + 1, lines[i].trim()));
+            }
+            i += 1;
+        }
+        if line == "clear" {
+            store = MemStore::default();
+            continue;
+        }
+        if let Some(interval) = line.strip_prefix("load ") {
+            let interval = match duration_ms(interval.trim()) {
+                Ok(d) => d,
+                Err(e) => {
+                    fail(line_no, e);
+                    continue;
+                }
+            };
+            for (ln, def) in block {
+                let res = parse_series(def).and_then(|(labels, rest)| {
+                    let toks: Vec<&str> = rest.split_whitespace().collect();
+                    Ok((labels, expand_values(&toks)?))
+                });
+                match res {
+                    Ok((labels, vals)) => {
+                        let samples = vals
+                            .into_iter()
+                            .enumerate()
+                            .filter_map(|(k, v)| v.map(|v| Sample::new(k as i64 * interval, v)))
+                            .collect();
+                        store.add(labels, samples);
+                    }
+                    Err(e) => fail(ln, e),
+                }
+            }
+            continue;
+        }
+        if line.starts_with("eval") {
+            cases += 1;
+            let mut cmd = match parse_eval(line_no, line) {
+                Ok(c) => c,
+                Err(e) => {
+                    fail(line_no, e);
+                    continue;
+                }
+            };
+            let mut bad = false;
+            for (ln, exp) in block {
+                if let Some(m) = exp.strip_prefix("expected_fail_message ") {
+                    cmd.fail_msg = Some(m.trim().to_string());
+                    continue;
+                }
+                let first = exp.split_whitespace().next().unwrap_or("");
+                if !first.contains('{') && parse_number(first).is_ok() {
+                    match parse_number(first) {
+                        Ok(v) => cmd.expect.push(Expect::Scalar(v)),
+                        Err(e) => {
+                            fail(ln, e);
+                            bad = true;
+                        }
+                    }
+                    continue;
+                }
+                match parse_series(exp).and_then(|(labels, rest)| {
+                    let toks: Vec<&str> = rest.split_whitespace().collect();
+                    Ok((labels, expand_values(&toks)?))
+                }) {
+                    Ok((labels, vals)) => cmd.expect.push(Expect::Series(labels, vals)),
+                    Err(e) => {
+                        fail(ln, e);
+                        bad = true;
+                    }
+                }
+            }
+            if bad {
+                continue;
+            }
+            if let Err(e) = run_eval(&engine, &store, &cmd) {
+                fail(cmd.line, format!("{}: {e}", cmd.expr));
+            }
+            continue;
+        }
+        fail(line_no, format!("unknown command {line:?}"));
+    }
+    assert!(cases > 0, "{file}: no eval cases");
+    if !failures.is_empty() {
+        panic!(
+            "{} of {cases} cases failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+macro_rules! scripts {
+    ($($name:ident => $file:literal,)*) => {
+        $(#[test] fn $name() { check($file); })*
+    };
+}
+
+scripts! {
+    selectors => "selectors.test",
+}
