@@ -28,6 +28,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn new(status: StatusCode, error_type: &'static str, message: String) -> Self {
+        ApiError {
+            status,
+            error_type,
+            message,
+        }
+    }
+
     pub fn bad_data(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,

@@ -12,6 +12,7 @@ mod auth;
 mod body;
 mod grpc;
 mod otlp_http;
+mod query_api;
 mod remote_write;
 mod selfmon;
 mod server;

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub maintenance_interval: Duration,
     pub scrape: Option<ScrapeConfigFile>,
     pub otlp: TranslatorOptions,
+    /// PromQL limits: lookback delta, max samples, timeout.
+    pub query: skopos_promql::EngineOptions,
+    /// Queries evaluated at once; more wait (`--query.max-concurrency`).
+    pub query_max_concurrency: usize,
 }
 
 impl ServerConfig {
@@ -69,6 +73,8 @@ impl ServerConfig {
             maintenance_interval: Duration::from_secs(60),
             scrape: None,
             otlp: TranslatorOptions::default(),
+            query: skopos_promql::EngineOptions::default(),
+            query_max_concurrency: 20,
         }
     }
 
@@ -105,6 +111,13 @@ pub struct AppState {
     pub otlp: Translator,
     pub max_body_bytes: usize,
     pub auth_token: Option<String>,
+    pub query: QueryState,
+}
+
+/// What the query handlers share: engine limits and the concurrency gate.
+pub struct QueryState {
+    pub opts: skopos_promql::EngineOptions,
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A store failure, classified for status codes.
@@ -225,6 +238,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         otlp: Translator::new(config.otlp.clone()),
         max_body_bytes: config.max_body_bytes,
         auth_token: config.auth_token.clone(),
+        query: QueryState {
+            opts: config.query.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                config.query_max_concurrency.max(1),
+            )),
+        },
     });
 
     let main_listener = bind(config.listen, "--listen")?;
@@ -454,6 +473,19 @@ fn router(state: Arc<AppState>) -> Router {
             get(crate::api::labels).post(crate::api::labels),
         )
         .route("/api/v1/label/{name}/values", get(crate::api::label_values))
+        .route(
+            "/api/v1/query",
+            get(crate::query_api::query).post(crate::query_api::query),
+        )
+        .route(
+            "/api/v1/query_range",
+            get(crate::query_api::query_range).post(crate::query_api::query_range),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(crate::query_api::format_query).post(crate::query_api::format_query),
+        )
+        .route("/api/v1/status/buildinfo", get(crate::query_api::buildinfo))
         .route("/metrics", get(self_metrics))
         .route("/-/healthy", get(|| async { "skopos is Healthy.\n" }))
         .route("/-/ready", get(|| async { "skopos is Ready.\n" }))

@@ -530,3 +530,136 @@ async fn otlp_json_over_http_is_stored_and_partial_success_reports_rejections() 
     );
     h.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn query_api_shapes_results_and_errors_like_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |c| c.query.max_samples = 1000).await;
+    let addr = h.listen;
+    let t = 1_700_000_000_000i64;
+    let mut b = batch(
+        "reqs_total",
+        &[("job", "a")],
+        &[(t, 1.0), (t + 15_000, 4.0), (t + 30_000, 7.0)],
+    );
+    b.series.extend(
+        batch(
+            "reqs_total",
+            &[("job", "b")],
+            &[(t, 10.0), (t + 15_000, 20.0), (t + 30_000, 30.0)],
+        )
+        .series,
+    );
+    let (code, _) = post(
+        addr,
+        "/api/v1/write",
+        RW,
+        skopos_ingest::remote_write::encode(&b),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 204);
+    let get = |path: String| async move {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let code = r.status().as_u16();
+        (code, r.json::<serde_json::Value>().await.unwrap())
+    };
+
+    let (code, v) = get("/api/v1/query?query=sum(reqs_total)&time=1700000030".into()).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["data"],
+        serde_json::json!({"resultType": "vector", "result": [{"metric": {}, "value": [1700000030.0, "37"]}]})
+    );
+
+    let (code, v) =
+        get("/api/v1/query?query=reqs_total{job=\"a\"}[1m]&time=1700000030".into()).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["resultType"], "matrix");
+    assert_eq!(
+        v["data"]["result"][0]["values"],
+        serde_json::json!([
+            [1700000000.0, "1"],
+            [1700000015.0, "4"],
+            [1700000030.0, "7"]
+        ])
+    );
+
+    let (code, v) = get("/api/v1/query?query=1/0&time=1700000000.5".into()).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        v["data"],
+        serde_json::json!({"resultType": "scalar", "result": [1700000000.5, "+Inf"]})
+    );
+
+    let (code, v) = get(
+        "/api/v1/query_range?query=reqs_total*2&start=1700000000&end=1700000030&step=15s".into(),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let series = v["data"]["result"].as_array().unwrap();
+    assert_eq!(series.len(), 2);
+    assert_eq!(
+        series[0]["metric"],
+        serde_json::json!({"job": "a"}),
+        "arithmetic drops the metric name"
+    );
+    assert_eq!(
+        series[0]["values"],
+        serde_json::json!([
+            [1700000000.0, "2"],
+            [1700000015.0, "8"],
+            [1700000030.0, "14"]
+        ])
+    );
+
+    for (path, code_want, kind, needle) in [
+        ("/api/v1/query?query=sum(", 400, "bad_data", ""),
+        (
+            "/api/v1/query_range?query=up&start=10&end=5&step=1",
+            400,
+            "bad_data",
+            "end timestamp",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=100000&step=1",
+            400,
+            "bad_data",
+            "11,000 points",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=10&step=0",
+            400,
+            "bad_data",
+            "zero or negative",
+        ),
+        (
+            "/api/v1/query?query=count_over_time(reqs_total[1y])&time=1700000030",
+            200,
+            "",
+            "",
+        ),
+        (
+            "/api/v1/query_range?query=reqs_total&start=1700000000&end=1700000300&step=0.1",
+            422,
+            "execution",
+            "too many samples",
+        ),
+    ] {
+        let (code, v) = get(path.to_string()).await;
+        assert_eq!(code, code_want, "{path}: {v}");
+        if code != 200 {
+            assert_eq!(v["status"], "error", "{path}");
+            assert_eq!(v["errorType"], kind, "{path}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(needle), "{path}: {v}");
+        }
+    }
+
+    let (code, v) = get("/api/v1/format_query?query=sum(rate(x[5m]))by(job)".into()).await;
+    assert_eq!(code, 200);
+    assert_eq!(v["data"], "sum by (job) (rate(x[5m]))");
+    let (code, v) = get("/api/v1/status/buildinfo".into()).await;
+    assert_eq!(code, 200);
+    assert!(v["data"]["version"].is_string());
+    h.shutdown().await.unwrap();
+}

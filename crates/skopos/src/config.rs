@@ -73,6 +73,18 @@ pub struct ServerFlags {
     /// How often skopos stores its own metrics, or `off` [default: 15s]
     #[arg(long)]
     pub self_scrape_interval: Option<String>,
+    /// How far back an instant selector looks for a sample [default: 5m]
+    #[arg(long = "query.lookback-delta")]
+    pub query_lookback_delta: Option<String>,
+    /// Most samples one query may load [default: 50000000]
+    #[arg(long = "query.max-samples")]
+    pub query_max_samples: Option<usize>,
+    /// Longest a query may run [default: 2m]
+    #[arg(long = "query.timeout")]
+    pub query_timeout: Option<String>,
+    /// Queries evaluated at once; more wait [default: 20]
+    #[arg(long = "query.max-concurrency")]
+    pub query_max_concurrency: Option<usize>,
 }
 
 /// The config file. Unknown keys are an error, so a typo is caught.
@@ -97,6 +109,10 @@ struct FileConfig {
     max_label_name_length: Option<usize>,
     max_label_value_length: Option<usize>,
     self_scrape_interval: Option<String>,
+    query_lookback_delta: Option<String>,
+    query_max_samples: Option<usize>,
+    query_timeout: Option<String>,
+    query_max_concurrency: Option<usize>,
     log_format: Option<String>,
     global: Option<serde_yaml_ng::Value>,
     scrape_configs: Option<serde_yaml_ng::Value>,
@@ -206,6 +222,26 @@ pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
         } else {
             Some(parse_duration(&v).map_err(|e| anyhow!("--self-scrape-interval: {e}"))?)
         };
+    }
+    if let Some(v) = pick!(query_lookback_delta) {
+        let d = parse_duration(&v).map_err(|e| anyhow!("--query.lookback-delta: {e}"))?;
+        if d.is_zero() {
+            bail!("--query.lookback-delta must be greater than 0");
+        }
+        cfg.query.lookback_delta_ms = d.as_millis() as i64;
+    }
+    if let Some(v) = pick!(query_max_samples) {
+        cfg.query.max_samples = v;
+    }
+    if let Some(v) = pick!(query_timeout) {
+        let d = parse_duration(&v).map_err(|e| anyhow!("--query.timeout: {e}"))?;
+        if d.is_zero() {
+            bail!("--query.timeout must be greater than 0");
+        }
+        cfg.query.timeout = d;
+    }
+    if let Some(v) = pick!(query_max_concurrency) {
+        cfg.query_max_concurrency = v.max(1);
     }
     if file.global.is_some() || file.scrape_configs.is_some() {
         let mut m = serde_yaml_ng::Mapping::new();
