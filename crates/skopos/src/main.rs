@@ -3,6 +3,7 @@
 //! only place that knows about flags, config files and exit codes.
 
 mod config;
+mod query_cmd;
 mod tsdb_cmd;
 mod units;
 
@@ -29,6 +30,33 @@ struct Cli {
 enum Command {
     /// Run the server: ingestion, storage and query APIs on one port.
     Server(Box<config::ServerFlags>),
+    /// Run a PromQL query against a running server (instant, or range with
+    /// --start/--end/--step).
+    Query {
+        /// The PromQL expression.
+        expr: String,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9700")]
+        url: String,
+        /// Evaluation time of an instant query (RFC 3339 or Unix seconds) [default: now]
+        #[arg(long)]
+        time: Option<String>,
+        /// Start of a range query (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        start: Option<String>,
+        /// End of a range query.
+        #[arg(long)]
+        end: Option<String>,
+        /// Step of a range query, e.g. 15s [default: 60s]
+        #[arg(long)]
+        step: Option<String>,
+        /// Output: table or json (the raw API response).
+        #[arg(short = 'o', long, default_value = "table")]
+        output: String,
+        /// File holding the server's bearer token.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+    },
     /// Work with the metrics store on disk.
     Tsdb {
         #[command(subcommand)]
@@ -117,6 +145,36 @@ fn main() -> std::process::ExitCode {
                 .or_else(|| config::log_format_from_file(&flags))
                 .unwrap_or_else(|| "text".into());
             init_logging(&format).and_then(|_| run_server(&flags))
+        }
+        Command::Query {
+            expr,
+            url,
+            time,
+            start,
+            end,
+            step,
+            output,
+            auth_token_file,
+        } => {
+            let token = auth_token_file.map(|p| {
+                std::fs::read_to_string(&p)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read auth token file {}: {e}", p.display())
+                    })
+            });
+            token.transpose().and_then(|token| {
+                query_cmd::run(query_cmd::QueryArgs {
+                    expr,
+                    url,
+                    time,
+                    start,
+                    end,
+                    step,
+                    output,
+                    token,
+                })
+            })
         }
         Command::Tsdb { command } => init_logging(cli.log_format.as_deref().unwrap_or("text"))
             .and_then(|_| match command {

@@ -2,88 +2,16 @@
 //! and restarted on the same data directory; every acknowledged sample must
 //! be there. A WAL segment cut mid-record must not stop the server booting.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::time::Duration;
+
+use common::{start as start_with, stop, Server};
 use skopos_model::{Labels, Matcher, Sample, SeriesSamples, WriteBatch};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
 fn start(dir: &Path) -> Server {
-    let port = free_port();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.with_extension("log"))
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_skopos"))
-        .args(["server", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--otlp-http-listen",
-            "off",
-            "--otlp-grpc-listen",
-            "off",
-            "--self-scrape-interval",
-            "off",
-        ])
-        .args(["--wal-fsync", "never"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if ready(port) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { child, url }
-}
-
-/// Polls `/-/ready` with a plain blocking HTTP/1.0 request (no runtime).
-fn ready(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-    if c.write_all(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = c.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
-}
-
-fn stop(mut s: Server) {
-    unsafe {
-        libc::kill(s.child.id() as i32, libc::SIGTERM);
-    }
-    let status = s.child.wait().unwrap();
-    assert!(
-        status.success(),
-        "graceful shutdown should exit 0, got {status}"
-    );
+    start_with(dir, &["--wal-fsync", "never"])
 }
 
 fn batch(i: i64, series: usize) -> WriteBatch {
