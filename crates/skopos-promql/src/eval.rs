@@ -123,10 +123,12 @@ pub(crate) fn run(
     if is_range {
         match ast.value_type() {
             ValueType::Vector | ValueType::Scalar => {}
-            t => return Err(QueryError::Parse(format!(
+            t => {
+                return Err(QueryError::Parse(format!(
                 "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
                 type_name(t)
-            ))),
+            )))
+            }
         }
     }
     ev.plan(q, ast, start, end)?;
