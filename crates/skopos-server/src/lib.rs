@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod body;
 mod grpc;
+mod metadata;
 mod otlp_http;
 mod query_api;
 mod remote_write;

@@ -72,6 +72,7 @@ pub async fn export(
     req: &ExportMetricsServiceRequest,
 ) -> Result<Option<ExportMetricsPartialSuccess>, StoreError> {
     let translation = st.otlp.translate(req);
+    st.metadata.record(&translation.metadata);
     if translation.rejected_points > 0 {
         st.metrics.rejected(
             "otlp",

@@ -46,6 +46,7 @@ pub async fn write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
+    st.metadata.record(&decoded.metadata);
     match st.store(PROTO, decoded.batch).await {
         Ok(outcome) => match outcome.first_rejection.clone() {
             Some(msg) => (

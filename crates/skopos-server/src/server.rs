@@ -112,6 +112,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub auth_token: Option<String>,
     pub query: QueryState,
+    pub metadata: crate::metadata::MetadataStore,
 }
 
 /// What the query handlers share: engine limits and the concurrency gate.
@@ -244,6 +245,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
                 config.query_max_concurrency.max(1),
             )),
         },
+        metadata: crate::metadata::MetadataStore::default(),
     });
 
     let main_listener = bind(config.listen, "--listen")?;
@@ -486,6 +488,12 @@ fn router(state: Arc<AppState>) -> Router {
             get(crate::query_api::format_query).post(crate::query_api::format_query),
         )
         .route("/api/v1/status/buildinfo", get(crate::query_api::buildinfo))
+        .route("/api/v1/status/tsdb", get(crate::metadata::status_tsdb))
+        .route("/api/v1/metadata", get(crate::metadata::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(crate::metadata::query_exemplars).post(crate::metadata::query_exemplars),
+        )
         .route("/metrics", get(self_metrics))
         .route("/-/healthy", get(|| async { "skopos is Healthy.\n" }))
         .route("/-/ready", get(|| async { "skopos is Ready.\n" }))

@@ -663,3 +663,71 @@ async fn query_api_shapes_results_and_errors_like_prometheus() {
     assert!(v["data"]["version"].is_string());
     h.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn metadata_status_tsdb_and_exemplars() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |_| {}).await;
+    let addr = h.listen;
+    let t = now_ms();
+    let mut b = batch(
+        "http_requests_total",
+        &[("job", "api"), ("code", "200")],
+        &[(t, 1.0)],
+    );
+    b.series.extend(
+        batch(
+            "http_requests_total",
+            &[("job", "api"), ("code", "500")],
+            &[(t, 1.0)],
+        )
+        .series,
+    );
+    b.series
+        .extend(batch("up", &[("job", "api")], &[(t, 1.0)]).series);
+    let md = skopos_ingest::MetricMetadata {
+        metric_family_name: "http_requests_total".into(),
+        type_: "counter".into(),
+        help: "Requests served.".into(),
+        unit: String::new(),
+    };
+    let req = skopos_ingest::remote_write::to_proto(&b, &[md]);
+    let body = skopos_ingest::remote_write::compress(&req);
+    let (code, text) = post(addr, "/api/v1/write", RW, body, &[]).await;
+    assert_eq!(code, 204, "{text}");
+    let get = |path: &'static str| async move {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let (code, v) = get("/api/v1/metadata").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        v["data"],
+        serde_json::json!({"http_requests_total": [{"type": "counter", "help": "Requests served.", "unit": ""}]})
+    );
+    let (_, v) = get("/api/v1/metadata?metric=nope").await;
+    assert_eq!(v["data"], serde_json::json!({}));
+
+    let (code, v) = get("/api/v1/status/tsdb").await;
+    assert_eq!(code, 200);
+    assert_eq!(v["data"]["headStats"]["numSeries"], 3);
+    assert_eq!(
+        v["data"]["seriesCountByMetricName"][0],
+        serde_json::json!({"name": "http_requests_total", "value": 2})
+    );
+    assert_eq!(
+        v["data"]["seriesCountByLabelValuePair"][0],
+        serde_json::json!({"name": "job=api", "value": 3})
+    );
+
+    let (code, v) = get("/api/v1/query_exemplars?query=up&start=1&end=2").await;
+    assert_eq!(code, 200);
+    assert_eq!(v["data"], serde_json::json!([]));
+    let (code, v) = get("/api/v1/query_exemplars?query=up(").await;
+    assert_eq!(code, 400);
+    assert_eq!(v["errorType"], "bad_data");
+    h.shutdown().await.unwrap();
+}

@@ -799,6 +799,47 @@ impl Db {
     }
 
     /// A cheap snapshot of sizes and cumulative counters.
+    /// Head cardinality with the `limit` largest entries of each list.
+    pub fn head_cardinality(&self, limit: usize) -> crate::HeadCardinality {
+        fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(limit);
+            v
+        }
+        let ix = self.head.index.read();
+        let syms = &ix.ix.symbols;
+        let (mut by_metric, mut values_by_name, mut bytes_by_name, mut pairs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut num_pairs = 0u64;
+        for (name, values) in &ix.ix.postings {
+            let name = syms.get(*name);
+            num_pairs += values.len() as u64;
+            values_by_name.push((name.to_string(), values.len() as u64));
+            let mut bytes = 0u64;
+            for (value, refs) in values {
+                let value = syms.get(*value);
+                bytes += value.len() as u64;
+                if name == skopos_model::METRIC_NAME {
+                    by_metric.push((value.to_string(), refs.len() as u64));
+                }
+                pairs.push((format!("{name}={value}"), refs.len() as u64));
+            }
+            bytes_by_name.push((name.to_string(), bytes));
+        }
+        let range = self.head.time_range();
+        crate::HeadCardinality {
+            num_series: ix.series.len() as u64,
+            num_label_pairs: num_pairs,
+            chunk_count: self.head.chunks.load(Ordering::Relaxed),
+            min_time: range.map(|r| r.0),
+            max_time: range.map(|r| r.1),
+            series_count_by_metric_name: top(by_metric, limit),
+            label_value_count_by_label_name: top(values_by_name, limit),
+            memory_in_bytes_by_label_name: top(bytes_by_name, limit),
+            series_count_by_label_value_pair: top(pairs, limit),
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
         let blocks = self.blocks.read();

@@ -44,6 +44,7 @@ use std::time::Duration;
 use skopos_model::{Labels, Sample};
 
 pub use db::Db;
+
 pub use inspect::{inspect, BlockInfo, InspectReport, NameCount, WalInfo};
 
 /// When the WAL is fsynced.
@@ -125,6 +126,23 @@ impl TsdbError {
 pub struct SeriesData {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+}
+
+/// Cardinality of the in-memory head, as Prometheus' `/api/v1/status/tsdb`
+/// reports it. Each list is the top entries, largest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadCardinality {
+    pub num_series: u64,
+    pub num_label_pairs: u64,
+    pub chunk_count: u64,
+    pub min_time: Option<i64>,
+    pub max_time: Option<i64>,
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Total bytes of the distinct values of each label name.
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    /// `name=value` pairs by the number of series carrying them.
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
 }
 
 /// Cheap snapshot of the database's state and cumulative counters.

@@ -1565,3 +1565,37 @@ fn queryable_trait_answers_like_the_db() {
     );
     assert_eq!(q.series(&m, T0, T0 + H).unwrap().len(), 3);
 }
+
+#[test]
+fn head_cardinality_counts_series_pairs_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    write_counters(&db, 3, 2, T0);
+    db.append(&batch(vec![(
+        lbl(&[("__name__", "up"), ("job", "api")]),
+        vec![(T0, 1.0)],
+    )]))
+    .unwrap();
+    let c = db.head_cardinality(10);
+    assert_eq!(c.num_series, 4);
+    // __name__: 2 values, instance: 3, job: 1.
+    assert_eq!(c.num_label_pairs, 6);
+    assert_eq!(
+        c.series_count_by_metric_name,
+        vec![
+            ("http_requests_total".to_string(), 3),
+            ("up".to_string(), 1)
+        ]
+    );
+    assert_eq!(
+        c.label_value_count_by_label_name[0],
+        ("instance".to_string(), 3)
+    );
+    assert_eq!(
+        c.series_count_by_label_value_pair[0],
+        ("job=api".to_string(), 4)
+    );
+    assert_eq!(c.min_time, Some(T0));
+    assert_eq!(c.max_time, Some(T0 + 15_000));
+    assert_eq!(db.head_cardinality(1).series_count_by_metric_name.len(), 1);
+}
