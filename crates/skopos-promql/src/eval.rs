@@ -161,20 +161,25 @@ pub(crate) fn run(
     while t <= end {
         ev.check()?;
         ev.step_samples.set(0);
-        match ev.eval(ast, t)? {
-            Val::Scalar(v) => out
-                .entry(Labels::empty())
-                .or_default()
-                .push(Sample::new(t, v)),
+        let added = match ev.eval(ast, t)? {
+            Val::Scalar(v) => {
+                out.entry(Labels::empty())
+                    .or_default()
+                    .push(Sample::new(t, v));
+                1
+            }
             Val::Vector(vec) => {
+                let n = vec.len();
                 for e in vec {
                     out.entry(e.labels).or_default().push(Sample::new(t, e.v));
                 }
+                n
             }
             _ => return Err(exec_err("range query must evaluate to a vector or scalar")),
-        }
+        };
         ev.step_samples.set(0);
-        ev.held.set(out.values().map(Vec::len).sum());
+        ev.held.set(ev.held.get() + added);
+        ev.charge(0)?;
         t += step;
     }
     let mut series: Vec<RangeSeries> = out

@@ -64,7 +64,7 @@ fn range_fn(name: &str) -> Option<RangeFn> {
         "resets" => |s, _| Ok(Some(s.windows(2).filter(|p| p[1].v < p[0].v).count() as f64)),
         "holt_winters" => holt_winters,
         "avg_over_time" => |s, _| {
-            let (mut mean, mut count) = (0.0f64, 0.0f64);
+            let (mut mean, mut count, mut c) = (0.0f64, 0.0f64, 0.0f64);
             for p in s {
                 count += 1.0;
                 if mean.is_infinite() {
@@ -75,12 +75,18 @@ fn range_fn(name: &str) -> Option<RangeFn> {
                         continue;
                     }
                 }
-                mean += p.v / count - mean / count;
+                (mean, c) = kahan_inc(p.v / count - mean / count, mean, c);
             }
-            Ok(Some(mean))
+            Ok(Some(if mean.is_infinite() { mean } else { mean + c }))
         },
         "count_over_time" => |s, _| Ok(Some(s.len() as f64)),
-        "sum_over_time" => |s, _| Ok(Some(s.iter().map(|p| p.v).fold(0.0, |a, b| a + b))),
+        "sum_over_time" => |s, _| {
+            let (mut sum, mut c) = (0.0, 0.0);
+            for p in s {
+                (sum, c) = kahan_inc(p.v, sum, c);
+            }
+            Ok(Some(if sum.is_infinite() { sum } else { sum + c }))
+        },
         "max_over_time" => |s, _| {
             let mut m = s[0].v;
             for p in s {
@@ -111,7 +117,7 @@ fn range_fn(name: &str) -> Option<RangeFn> {
     })
 }
 
-/// Online variance, compensated (Kahan) as Prometheus' stddev/stdvar_over_time.
+/// Online variance (Welford), Kahan-compensated as Prometheus' stddev/stdvar_over_time.
 fn variance(s: &[Sample]) -> f64 {
     let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for p in s {
@@ -123,11 +129,10 @@ fn variance(s: &[Sample]) -> f64 {
     (aux + c_aux) / count
 }
 
+/// One step of Kahan-Neumaier summation, as Prometheus 2.x `kahanSumInc`.
 fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
+    let c = if sum.abs() >= inc.abs() {
         c + ((sum - t) + inc)
     } else {
         c + ((inc - t) + sum)
@@ -208,7 +213,9 @@ fn instant_value(s: &[Sample], is_rate: bool) -> Option<f64> {
 
 /// Least-squares fit; x is seconds relative to `intercept_time`.
 fn linear_regression(s: &[Sample], intercept_time: i64) -> (f64, f64) {
-    let (mut n, mut sum_x, mut sum_y, mut sum_xy, mut sum_x2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut n = 0.0;
+    let (mut sum_x, mut c_x, mut sum_y, mut c_y) = (0.0, 0.0, 0.0, 0.0);
+    let (mut sum_xy, mut c_xy, mut sum_x2, mut c_x2) = (0.0, 0.0, 0.0, 0.0);
     let init_y = s[0].v;
     let mut const_y = true;
     for (i, p) in s.iter().enumerate() {
@@ -217,10 +224,10 @@ fn linear_regression(s: &[Sample], intercept_time: i64) -> (f64, f64) {
         }
         n += 1.0;
         let x = (p.t - intercept_time) as f64 / 1e3;
-        sum_x += x;
-        sum_y += p.v;
-        sum_xy += x * p.v;
-        sum_x2 += x * x;
+        (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_inc(p.v, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_inc(x * p.v, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_inc(x * x, sum_x2, c_x2);
     }
     if const_y {
         if init_y.is_infinite() {
@@ -228,6 +235,7 @@ fn linear_regression(s: &[Sample], intercept_time: i64) -> (f64, f64) {
         }
         return (0.0, init_y);
     }
+    let (sum_x, sum_y, sum_xy, sum_x2) = (sum_x + c_x, sum_y + c_y, sum_xy + c_xy, sum_x2 + c_x2);
     let cov_xy = sum_xy - sum_x * sum_y / n;
     let var_x = sum_x2 - sum_x * sum_x / n;
     let slope = cov_xy / var_x;

@@ -1,0 +1,293 @@
+//! The engine's API contract: result types, limits, cancellation, errors.
+
+use std::time::Duration;
+
+use skopos_model::{Labels, Matcher, Queryable, Sample, SeriesSamples, StorageError};
+use skopos_promql::{format_value, CancelToken, Engine, EngineOptions, QueryError, Value};
+
+/// `n` series `m{i="k"}`, one sample a second with value = seconds, for `secs` seconds.
+struct Grid {
+    series: Vec<SeriesSamples>,
+    fail: bool,
+}
+
+impl Grid {
+    fn new(n: usize, secs: i64) -> Self {
+        let series = (0..n)
+            .map(|k| SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "m".to_string()), ("i", k.to_string())]),
+                samples: (0..secs).map(|s| Sample::new(s * 1000, s as f64)).collect(),
+            })
+            .collect();
+        Grid {
+            series,
+            fail: false,
+        }
+    }
+}
+
+impl Queryable for Grid {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StorageError> {
+        if self.fail {
+            return Err(StorageError("disk on fire".into()));
+        }
+        Ok(self
+            .series
+            .iter()
+            .filter(|s| matchers.iter().all(|m| m.matches_labels(&s.labels)))
+            .map(|s| SeriesSamples {
+                labels: s.labels.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .copied()
+                    .filter(|x| x.t >= mint && x.t <= maxt)
+                    .collect(),
+            })
+            .collect())
+    }
+    fn series(&self, _: &[Matcher], _: i64, _: i64) -> Result<Vec<Labels>, StorageError> {
+        Ok(Vec::new())
+    }
+    fn label_names(&self, _: &[Matcher], _: i64, _: i64) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+    fn label_values(
+        &self,
+        _: &str,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(EngineOptions::default())
+}
+
+#[test]
+fn defaults_are_prometheus_defaults() {
+    let o = EngineOptions::default();
+    assert_eq!(o.lookback_delta_ms, 300_000);
+    assert_eq!(o.max_samples, 50_000_000);
+    assert_eq!(o.timeout, Duration::from_secs(120));
+}
+
+#[test]
+fn instant_result_types() {
+    let g = Grid::new(2, 100);
+    let c = CancelToken::new();
+    let e = engine();
+    assert_eq!(
+        e.instant(&g, "1 + 1", 5000, &c).unwrap(),
+        Value::Scalar { t: 5000, v: 2.0 }
+    );
+    assert_eq!(
+        e.instant(&g, "\"hello\"", 5000, &c).unwrap(),
+        Value::String {
+            t: 5000,
+            s: "hello".into()
+        }
+    );
+    let Value::Vector(v) = e.instant(&g, "m", 50_500, &c).unwrap() else {
+        panic!("expected a vector")
+    };
+    assert_eq!(v.len(), 2);
+    // Vector samples carry the evaluation time, not the sample time.
+    assert!(v.iter().all(|s| s.t == 50_500 && s.v == 50.0));
+    let Value::Matrix(m) = e.instant(&g, "m{i=\"1\"}[3s]", 50_000, &c).unwrap() else {
+        panic!("expected a matrix")
+    };
+    assert_eq!(m.len(), 1);
+    let ts: Vec<i64> = m[0].samples.iter().map(|s| s.t).collect();
+    assert_eq!(ts, vec![47_000, 48_000, 49_000, 50_000]);
+}
+
+#[test]
+fn range_result_is_a_sorted_matrix() {
+    let g = Grid::new(3, 100);
+    let c = CancelToken::new();
+    let Value::Matrix(m) = engine()
+        .range(&g, "m * 2", 10_000, 20_000, 5_000, &c)
+        .unwrap()
+    else {
+        panic!("expected a matrix")
+    };
+    let names: Vec<String> = m.iter().map(|s| s.labels.to_string()).collect();
+    assert_eq!(names, vec!["{i=\"0\"}", "{i=\"1\"}", "{i=\"2\"}"]);
+    let pts: Vec<(i64, f64)> = m[0].samples.iter().map(|s| (s.t, s.v)).collect();
+    assert_eq!(pts, vec![(10_000, 20.0), (15_000, 30.0), (20_000, 40.0)]);
+    // A scalar expression gives one series without labels.
+    let Value::Matrix(m) = engine().range(&g, "time()", 0, 2_000, 1_000, &c).unwrap() else {
+        panic!("expected a matrix")
+    };
+    assert_eq!(m.len(), 1);
+    assert!(m[0].labels.is_empty());
+    assert_eq!(m[0].samples.len(), 3);
+}
+
+#[test]
+fn range_query_rejects_range_vectors_and_bad_steps() {
+    let g = Grid::new(1, 10);
+    let c = CancelToken::new();
+    let e = engine().range(&g, "m[1m]", 0, 10, 1, &c).unwrap_err();
+    assert_eq!(e.error_type(), "bad_data");
+    assert!(e.to_string().contains("range vector"), "{e}");
+    let e = engine().range(&g, "m", 0, 10, 0, &c).unwrap_err();
+    assert_eq!(e.error_type(), "bad_data");
+    let e = engine().range(&g, "m", 10, 0, 1, &c).unwrap_err();
+    assert_eq!(e.error_type(), "bad_data");
+}
+
+#[test]
+fn parse_errors_are_bad_data() {
+    let g = Grid::new(1, 10);
+    let e = engine()
+        .instant(&g, "sum(", 0, &CancelToken::new())
+        .unwrap_err();
+    assert!(matches!(e, QueryError::Parse(_)));
+    assert_eq!(e.error_type(), "bad_data");
+}
+
+#[test]
+fn too_many_samples_is_prometheus_error() {
+    let g = Grid::new(10, 1000);
+    let e = Engine::new(EngineOptions {
+        max_samples: 100,
+        ..EngineOptions::default()
+    });
+    let c = CancelToken::new();
+    // 10 series × 61 samples in the window.
+    let err = e.instant(&g, "sum(rate(m[1m]))", 500_000, &c).unwrap_err();
+    assert_eq!(err, QueryError::TooManySamples(100));
+    assert_eq!(err.error_type(), "execution");
+    assert_eq!(
+        err.to_string(),
+        "query processing would load too many samples into memory in query execution"
+    );
+    // A range query accumulates its result: 10 series × 11 steps > 100.
+    let err = e.range(&g, "m", 0, 10_000, 1_000, &c).unwrap_err();
+    assert_eq!(err, QueryError::TooManySamples(100));
+    // Under the limit it works.
+    assert!(e.instant(&g, "m", 500_000, &c).is_ok());
+    assert!(e.range(&g, "sum(m)", 0, 10_000, 1_000, &c).is_ok());
+}
+
+#[test]
+fn cancelled_query_stops() {
+    let g = Grid::new(1, 10);
+    let c = CancelToken::new();
+    let c2 = c.clone();
+    c2.cancel();
+    assert!(c.is_cancelled());
+    let err = engine().instant(&g, "m", 0, &c).unwrap_err();
+    assert_eq!(err, QueryError::Canceled);
+    assert_eq!(err.error_type(), "canceled");
+}
+
+#[test]
+fn timeout_is_reported() {
+    let g = Grid::new(1, 10);
+    let e = Engine::new(EngineOptions {
+        timeout: Duration::ZERO,
+        ..EngineOptions::default()
+    });
+    std::thread::sleep(Duration::from_millis(2));
+    let err = e.instant(&g, "m", 0, &CancelToken::new()).unwrap_err();
+    assert_eq!(err, QueryError::Timeout);
+    assert_eq!(err.error_type(), "timeout");
+}
+
+#[test]
+fn storage_errors_are_internal() {
+    let mut g = Grid::new(1, 10);
+    g.fail = true;
+    let err = engine()
+        .instant(&g, "m", 0, &CancelToken::new())
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Storage(_)));
+    assert_eq!(err.error_type(), "internal");
+}
+
+#[test]
+fn execution_errors_are_execution() {
+    let g = Grid::new(2, 10);
+    let err = engine()
+        .instant(&g, "m * on() m", 5000, &CancelToken::new())
+        .unwrap_err();
+    assert_eq!(err.error_type(), "execution");
+}
+
+#[test]
+fn each_selector_is_fetched_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counting(Grid, AtomicUsize);
+    impl Queryable for Counting {
+        fn select(
+            &self,
+            m: &[Matcher],
+            a: i64,
+            b: i64,
+        ) -> Result<Vec<SeriesSamples>, StorageError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.select(m, a, b)
+        }
+        fn series(&self, m: &[Matcher], a: i64, b: i64) -> Result<Vec<Labels>, StorageError> {
+            self.0.series(m, a, b)
+        }
+        fn label_names(&self, m: &[Matcher], a: i64, b: i64) -> Result<Vec<String>, StorageError> {
+            self.0.label_names(m, a, b)
+        }
+        fn label_values(
+            &self,
+            n: &str,
+            m: &[Matcher],
+            a: i64,
+            b: i64,
+        ) -> Result<Vec<String>, StorageError> {
+            self.0.label_values(n, m, a, b)
+        }
+    }
+    let q = Counting(Grid::new(2, 100), AtomicUsize::new(0));
+    engine()
+        .range(
+            &q,
+            "rate(m[10s]) + max_over_time(m[20s:5s])",
+            30_000,
+            90_000,
+            1_000,
+            &CancelToken::new(),
+        )
+        .unwrap();
+    assert_eq!(q.1.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn rate_is_bit_exact_with_prometheus_formula() {
+    // Samples every second, evaluation off-grid: both ends extrapolated.
+    let g = Grid::new(1, 1000);
+    let Value::Vector(v) = engine()
+        .instant(&g, "rate(m[1m])", 100_500, &CancelToken::new())
+        .unwrap()
+    else {
+        panic!()
+    };
+    // 60 samples 41..100s: increase 59 over 59s; 0.5s to each end of [40.5s, 100.5s].
+    let factor: f64 = (59.0 + 0.5 + 0.5) / 59.0 / 60.0;
+    let expect = 59.0 * factor;
+    assert_eq!(v[0].v.to_bits(), expect.to_bits());
+}
+
+#[test]
+fn format_value_matches_prometheus_json() {
+    assert_eq!(format_value(0.1), "0.1");
+    assert_eq!(format_value(1e21), "1e+21");
+    assert_eq!(format_value(f64::INFINITY), "+Inf");
+}
