@@ -1,8 +1,9 @@
 //! The evaluator: plans the storage reads, preloads every selector once, then
 //! evaluates the tree step by step.
 
-use std::cell::Cell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -69,6 +70,9 @@ pub(crate) struct Evaluator<'a> {
     /// Samples held by the step being evaluated.
     step_samples: Cell<usize>,
     ticks: Cell<u32>,
+    /// Results of subquery inner steps, per subquery node and step time:
+    /// consecutive evaluation steps share most of their subquery window.
+    subquery_cache: RefCell<HashMap<usize, BTreeMap<i64, Rc<Val>>>>,
 }
 
 fn key_of(vs: &VectorSelector) -> usize {
@@ -119,6 +123,7 @@ pub(crate) fn run(
         held: Cell::new(0),
         step_samples: Cell::new(0),
         ticks: Cell::new(0),
+        subquery_cache: RefCell::new(HashMap::new()),
     };
     if is_range {
         match ast.value_type() {
@@ -468,20 +473,46 @@ impl<'a> Evaluator<'a> {
                 if t < lo {
                     t += step;
                 }
+                let key = sq as *const promql_parser::parser::SubqueryExpr as usize;
+                {
+                    // Steps before this window will not be asked for again.
+                    let mut cache = self.subquery_cache.borrow_mut();
+                    let steps = cache.entry(key).or_default();
+                    *steps = steps.split_off(&t);
+                }
                 let mut acc: HashMap<Labels, Vec<Sample>> = HashMap::new();
                 while t <= rt {
-                    match self.eval(&sq.expr, t)? {
+                    let cached = self
+                        .subquery_cache
+                        .borrow()
+                        .get(&key)
+                        .and_then(|m| m.get(&t).cloned());
+                    let val = match cached {
+                        Some(v) => v,
+                        None => {
+                            let v = Rc::new(self.eval(&sq.expr, t)?);
+                            self.subquery_cache
+                                .borrow_mut()
+                                .entry(key)
+                                .or_default()
+                                .insert(t, v.clone());
+                            v
+                        }
+                    };
+                    match &*val {
                         Val::Vector(v) => {
                             self.charge(v.len())?;
                             for el in v {
-                                acc.entry(el.labels).or_default().push(Sample::new(t, el.v));
+                                acc.entry(el.labels.clone())
+                                    .or_default()
+                                    .push(Sample::new(t, el.v));
                             }
                         }
                         Val::Scalar(v) => {
                             self.charge(1)?;
                             acc.entry(Labels::empty())
                                 .or_default()
-                                .push(Sample::new(t, v));
+                                .push(Sample::new(t, *v));
                         }
                         _ => return Err(exec_err("subquery must be over an instant vector")),
                     }

@@ -251,6 +251,7 @@ fn almost_equal(a: f64, b: f64) -> bool {
 
 enum Expect {
     Scalar(f64),
+    Str(String),
     Series(Labels, Vec<Option<f64>>),
 }
 
@@ -291,7 +292,10 @@ fn run_eval(engine: &Engine, store: &MemStore, cmd: &EvalCmd) -> Result<(), Stri
             [Expect::Scalar(want)] if almost_equal(*want, v) => Ok(()),
             _ => Err(format!("got scalar {v}")),
         },
-        Value::String { s, .. } => Err(format!("got string {s:?}")),
+        Value::String { s, .. } => match cmd.expect.as_slice() {
+            [Expect::Str(want)] if *want == s => Ok(()),
+            _ => Err(format!("got string {s:?}")),
+        },
         Value::Vector(got) => {
             if got.len() != cmd.expect.len() {
                 return Err(format!(
@@ -491,6 +495,10 @@ fn check(file: &str) {
                     cmd.fail_msg = Some(m.trim().to_string());
                     continue;
                 }
+                if let Some(q) = exp.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+                    cmd.expect.push(Expect::Str(q.to_string()));
+                    continue;
+                }
                 let first = exp.split_whitespace().next().unwrap_or("");
                 if !first.contains('{') && parse_number(first).is_ok() {
                     match parse_number(first) {
@@ -553,4 +561,6 @@ scripts! {
     time => "time.test",
     labels => "labels.test",
     histograms => "histograms.test",
+    errors => "errors.test",
+    ranges => "ranges.test",
 }
