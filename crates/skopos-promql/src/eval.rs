@@ -185,7 +185,10 @@ pub(crate) fn run(
         ev.step_samples.set(0);
         ev.held.set(ev.held.get() + added);
         ev.charge(0)?;
-        t += step;
+        match t.checked_add(step) {
+            Some(n) => t = n,
+            None => break,
+        }
     }
     let mut series: Vec<RangeSeries> = out
         .into_iter()
@@ -250,28 +253,48 @@ impl<'a> Evaluator<'a> {
 
     /// The reference time of a selector or subquery evaluated at `ts`.
     fn ref_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, ts: i64) -> i64 {
-        self.at_ms(at).unwrap_or(ts) - offset_ms(offset)
+        self.at_ms(at)
+            .unwrap_or(ts)
+            .saturating_sub(offset_ms(offset))
     }
 
     /// Walks the tree with the interval of evaluation times each node can see
     /// and fetches every selector once for the whole interval.
     fn plan(&mut self, q: &dyn Queryable, e: &Expr, lo: i64, hi: i64) -> Result<()> {
         let span = |ev: &Self, at: &Option<AtModifier>, off: &Option<Offset>| match ev.at_ms(at) {
-            Some(t) => (t - offset_ms(off), t - offset_ms(off)),
-            None => (lo - offset_ms(off), hi - offset_ms(off)),
+            Some(t) => (
+                t.saturating_sub(offset_ms(off)),
+                t.saturating_sub(offset_ms(off)),
+            ),
+            None => (
+                lo.saturating_sub(offset_ms(off)),
+                hi.saturating_sub(offset_ms(off)),
+            ),
         };
         match e {
             Expr::VectorSelector(vs) => {
                 let (l, h) = span(self, &vs.at, &vs.offset);
-                self.fetch(q, vs, l - self.opts.lookback_delta_ms, h, false)
+                self.fetch(
+                    q,
+                    vs,
+                    l.saturating_sub(self.opts.lookback_delta_ms),
+                    h,
+                    false,
+                )
             }
             Expr::MatrixSelector(ms) => {
                 let (l, h) = span(self, &ms.vs.at, &ms.vs.offset);
-                self.fetch(q, &ms.vs, l - ms.range.as_millis() as i64, h, true)
+                let range = ms.range.as_millis() as i64;
+                self.fetch(q, &ms.vs, l.saturating_sub(range), h, true)
             }
             Expr::Subquery(sq) => {
                 let (l, h) = span(self, &sq.at, &sq.offset);
-                self.plan(q, &sq.expr, l - sq.range.as_millis() as i64, h)
+                self.plan(
+                    q,
+                    &sq.expr,
+                    l.saturating_sub(sq.range.as_millis() as i64),
+                    h,
+                )
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -422,7 +445,7 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let x = s.samples[i - 1];
-            if x.t < rt - self.opts.lookback_delta_ms || is_stale_nan(x.v) {
+            if x.t < rt.saturating_sub(self.opts.lookback_delta_ms) || is_stale_nan(x.v) {
                 continue;
             }
             out.push((s.labels.clone(), x.t, x.v));
@@ -446,7 +469,9 @@ impl<'a> Evaluator<'a> {
                     .ok_or_else(|| exec_err("selector was not planned"))?;
                 let mut out = Vec::new();
                 for s in series {
-                    let lo = s.samples.partition_point(|x| x.t < rt - range);
+                    let lo = s
+                        .samples
+                        .partition_point(|x| x.t < rt.saturating_sub(range));
                     let hi = s.samples.partition_point(|x| x.t <= rt);
                     if lo < hi {
                         self.charge(hi - lo)?;
@@ -468,10 +493,10 @@ impl<'a> Evaluator<'a> {
                     .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
                 // The first step-aligned time at or after the window start
                 // (Go's truncating division, as Prometheus computes it).
-                let lo = rt - range;
+                let lo = rt.saturating_sub(range);
                 let mut t = step * (lo / step);
                 if t < lo {
-                    t += step;
+                    t = t.saturating_add(step);
                 }
                 let key = sq as *const promql_parser::parser::SubqueryExpr as usize;
                 {
@@ -491,11 +516,14 @@ impl<'a> Evaluator<'a> {
                         Some(v) => v,
                         None => {
                             let v = Rc::new(self.eval(&sq.expr, t)?);
-                            self.subquery_cache
-                                .borrow_mut()
-                                .entry(key)
-                                .or_default()
-                                .insert(t, v.clone());
+                            // Empty steps are cheap to redo and not worth holding.
+                            if !matches!(&*v, Val::Vector(x) if x.is_empty()) {
+                                self.subquery_cache
+                                    .borrow_mut()
+                                    .entry(key)
+                                    .or_default()
+                                    .insert(t, v.clone());
+                            }
                             v
                         }
                     };
@@ -516,7 +544,10 @@ impl<'a> Evaluator<'a> {
                         }
                         _ => return Err(exec_err("subquery must be over an instant vector")),
                     }
-                    t += step;
+                    match t.checked_add(step) {
+                        Some(n) => t = n,
+                        None => break,
+                    }
                 }
                 let mut out: Vec<Series> = acc
                     .into_iter()

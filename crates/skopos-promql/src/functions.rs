@@ -146,7 +146,7 @@ fn extrapolated_rate(s: &[Sample], w: &Window, is_counter: bool, is_rate: bool) 
     if s.len() < 2 {
         return None;
     }
-    let range_start = w.end - w.range_ms;
+    let range_start = w.end.saturating_sub(w.range_ms);
     let range_end = w.end;
     let first = s[0];
     let last = s[s.len() - 1];
@@ -160,8 +160,8 @@ fn extrapolated_rate(s: &[Sample], w: &Window, is_counter: bool, is_rate: bool) 
             prev = p.v;
         }
     }
-    let mut duration_to_start = (first.t - range_start) as f64 / 1000.0;
-    let duration_to_end = (range_end - last.t) as f64 / 1000.0;
+    let mut duration_to_start = first.t.saturating_sub(range_start) as f64 / 1000.0;
+    let duration_to_end = range_end.saturating_sub(last.t) as f64 / 1000.0;
     let sampled_interval = (last.t - first.t) as f64 / 1000.0;
     let average_between = sampled_interval / (s.len() - 1) as f64;
     if is_counter && result > 0.0 && first.v >= 0.0 {
@@ -223,7 +223,7 @@ fn linear_regression(s: &[Sample], intercept_time: i64) -> (f64, f64) {
             const_y = false;
         }
         n += 1.0;
-        let x = (p.t - intercept_time) as f64 / 1e3;
+        let x = p.t.saturating_sub(intercept_time) as f64 / 1e3;
         (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
         (sum_y, c_y) = kahan_inc(p.v, sum_y, c_y);
         (sum_xy, c_xy) = kahan_inc(x * p.v, sum_xy, c_xy);

@@ -291,3 +291,34 @@ fn format_value_matches_prometheus_json() {
     assert_eq!(format_value(1e21), "1e+21");
     assert_eq!(format_value(f64::INFINITY), "+Inf");
 }
+
+#[test]
+fn extreme_times_and_offsets_do_not_panic() {
+    let g = Grid::new(1, 10);
+    let c = CancelToken::new();
+    let e = engine();
+    for q in [
+        "m offset 100000y",
+        "m offset -100000y",
+        "rate(m[100000y])",
+        "max_over_time(m[1000y:100y] offset 1000y)",
+        "m @ 100000000000",
+    ] {
+        let _ = e.instant(&g, q, i64::MAX / 2, &c);
+        let _ = e.instant(&g, q, i64::MIN / 2, &c);
+    }
+    let _ = e.range(&g, "m", i64::MAX - 10, i64::MAX, 3, &c);
+}
+
+#[test]
+fn endless_subquery_is_stopped_by_the_timeout() {
+    let g = Grid::new(1, 10);
+    let e = Engine::new(EngineOptions {
+        timeout: Duration::from_millis(200),
+        ..EngineOptions::default()
+    });
+    let err = e
+        .instant(&g, "count_over_time(m[100y:1ms])", 0, &CancelToken::new())
+        .unwrap_err();
+    assert_eq!(err, QueryError::Timeout);
+}
