@@ -563,4 +563,5 @@ scripts! {
     histograms => "histograms.test",
     errors => "errors.test",
     ranges => "ranges.test",
+    edge_cases => "edge_cases.test",
 }
