@@ -70,6 +70,8 @@ pub(crate) struct Evaluator<'a> {
     /// Samples held by the step being evaluated.
     step_samples: Cell<usize>,
     ticks: Cell<u32>,
+    /// Samples fetched from storage for the current slice of steps.
+    fetched: usize,
     /// Results of subquery inner steps, per subquery node and step time:
     /// consecutive evaluation steps share most of their subquery window.
     subquery_cache: RefCell<HashMap<usize, BTreeMap<i64, Rc<Val>>>>,
@@ -123,6 +125,7 @@ pub(crate) fn run(
         held: Cell::new(0),
         step_samples: Cell::new(0),
         ticks: Cell::new(0),
+        fetched: 0,
         subquery_cache: RefCell::new(HashMap::new()),
     };
     if is_range {
@@ -136,8 +139,8 @@ pub(crate) fn run(
             }
         }
     }
-    ev.plan(q, ast, start, end)?;
     if !is_range {
+        ev.plan(q, ast, start, end)?;
         let val = ev.eval(ast, start)?;
         return Ok(match val {
             Val::Scalar(v) => Value::Scalar { t: start, v },
@@ -162,11 +165,60 @@ pub(crate) fn run(
         });
     }
     let mut out: HashMap<Labels, Vec<Sample>> = HashMap::new();
+    // Steps are evaluated in slices, each with its own storage reads, so
+    // that what is held from storage stays under the sample limit however
+    // long the range. The first slice is one step; its reads size the next
+    // slices to about a quarter of the limit (assuming, pessimistically,
+    // that every further step reads as much as the first).
+    let mut slice: i64 = 1;
     let mut t = start;
     while t <= end {
-        ev.check()?;
-        ev.step_samples.set(0);
-        let added = match ev.eval(ast, t)? {
+        let k = (end.saturating_sub(t) / step).min(slice - 1);
+        let last = t + k * step;
+        ev.data.clear();
+        ev.fetched = 0;
+        match ev.plan(q, ast, t, last) {
+            Err(QueryError::TooManySamples(_)) if k > 0 => {
+                slice = (slice / 2).max(1);
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        let per_step = (ev.fetched / (k as usize + 1)).max(1);
+        let fits = (opts.max_samples / 4 / per_step).max(1) as i64;
+        if fits > slice {
+            slice = fits.min(slice.saturating_mul(1 << 20));
+        } else if ev.fetched.saturating_mul(2) > opts.max_samples {
+            slice = (slice / 2).max(1);
+        }
+        let mut t_step = t;
+        loop {
+            ev.eval_step(ast, t_step, &mut out)?;
+            if t_step >= last {
+                break;
+            }
+            t_step += step;
+        }
+        match last.checked_add(step) {
+            Some(n) => t = n,
+            None => break,
+        }
+    }
+    let mut series: Vec<RangeSeries> = out
+        .into_iter()
+        .map(|(labels, samples)| RangeSeries { labels, samples })
+        .collect();
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(Value::Matrix(series))
+}
+
+impl<'a> Evaluator<'a> {
+    /// Evaluates one step of a range query into the accumulated result.
+    fn eval_step(&self, ast: &Expr, t: i64, out: &mut HashMap<Labels, Vec<Sample>>) -> Result<()> {
+        self.check()?;
+        self.step_samples.set(0);
+        let added = match self.eval(ast, t)? {
             Val::Scalar(v) => {
                 out.entry(Labels::empty())
                     .or_default()
@@ -182,20 +234,10 @@ pub(crate) fn run(
             }
             _ => return Err(exec_err("range query must evaluate to a vector or scalar")),
         };
-        ev.step_samples.set(0);
-        ev.held.set(ev.held.get() + added);
-        ev.charge(0)?;
-        match t.checked_add(step) {
-            Some(n) => t = n,
-            None => break,
-        }
+        self.step_samples.set(0);
+        self.held.set(self.held.get() + added);
+        self.charge(0)
     }
-    let mut series: Vec<RangeSeries> = out
-        .into_iter()
-        .map(|(labels, samples)| RangeSeries { labels, samples })
-        .collect();
-    series.sort_by(|a, b| a.labels.cmp(&b.labels));
-    Ok(Value::Matrix(series))
 }
 
 fn type_name(t: ValueType) -> &'static str {
@@ -345,6 +387,12 @@ impl<'a> Evaluator<'a> {
             if drop_stale {
                 s.samples.retain(|x| !is_stale_nan(x.v));
             }
+            self.fetched = self.fetched.saturating_add(s.samples.len());
+        }
+        // What is read from storage is held in memory too: it counts
+        // against the same limit as the samples of the evaluation.
+        if self.fetched > self.opts.max_samples {
+            return Err(QueryError::TooManySamples(self.opts.max_samples));
         }
         self.data.insert(key_of(vs), all);
         Ok(())

@@ -4,11 +4,15 @@
 //! parsed tree with Prometheus 2.x semantics (lookback, staleness, `@`,
 //! offsets, subqueries, vector matching, aggregations and functions).
 //!
-//! The one design decision to know: every selector is fetched from storage
-//! once for the whole query (the time range it can possibly reach is computed
-//! up front, as Prometheus does), and the expression is then evaluated step
-//! by step over those preloaded series. An instant query is a range query
-//! with one step. Nothing here knows how samples are stored.
+//! The one design decision to know: selectors are fetched from storage up
+//! front, each once for the span of evaluation times it can reach (offsets,
+//! `@`, ranges, subqueries and the lookback computed as Prometheus does), and
+//! the expression is then evaluated step by step over those preloaded
+//! series, the way Prometheus' evaluator works per step. A long range query
+//! is cut into slices of steps, each with its own reads, so that what is read
+//! stays under the sample limit (samples read count against
+//! [`EngineOptions::max_samples`] like samples held by the evaluation).
+//! Nothing here knows how samples are stored.
 
 mod eval;
 mod format;
@@ -27,7 +31,9 @@ pub use format::format_value;
 pub struct EngineOptions {
     /// How far back an instant selector looks for a sample (`--query.lookback-delta`).
     pub lookback_delta_ms: i64,
-    /// Most samples a query may hold in memory at once (`--query.max-samples`).
+    /// Most samples a query may hold in memory at once (`--query.max-samples`):
+    /// samples read from storage for a slice of steps, and separately the
+    /// samples of the evaluation (range vectors of a step plus the result).
     pub max_samples: usize,
     /// Wall-clock budget of one query (`--query.timeout`).
     pub timeout: Duration,

@@ -175,9 +175,69 @@ fn too_many_samples_is_prometheus_error() {
     // A range query accumulates its result: 10 series × 11 steps > 100.
     let err = e.range(&g, "m", 0, 10_000, 1_000, &c).unwrap_err();
     assert_eq!(err, QueryError::TooManySamples(100));
-    // Under the limit it works.
-    assert!(e.instant(&g, "m", 500_000, &c).is_ok());
-    assert!(e.range(&g, "sum(m)", 0, 10_000, 1_000, &c).is_ok());
+    // Under the limit it works (the lookback window before 5s holds 6 samples a series).
+    assert!(e.instant(&g, "sum(m)", 5_000, &c).is_ok());
+    assert!(e.range(&g, "sum(m)", 0, 5_000, 1_000, &c).is_ok());
+    // What is read from storage counts too: 5 minutes of lookback × 10 series.
+    let err = e.instant(&g, "m", 500_000, &c).unwrap_err();
+    assert_eq!(err, QueryError::TooManySamples(100));
+}
+
+#[test]
+fn long_range_queries_read_storage_in_slices() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counting(Grid, AtomicUsize);
+    impl Queryable for Counting {
+        fn select(
+            &self,
+            m: &[Matcher],
+            a: i64,
+            b: i64,
+        ) -> Result<Vec<SeriesSamples>, StorageError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.select(m, a, b)
+        }
+        fn series(&self, m: &[Matcher], a: i64, b: i64) -> Result<Vec<Labels>, StorageError> {
+            self.0.series(m, a, b)
+        }
+        fn label_names(&self, m: &[Matcher], a: i64, b: i64) -> Result<Vec<String>, StorageError> {
+            self.0.label_names(m, a, b)
+        }
+        fn label_values(
+            &self,
+            n: &str,
+            m: &[Matcher],
+            a: i64,
+            b: i64,
+        ) -> Result<Vec<String>, StorageError> {
+            self.0.label_values(n, m, a, b)
+        }
+    }
+    // 10 series × 1000 samples: more than the limit in one read, but each
+    // step needs only ~11 samples a series.
+    let q = Counting(Grid::new(10, 1000), AtomicUsize::new(0));
+    let e = Engine::new(EngineOptions {
+        max_samples: 2000,
+        lookback_delta_ms: 10_000,
+        ..EngineOptions::default()
+    });
+    let Value::Matrix(m) = e
+        .range(&q, "sum(m)", 0, 999_000, 1_000, &CancelToken::new())
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(m[0].samples.len(), 1000);
+    assert_eq!(m[0].samples[999].v, 9990.0);
+    assert!(q.1.load(Ordering::Relaxed) > 2);
+    // The same answer as with a generous limit.
+    let Value::Matrix(m2) = engine()
+        .range(&q.0, "sum(m)", 0, 999_000, 1_000, &CancelToken::new())
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(m, m2);
 }
 
 #[test]
@@ -226,7 +286,7 @@ fn execution_errors_are_execution() {
 }
 
 #[test]
-fn each_selector_is_fetched_once() {
+fn each_selector_is_fetched_once_per_slice() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     struct Counting(Grid, AtomicUsize);
     impl Queryable for Counting {
@@ -266,7 +326,18 @@ fn each_selector_is_fetched_once() {
             &CancelToken::new(),
         )
         .unwrap();
-    assert_eq!(q.1.load(Ordering::Relaxed), 2);
+    // An instant query reads each selector once; a range query reads the
+    // first step alone, then the rest in one slice when it fits.
+    assert_eq!(q.1.load(Ordering::Relaxed), 4);
+    engine()
+        .instant(
+            &q,
+            "rate(m[10s]) + max_over_time(m[20s:5s])",
+            30_000,
+            &CancelToken::new(),
+        )
+        .unwrap();
+    assert_eq!(q.1.load(Ordering::Relaxed), 6);
 }
 
 #[test]
