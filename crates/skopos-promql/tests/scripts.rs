@@ -1,6 +1,7 @@
 //! Runs the PromQL test scripts in `testdata/*.test` (Prometheus' script
 //! format: `load`, `clear`, `eval instant at`, `eval_fail`, `eval_ordered`,
-//! `eval range from .. to .. step ..`) against an in-memory store.
+//! `eval range from .. to .. step ..`) against an in-memory store and
+//! against the real TSDB (`skopos_tsdb::Db` in a temporary directory).
 
 use std::time::Duration;
 
@@ -9,10 +10,84 @@ use skopos_model::{
 };
 use skopos_promql::{CancelToken, Engine, EngineOptions, Value};
 
+/// A store a script can load series into.
+trait Store: Queryable + Sized {
+    const NAME: &'static str;
+    fn fresh() -> Self;
+    fn add(&mut self, labels: Labels, samples: Vec<Sample>) -> Result<(), String>;
+}
+
+/// The real TSDB in a temporary directory.
+struct TsdbStore {
+    db: skopos_tsdb::Db,
+    _dir: tempfile::TempDir,
+}
+
+impl Store for TsdbStore {
+    const NAME: &'static str = "tsdb";
+    fn fresh() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = skopos_tsdb::Options {
+            retention_time: None,
+            out_of_order_window_ms: i64::MAX / 4,
+            ..skopos_tsdb::Options::default()
+        };
+        let db = skopos_tsdb::Db::open(dir.path(), opts).expect("open tsdb");
+        TsdbStore { db, _dir: dir }
+    }
+    fn add(&mut self, labels: Labels, samples: Vec<Sample>) -> Result<(), String> {
+        let batch = skopos_model::WriteBatch {
+            series: vec![SeriesSamples { labels, samples }],
+        };
+        let out = self.db.append(&batch).map_err(|e| e.to_string())?;
+        match out.first_rejection {
+            Some(r) => Err(format!("tsdb refused samples: {r}")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Queryable for TsdbStore {
+    fn select(
+        &self,
+        m: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StorageError> {
+        Queryable::select(&self.db, m, mint, maxt)
+    }
+    fn series(&self, m: &[Matcher], a: i64, b: i64) -> Result<Vec<Labels>, StorageError> {
+        Queryable::series(&self.db, m, a, b)
+    }
+    fn label_names(&self, m: &[Matcher], a: i64, b: i64) -> Result<Vec<String>, StorageError> {
+        Queryable::label_names(&self.db, m, a, b)
+    }
+    fn label_values(
+        &self,
+        n: &str,
+        m: &[Matcher],
+        a: i64,
+        b: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        Queryable::label_values(&self.db, n, m, a, b)
+    }
+}
+
 /// The simplest possible storage: series in a vector, filtered by matchers.
 #[derive(Default)]
 struct MemStore {
     series: Vec<SeriesSamples>,
+}
+
+impl Store for MemStore {
+    const NAME: &'static str = "memory";
+    fn fresh() -> Self {
+        MemStore::default()
+    }
+    fn add(&mut self, labels: Labels, samples: Vec<Sample>) -> Result<(), String> {
+        MemStore::add(self, labels, samples);
+        Ok(())
+    }
 }
 
 impl MemStore {
@@ -268,7 +343,7 @@ struct EvalCmd {
     expect: Vec<Expect>,
 }
 
-fn run_eval(engine: &Engine, store: &MemStore, cmd: &EvalCmd) -> Result<(), String> {
+fn run_eval(engine: &Engine, store: &dyn Queryable, cmd: &EvalCmd) -> Result<(), String> {
     let cancel = CancelToken::new();
     let res = if cmd.range {
         engine.range(store, &cmd.expr, cmd.start, cmd.end, cmd.step, &cancel)
@@ -423,17 +498,27 @@ fn parse_eval(line_no: usize, line: &str) -> Result<EvalCmd, String> {
     Ok(cmd)
 }
 
-/// Runs one script file; panics with every failing case's file and line.
+/// Runs one script file against both stores; panics with every failing
+/// case's file and line.
 fn check(file: &str) {
+    let mut failures = check_with::<MemStore>(file);
+    failures.extend(check_with::<TsdbStore>(file));
+    if !failures.is_empty() {
+        panic!("{} failures:\n{}", failures.len(), failures.join("\n"));
+    }
+}
+
+fn check_with<S: Store>(file: &str) -> Vec<String> {
     let path = format!("{}/testdata/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let lines: Vec<&str> = text.lines().collect();
     let engine = Engine::new(EngineOptions::default());
-    let mut store = MemStore::default();
+    let mut store = S::fresh();
     let mut failures = Vec::new();
     let mut cases = 0;
     let mut i = 0;
-    let mut fail = |line: usize, msg: String| failures.push(format!("{file}:{line}: {msg}"));
+    let mut fail =
+        |line: usize, msg: String| failures.push(format!("[{}] {file}:{line}: {msg}", S::NAME));
     while i < lines.len() {
         let line = lines[i].trim();
         let line_no = i + 1;
@@ -450,7 +535,7 @@ fn check(file: &str) {
             i += 1;
         }
         if line == "clear" {
-            store = MemStore::default();
+            store = S::fresh();
             continue;
         }
         if let Some(interval) = line.strip_prefix("load ") {
@@ -473,7 +558,9 @@ fn check(file: &str) {
                             .enumerate()
                             .filter_map(|(k, v)| v.map(|v| Sample::new(k as i64 * interval, v)))
                             .collect();
-                        store.add(labels, samples);
+                        if let Err(e) = Store::add(&mut store, labels, samples) {
+                            fail(ln, e);
+                        }
                     }
                     Err(e) => fail(ln, e),
                 }
@@ -532,13 +619,7 @@ fn check(file: &str) {
         fail(line_no, format!("unknown command {line:?}"));
     }
     assert!(cases > 0, "{file}: no eval cases");
-    if !failures.is_empty() {
-        panic!(
-            "{} of {cases} cases failed:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
-    }
+    failures
 }
 
 macro_rules! scripts {
