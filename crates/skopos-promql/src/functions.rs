@@ -23,6 +23,117 @@ pub(crate) fn register_extra() {
     });
 }
 
+/// Names of the functions this engine evaluates (Prometheus 2.x's, for floats).
+const SUPPORTED: &[&str] = &[
+    "abs",
+    "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
+    "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "cos",
+    "cosh",
+    "count_over_time",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "deg",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_quantile",
+    "holt_winters",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_join",
+    "label_replace",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
+    "max_over_time",
+    "min_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
+    "present_over_time",
+    "quantile_over_time",
+    "rad",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_desc",
+    "sqrt",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "sum_over_time",
+    "tan",
+    "tanh",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
+];
+
+/// Refuses what the parser knows but Prometheus 2.x does not: newer
+/// functions, `limitk`/`limit_ratio`, `fill` modifiers.
+pub(crate) fn check_supported(e: &Expr) -> std::result::Result<(), String> {
+    use promql_parser::parser::token::{T_LIMITK, T_LIMIT_RATIO};
+    match e {
+        Expr::Call(c) => {
+            if !SUPPORTED.contains(&c.func.name) {
+                return Err(format!("unknown function with name {:?}", c.func.name));
+            }
+            c.args.args.iter().try_for_each(|a| check_supported(a))
+        }
+        Expr::Aggregate(a) => {
+            if matches!(a.op.id(), T_LIMITK | T_LIMIT_RATIO) {
+                return Err(format!("unknown aggregation {}", a.op));
+            }
+            if let Some(p) = &a.param {
+                check_supported(p)?;
+            }
+            check_supported(&a.expr)
+        }
+        Expr::Binary(b) => {
+            if let Some(m) = &b.modifier {
+                if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
+                    return Err("fill modifiers are not supported".into());
+                }
+            }
+            check_supported(&b.lhs)?;
+            check_supported(&b.rhs)
+        }
+        Expr::Unary(u) => check_supported(&u.expr),
+        Expr::Paren(p) => check_supported(&p.expr),
+        Expr::Subquery(s) => check_supported(&s.expr),
+        Expr::Extension(_) => Err("extension expressions are not supported".into()),
+        Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_) => Ok(()),
+    }
+}
+
 /// What a range function sees besides the samples.
 struct Window {
     /// Evaluation time.

@@ -191,7 +191,11 @@ impl Engine {
 
 /// Parses a PromQL expression (with `holt_winters`, which Prometheus 2.x has
 /// and the parser knows under its 3.x name only).
+/// Functions, aggregations and modifiers newer than Prometheus 2.x are
+/// refused as Prometheus 2.x refuses them, as unknown.
 pub fn parse(expr: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     functions::register_extra();
-    promql_parser::parser::parse(expr).map_err(QueryError::Parse)
+    let ast = promql_parser::parser::parse(expr).map_err(QueryError::Parse)?;
+    functions::check_supported(&ast).map_err(QueryError::Parse)?;
+    Ok(ast)
 }
