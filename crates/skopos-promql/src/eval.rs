@@ -2,8 +2,7 @@
 //! evaluates the tree step by step.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -52,6 +51,45 @@ pub(crate) enum Val {
     Matrix(Vec<Series>),
 }
 
+/// A subquery's inner expression evaluated on the contiguous step grid
+/// `from..=to`, kept as series between evaluation steps.
+#[derive(Default)]
+pub(crate) struct SubqueryRun {
+    valid: bool,
+    from: i64,
+    to: i64,
+    index: HashMap<Labels, usize>,
+    series: Vec<Series>,
+}
+
+impl SubqueryRun {
+    fn push(&mut self, labels: Labels, s: Sample) {
+        let i = match self.index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                self.series.push(Series {
+                    labels: labels.clone(),
+                    samples: Vec::new(),
+                });
+                self.index.insert(labels, self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        self.series[i].samples.push(s);
+    }
+
+    /// Forgets series with no samples left.
+    fn compact(&mut self) {
+        self.series.retain(|s| !s.samples.is_empty());
+        self.index = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.labels.clone(), i))
+            .collect();
+    }
+}
+
 pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
     QueryError::Execution(msg.into())
 }
@@ -74,7 +112,7 @@ pub(crate) struct Evaluator<'a> {
     fetched: usize,
     /// Results of subquery inner steps, per subquery node and step time:
     /// consecutive evaluation steps share most of their subquery window.
-    subquery_cache: RefCell<HashMap<usize, BTreeMap<i64, Rc<Val>>>>,
+    subquery_cache: RefCell<HashMap<usize, SubqueryRun>>,
 }
 
 fn key_of(vs: &VectorSelector) -> usize {
@@ -547,60 +585,62 @@ impl<'a> Evaluator<'a> {
                     t = t.saturating_add(step);
                 }
                 let key = sq as *const promql_parser::parser::SubqueryExpr as usize;
-                {
-                    // Steps before this window will not be asked for again.
-                    let mut cache = self.subquery_cache.borrow_mut();
-                    let steps = cache.entry(key).or_default();
-                    *steps = steps.split_off(&t);
+                if t > rt {
+                    return Ok((Vec::new(), rt, range));
                 }
-                let mut acc: HashMap<Labels, Vec<Sample>> = HashMap::new();
-                while t <= rt {
-                    let cached = self
-                        .subquery_cache
-                        .borrow()
-                        .get(&key)
-                        .and_then(|m| m.get(&t).cloned());
-                    let val = match cached {
-                        Some(v) => v,
-                        None => {
-                            let v = Rc::new(self.eval(&sq.expr, t)?);
-                            // Empty steps are cheap to redo and not worth holding.
-                            if !matches!(&*v, Val::Vector(x) if x.is_empty()) {
-                                self.subquery_cache
-                                    .borrow_mut()
-                                    .entry(key)
-                                    .or_default()
-                                    .insert(t, v.clone());
-                            }
-                            v
-                        }
-                    };
-                    match &*val {
+                let first = t;
+                let last = t + (rt - t) / step * step;
+                // Inner steps already evaluated for an earlier evaluation step
+                // are reused: windows of consecutive steps mostly overlap.
+                let mut run = self
+                    .subquery_cache
+                    .borrow_mut()
+                    .remove(&key)
+                    .unwrap_or_default();
+                if !run.valid || first < run.from || first > run.to.saturating_add(step) {
+                    run = SubqueryRun::default();
+                }
+                let mut next = if run.valid { run.to + step } else { first };
+                while next <= last {
+                    match self.eval(&sq.expr, next)? {
                         Val::Vector(v) => {
-                            self.charge(v.len())?;
                             for el in v {
-                                acc.entry(el.labels.clone())
-                                    .or_default()
-                                    .push(Sample::new(t, el.v));
+                                run.push(el.labels, Sample::new(next, el.v));
                             }
                         }
-                        Val::Scalar(v) => {
-                            self.charge(1)?;
-                            acc.entry(Labels::empty())
-                                .or_default()
-                                .push(Sample::new(t, *v));
-                        }
+                        Val::Scalar(v) => run.push(Labels::empty(), Sample::new(next, v)),
                         _ => return Err(exec_err("subquery must be over an instant vector")),
                     }
-                    match t.checked_add(step) {
-                        Some(n) => t = n,
+                    if !run.valid {
+                        run.valid = true;
+                        run.from = next;
+                    }
+                    run.to = next;
+                    match next.checked_add(step) {
+                        Some(n) => next = n,
                         None => break,
                     }
                 }
-                let mut out: Vec<Series> = acc
-                    .into_iter()
-                    .map(|(labels, samples)| Series { labels, samples })
-                    .collect();
+                run.from = run.from.max(first);
+                let mut out = Vec::new();
+                let mut emptied = false;
+                for s in &mut run.series {
+                    let cut = s.samples.partition_point(|x| x.t < first);
+                    s.samples.drain(..cut);
+                    emptied |= s.samples.is_empty();
+                    let hi = s.samples.partition_point(|x| x.t <= last);
+                    if hi > 0 {
+                        self.charge(hi)?;
+                        out.push(Series {
+                            labels: s.labels.clone(),
+                            samples: s.samples[..hi].to_vec(),
+                        });
+                    }
+                }
+                if emptied {
+                    run.compact();
+                }
+                self.subquery_cache.borrow_mut().insert(key, run);
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
                 Ok((out, rt, range))
             }
