@@ -393,3 +393,98 @@ fn endless_subquery_is_stopped_by_the_timeout() {
         .unwrap_err();
     assert_eq!(err, QueryError::Timeout);
 }
+
+/// Series with resets, gaps and staleness markers, for consistency checks.
+fn irregular() -> Grid {
+    let mut series = Vec::new();
+    for k in 0..6i64 {
+        let mut samples = Vec::new();
+        let mut v = 0.0;
+        for i in 0..400i64 {
+            if (i + k) % 37 == 0 {
+                continue; // a gap
+            }
+            let t = i * 15_000 + k * 1_000;
+            if i % 97 == 50 {
+                samples.push(Sample::new(t, skopos_model::STALE_NAN));
+                continue;
+            }
+            v += (i % 7 + k) as f64;
+            if (i + 3 * k) % 61 == 0 {
+                v = 0.0; // a counter reset
+            }
+            samples.push(Sample::new(t, v));
+        }
+        series.push(SeriesSamples {
+            labels: Labels::from_pairs([
+                ("__name__", "c".to_string()),
+                ("job", format!("j{}", k % 2)),
+                ("k", k.to_string()),
+            ]),
+            samples,
+        });
+    }
+    Grid {
+        series,
+        fail: false,
+    }
+}
+
+#[test]
+fn range_query_steps_equal_instant_queries() {
+    let g = irregular();
+    let c = CancelToken::new();
+    // A small sample limit forces the range query into many slices.
+    let small = Engine::new(EngineOptions {
+        max_samples: 3_000,
+        ..EngineOptions::default()
+    });
+    let exprs = [
+        "c",
+        "rate(c[1m])",
+        "sum by (job) (increase(c[2m]))",
+        "max_over_time(rate(c[1m])[5m:30s])",
+        "sum_over_time(c[3m:1m] offset 1m)",
+        "avg_over_time(max by (job) (c)[10m:])",
+        "c @ 3000 - c",
+        "resets(c[5m]) + changes(c[5m])",
+        "topk(2, c) or bottomk(1, c)",
+        "deriv(c[3m]) > 0",
+        "absent(c{k=\"1\"} offset 90m)",
+        "timestamp(c)",
+    ];
+    for expr in exprs {
+        for (start, end, step) in [(0, 6_000_000, 45_000), (1_234_000, 2_345_000, 7_000)] {
+            let Value::Matrix(m) = small.range(&g, expr, start, end, step, &c).unwrap() else {
+                panic!("{expr}: expected a matrix")
+            };
+            assert!(!m.is_empty(), "{expr}: empty result");
+            let mut t = start;
+            while t <= end {
+                let Value::Vector(v) = engine().instant(&g, expr, t, &c).unwrap() else {
+                    panic!("{expr}: expected a vector")
+                };
+                let from_range: Vec<(String, u64)> = {
+                    let mut x: Vec<(String, u64)> = m
+                        .iter()
+                        .filter_map(|s| {
+                            s.samples
+                                .iter()
+                                .find(|p| p.t == t)
+                                .map(|p| (s.labels.to_string(), p.v.to_bits()))
+                        })
+                        .collect();
+                    x.sort();
+                    x
+                };
+                let mut from_instant: Vec<(String, u64)> = v
+                    .iter()
+                    .map(|s| (s.labels.to_string(), s.v.to_bits()))
+                    .collect();
+                from_instant.sort();
+                assert_eq!(from_range, from_instant, "{expr} at {t}");
+                t += step;
+            }
+        }
+    }
+}
