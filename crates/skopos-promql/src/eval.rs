@@ -474,6 +474,7 @@ impl<'a> Evaluator<'a> {
                         el.v = -el.v;
                         el.labels = drop_name(&el.labels);
                     }
+                    check_dups(&vec)?;
                     Ok(Val::Vector(vec))
                 }
                 _ => Err(exec_err(
