@@ -801,19 +801,23 @@ fn signature(l: &Labels, on: bool, names: &[String]) -> String {
     s
 }
 
+/// Labels as Prometheus prints them in messages: `{__name__="a", b="c"}`.
+fn prom_labels_string<'l>(labels: impl IntoIterator<Item = &'l skopos_model::Label>) -> String {
+    let parts: Vec<String> = labels
+        .into_iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
 fn matched_labels_string(l: &Labels, on: bool, names: &[String]) -> String {
-    let mut b = skopos_model::LabelsBuilder::new();
-    for lb in l.iter() {
-        let incl = if on {
+    prom_labels_string(l.iter().filter(|lb| {
+        if on {
             names.iter().any(|n| n == &lb.name)
         } else {
             lb.name != METRIC_NAME && !names.iter().any(|n| n == &lb.name)
-        };
-        if incl {
-            b.set(lb.name.clone(), lb.value.clone());
         }
-    }
-    b.build().to_string()
+    }))
 }
 
 fn vector_vector(
@@ -883,8 +887,8 @@ fn vector_vector(
                 "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                 matched_labels_string(&e.labels, on, &names),
                 side,
-                e.labels,
-                one[j].labels
+                prom_labels_string(&e.labels),
+                prom_labels_string(&one[j].labels)
             )));
         }
         one_sigs.insert(s, i);
