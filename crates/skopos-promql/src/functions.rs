@@ -7,7 +7,8 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Call, Expr};
 use skopos_model::{is_valid_label_name, Labels, LabelsBuilder, Sample, METRIC_NAME};
 
-use crate::eval::{check_dups, drop_name, exec_err, quantile, Elem, Evaluator, Result, Val};
+use crate::aggregate::quantile;
+use crate::eval::{check_dups, drop_name, exec_err, Elem, Evaluator, Result, Val};
 
 /// Registers `holt_winters` with the parser (it knows only the 3.x name).
 pub(crate) fn register_extra() {

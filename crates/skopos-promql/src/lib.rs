@@ -14,6 +14,8 @@
 //! [`EngineOptions::max_samples`] like samples held by the evaluation).
 //! Nothing here knows how samples are stored.
 
+mod aggregate;
+mod binary;
 mod eval;
 mod format;
 mod functions;

@@ -1,0 +1,300 @@
+//! Aggregation operators, with Prometheus 2.x's arithmetic (incremental
+//! mean, Welford variance, Go's heap for topk/bottomk).
+
+use std::collections::HashMap;
+
+use promql_parser::parser::token::{
+    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_MAX, T_MIN, T_QUANTILE, T_STDDEV,
+    T_STDVAR, T_SUM, T_TOPK,
+};
+use skopos_model::{Labels, METRIC_NAME};
+
+use crate::binary::signature;
+use crate::eval::{exec_err, Elem, Result};
+
+/// Grouping key of an aggregation.
+fn group_key(l: &Labels, grouping: &[String], without: bool) -> String {
+    if without {
+        signature(l, false, grouping)
+    } else {
+        signature(l, true, grouping)
+    }
+}
+
+fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
+    let mut b = l.builder();
+    if without {
+        b.retain(|x| x.name != METRIC_NAME && !grouping.iter().any(|g| g == &x.name));
+    } else {
+        b.retain(|x| grouping.iter().any(|g| g == &x.name));
+    }
+    b.build()
+}
+
+struct Group {
+    labels: Labels,
+    value: f64,
+    mean: f64,
+    count: f64,
+    heap: Vec<Elem>,
+}
+
+/// `a < b` for the top-k heap (NaN is the smallest).
+fn less_topk(a: f64, b: f64) -> bool {
+    a.is_nan() || a < b
+}
+
+/// `a < b` for the bottom-k heap (NaN is the largest, popped first).
+fn less_bottomk(a: f64, b: f64) -> bool {
+    a.is_nan() || a > b
+}
+
+fn heap_up(h: &mut [Elem], mut j: usize, less: fn(f64, f64) -> bool) {
+    while j > 0 {
+        let i = (j - 1) / 2;
+        if !less(h[j].v, h[i].v) {
+            break;
+        }
+        h.swap(i, j);
+        j = i;
+    }
+}
+
+fn heap_down(h: &mut [Elem], mut i: usize, n: usize, less: fn(f64, f64) -> bool) {
+    loop {
+        let j1 = 2 * i + 1;
+        if j1 >= n {
+            break;
+        }
+        let mut j = j1;
+        let j2 = j1 + 1;
+        if j2 < n && less(h[j2].v, h[j1].v) {
+            j = j2;
+        }
+        if !less(h[j].v, h[i].v) {
+            break;
+        }
+        h.swap(i, j);
+        i = j;
+    }
+}
+
+fn heap_push(h: &mut Vec<Elem>, e: Elem, less: fn(f64, f64) -> bool) {
+    h.push(e);
+    let n = h.len() - 1;
+    heap_up(h, n, less);
+}
+
+fn heap_pop(h: &mut Vec<Elem>, less: fn(f64, f64) -> bool) {
+    let n = h.len() - 1;
+    h.swap(0, n);
+    heap_down(h, 0, n, less);
+    h.pop();
+}
+
+/// Prometheus' quantile over a set of values (φ-quantile with linear interpolation).
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| {
+        if a.is_nan() && !b.is_nan() {
+            std::cmp::Ordering::Less
+        } else if b.is_nan() && !a.is_nan() {
+            std::cmp::Ordering::Greater
+        } else {
+            a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+        }
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
+pub(crate) fn format_go_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+pub(crate) fn aggregate(
+    op: u16,
+    grouping: &[String],
+    without: bool,
+    param: f64,
+    label: &str,
+    vec: Vec<Elem>,
+) -> Result<Vec<Elem>> {
+    let mut k = 0usize;
+    if op == T_TOPK || op == T_BOTTOMK {
+        if !(param >= i64::MIN as f64 && param <= i64::MAX as f64) {
+            return Err(exec_err(format!(
+                "Scalar value {} overflows int64",
+                crate::format_value(param)
+            )));
+        }
+        let ki = param as i64;
+        if ki < 1 {
+            return Ok(Vec::new());
+        }
+        k = ki as usize;
+    }
+    let mut grouping: Vec<String> = grouping.to_vec();
+    if op == T_COUNT_VALUES {
+        if !skopos_model::is_valid_label_name(label) {
+            return Err(exec_err(format!("invalid label name {label:?}")));
+        }
+        if !without {
+            grouping.push(label.to_string());
+        }
+    }
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for s in vec {
+        let metric = if op == T_COUNT_VALUES {
+            let mut b = s.labels.builder();
+            b.set(label.to_string(), format_go_float(s.v));
+            b.build()
+        } else {
+            s.labels.clone()
+        };
+        let key = group_key(&metric, &grouping, without);
+        let Some(&gi) = index.get(&key) else {
+            let mut g = Group {
+                labels: group_labels(&metric, &grouping, without),
+                value: s.v,
+                mean: s.v,
+                count: 1.0,
+                heap: Vec::new(),
+            };
+            match op {
+                T_STDVAR | T_STDDEV => g.value = 0.0,
+                T_TOPK | T_BOTTOMK | T_QUANTILE => g.heap.push(s),
+                T_GROUP => g.value = 1.0,
+                _ => {}
+            }
+            index.insert(key, groups.len());
+            groups.push(g);
+            continue;
+        };
+        let g = &mut groups[gi];
+        match op {
+            T_SUM => g.value += s.v,
+            T_AVG => {
+                g.count += 1.0;
+                if g.mean.is_infinite() {
+                    if s.v.is_infinite() && (g.mean > 0.0) == (s.v > 0.0) {
+                        continue;
+                    }
+                    if !s.v.is_infinite() && !s.v.is_nan() {
+                        continue;
+                    }
+                }
+                g.mean += s.v / g.count - g.mean / g.count;
+            }
+            T_GROUP => {}
+            T_MAX => {
+                if g.value < s.v || g.value.is_nan() {
+                    g.value = s.v;
+                }
+            }
+            T_MIN => {
+                if g.value > s.v || g.value.is_nan() {
+                    g.value = s.v;
+                }
+            }
+            T_COUNT | T_COUNT_VALUES => g.count += 1.0,
+            T_STDVAR | T_STDDEV => {
+                g.count += 1.0;
+                let delta = s.v - g.mean;
+                g.mean += delta / g.count;
+                g.value += delta * (s.v - g.mean);
+            }
+            T_TOPK => {
+                if g.heap.len() < k || less_topk(g.heap[0].v, s.v) || g.heap[0].v.is_nan() {
+                    if g.heap.len() == k {
+                        if k == 1 {
+                            g.heap[0] = s;
+                            continue;
+                        }
+                        heap_pop(&mut g.heap, less_topk);
+                    }
+                    heap_push(&mut g.heap, s, less_topk);
+                }
+            }
+            T_BOTTOMK => {
+                if g.heap.len() < k || less_bottomk(g.heap[0].v, s.v) || g.heap[0].v.is_nan() {
+                    if g.heap.len() == k {
+                        if k == 1 {
+                            g.heap[0] = s;
+                            continue;
+                        }
+                        heap_pop(&mut g.heap, less_bottomk);
+                    }
+                    heap_push(&mut g.heap, s, less_bottomk);
+                }
+            }
+            T_QUANTILE => g.heap.push(s),
+            _ => return Err(exec_err("unknown aggregation")),
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for mut g in groups {
+        let v = match op {
+            T_AVG => g.mean,
+            T_COUNT | T_COUNT_VALUES => g.count,
+            T_STDVAR => g.value / g.count,
+            T_STDDEV => (g.value / g.count).sqrt(),
+            T_TOPK | T_BOTTOMK => {
+                let less = if op == T_TOPK {
+                    less_topk
+                } else {
+                    less_bottomk
+                };
+                // Largest first for topk, smallest first for bottomk.
+                g.heap.sort_by(|a, b| {
+                    if less(b.v, a.v) {
+                        std::cmp::Ordering::Less
+                    } else if less(a.v, b.v) {
+                        std::cmp::Ordering::Greater
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                });
+                out.extend(g.heap);
+                continue;
+            }
+            T_QUANTILE => {
+                let mut vals: Vec<f64> = g.heap.iter().map(|e| e.v).collect();
+                quantile(param, &mut vals)
+            }
+            _ => g.value,
+        };
+        out.push(Elem {
+            labels: g.labels,
+            v,
+        });
+    }
+    Ok(out)
+}
