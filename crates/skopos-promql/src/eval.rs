@@ -109,6 +109,8 @@ pub(crate) struct Evaluator<'a> {
     /// Results of subquery inner steps, per subquery node and step time:
     /// consecutive evaluation steps share most of their subquery window.
     subquery_cache: RefCell<HashMap<usize, SubqueryRun>>,
+    /// Compiled `label_replace` regexes, by source.
+    regexes: RefCell<HashMap<String, regex::Regex>>,
 }
 
 fn key_of(vs: &VectorSelector) -> usize {
@@ -161,6 +163,7 @@ pub(crate) fn run(
         ticks: Cell::new(0),
         fetched: 0,
         subquery_cache: RefCell::new(HashMap::new()),
+        regexes: RefCell::new(HashMap::new()),
     };
     if is_range {
         match ast.value_type() {
@@ -430,6 +433,16 @@ impl<'a> Evaluator<'a> {
         }
         self.data.insert(key_of(vs), all);
         Ok(())
+    }
+
+    /// The fully anchored regex for `src`, compiled once per query.
+    pub(crate) fn regex(&self, src: &str) -> std::result::Result<regex::Regex, regex::Error> {
+        if let Some(r) = self.regexes.borrow().get(src) {
+            return Ok(r.clone());
+        }
+        let r = regex::Regex::new(&format!("^(?:{src})$"))?;
+        self.regexes.borrow_mut().insert(src.to_string(), r.clone());
+        Ok(r)
     }
 
     /// Fails if the query was cancelled or ran out of time.

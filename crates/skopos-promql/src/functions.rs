@@ -731,7 +731,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
             let repl = string_arg(args[2])?;
             let src = string_arg(args[3])?;
             let re_str = string_arg(args[4])?;
-            let re = regex::Regex::new(&format!("^(?:{re_str})$")).map_err(|_| {
+            let re = ev.regex(&re_str).map_err(|_| {
                 exec_err(format!(
                     "invalid regular expression in label_replace(): {re_str}"
                 ))
