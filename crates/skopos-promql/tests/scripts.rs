@@ -646,3 +646,31 @@ scripts! {
     ranges => "ranges.test",
     edge_cases => "edge_cases.test",
 }
+
+#[test]
+fn series_notation_expands_like_prometheus() {
+    let ex = |s: &str| {
+        expand_values(&s.split_whitespace().collect::<Vec<_>>())
+            .unwrap()
+            .into_iter()
+            .map(|v| v.map(|x| if x.is_nan() { -999.0 } else { x }))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ex("0+10x3"),
+        vec![Some(0.0), Some(10.0), Some(20.0), Some(30.0)]
+    );
+    assert_eq!(ex("1-1x2"), vec![Some(1.0), Some(0.0), Some(-1.0)]);
+    assert_eq!(ex("-2+2x1"), vec![Some(-2.0), Some(0.0)]);
+    assert_eq!(ex("1e3-1e2x1"), vec![Some(1000.0), Some(900.0)]);
+    assert_eq!(ex("1x3"), vec![Some(1.0); 4]);
+    assert_eq!(ex("_x3 5"), vec![None, None, None, Some(5.0)]);
+    assert_eq!(ex("_ 1 stale"), vec![None, Some(1.0), Some(-999.0)]);
+    assert_eq!(
+        ex("Inf -Inf"),
+        vec![Some(f64::INFINITY), Some(f64::NEG_INFINITY)]
+    );
+    let stale = expand_values(&["stale"]).unwrap()[0].unwrap();
+    assert!(skopos_model::is_stale_nan(stale));
+    assert!(expand_values(&["abc"]).is_err());
+}
