@@ -57,8 +57,14 @@ pub fn parse_duration_param(name: &str, v: &str) -> Result<i64, ApiError> {
         })
 }
 
+/// A timestamp as Prometheus writes it: Unix seconds, with up to three
+/// decimals and none when they are zero (`1700000000`, `1700000000.5`).
 fn secs(t_ms: i64) -> Json {
-    json!(t_ms as f64 / 1000.0)
+    if t_ms % 1000 == 0 {
+        json!(t_ms / 1000)
+    } else {
+        json!(t_ms as f64 / 1000.0)
+    }
 }
 
 fn labels_json(l: &skopos_model::Labels) -> Json {

@@ -569,7 +569,7 @@ async fn query_api_shapes_results_and_errors_like_prometheus() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(
         v["data"],
-        serde_json::json!({"resultType": "vector", "result": [{"metric": {}, "value": [1700000030.0, "37"]}]})
+        serde_json::json!({"resultType": "vector", "result": [{"metric": {}, "value": [1700000030, "37"]}]})
     );
 
     let (code, v) =
@@ -578,11 +578,7 @@ async fn query_api_shapes_results_and_errors_like_prometheus() {
     assert_eq!(v["data"]["resultType"], "matrix");
     assert_eq!(
         v["data"]["result"][0]["values"],
-        serde_json::json!([
-            [1700000000.0, "1"],
-            [1700000015.0, "4"],
-            [1700000030.0, "7"]
-        ])
+        serde_json::json!([[1700000000, "1"], [1700000015, "4"], [1700000030, "7"]])
     );
 
     let (code, v) = get("/api/v1/query?query=1/0&time=1700000000.5".into()).await;
@@ -606,11 +602,7 @@ async fn query_api_shapes_results_and_errors_like_prometheus() {
     );
     assert_eq!(
         series[0]["values"],
-        serde_json::json!([
-            [1700000000.0, "2"],
-            [1700000015.0, "8"],
-            [1700000030.0, "14"]
-        ])
+        serde_json::json!([[1700000000, "2"], [1700000015, "8"], [1700000030, "14"]])
     );
 
     for (path, code_want, kind, needle) in [

@@ -101,11 +101,7 @@ async fn query_prints_tables_and_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["data"]["result"][0]["values"],
-        serde_json::json!([
-            [1700000000.0, "0"],
-            [1700000030.0, "4"],
-            [1700000060.0, "8"]
-        ])
+        serde_json::json!([[1700000000, "0"], [1700000030, "4"], [1700000060, "8"]])
     );
 
     let url = server.url.clone();
