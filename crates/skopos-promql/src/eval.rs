@@ -86,6 +86,38 @@ impl SubqueryRun {
     }
 }
 
+/// A series read from storage for one selector, with cursors remembering
+/// where the previous step's window started and ended.
+struct Loaded {
+    labels: Labels,
+    samples: Vec<Sample>,
+    lo: Cell<usize>,
+    hi: Cell<usize>,
+}
+
+/// `samples.partition_point(|s| before(s.t))`, starting from the cursor:
+/// evaluation steps move forward, so the answer is usually a few samples
+/// on, and a sequential walk avoids the cache misses of a binary search.
+fn seek(samples: &[Sample], cursor: &Cell<usize>, before: impl Fn(i64) -> bool) -> usize {
+    let mut i = cursor.get().min(samples.len());
+    if i > 0 && !before(samples[i - 1].t) {
+        // Time went backwards (subqueries, `@`): search afresh.
+        i = samples.partition_point(|s| before(s.t));
+    } else {
+        let mut walked = 0;
+        while i < samples.len() && before(samples[i].t) {
+            i += 1;
+            walked += 1;
+            if walked == 16 {
+                i += samples[i..].partition_point(|s| before(s.t));
+                break;
+            }
+        }
+    }
+    cursor.set(i);
+    i
+}
+
 pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
     QueryError::Execution(msg.into())
 }
@@ -98,7 +130,7 @@ pub(crate) struct Evaluator<'a> {
     cancel: &'a CancelToken,
     deadline: Instant,
     /// Preloaded series per selector node (keyed by the node's address).
-    data: HashMap<usize, Vec<SeriesSamples>>,
+    data: HashMap<usize, Vec<Loaded>>,
     /// Samples held by the finished part of the result.
     held: Cell<usize>,
     /// Samples held by the step being evaluated.
@@ -431,7 +463,16 @@ impl<'a> Evaluator<'a> {
         if self.fetched > self.opts.max_samples {
             return Err(QueryError::TooManySamples(self.opts.max_samples));
         }
-        self.data.insert(key_of(vs), all);
+        let loaded = all
+            .into_iter()
+            .map(|s| Loaded {
+                labels: s.labels,
+                samples: s.samples,
+                lo: Cell::new(0),
+                hi: Cell::new(0),
+            })
+            .collect();
+        self.data.insert(key_of(vs), loaded);
         Ok(())
     }
 
@@ -536,7 +577,7 @@ impl<'a> Evaluator<'a> {
             .ok_or_else(|| exec_err("selector was not planned"))?;
         let mut out = Vec::new();
         for s in series {
-            let i = s.samples.partition_point(|x| x.t <= rt);
+            let i = seek(&s.samples, &s.hi, |t| t <= rt);
             if i == 0 {
                 continue;
             }
@@ -565,10 +606,9 @@ impl<'a> Evaluator<'a> {
                     .ok_or_else(|| exec_err("selector was not planned"))?;
                 let mut out = Vec::new();
                 for s in series {
-                    let lo = s
-                        .samples
-                        .partition_point(|x| x.t < rt.saturating_sub(range));
-                    let hi = s.samples.partition_point(|x| x.t <= rt);
+                    let start = rt.saturating_sub(range);
+                    let lo = seek(&s.samples, &s.lo, |t| t < start);
+                    let hi = seek(&s.samples, &s.hi, |t| t <= rt);
                     if lo < hi {
                         self.charge(hi - lo)?;
                         out.push(Series {
