@@ -2,6 +2,7 @@
 //! mean, Welford variance, Go's heap for topk/bottomk).
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_MAX, T_MIN, T_QUANTILE, T_STDDEV,
@@ -175,7 +176,7 @@ pub(crate) fn aggregate(
         let metric = if op == T_COUNT_VALUES {
             let mut b = s.labels.builder();
             b.set(label.to_string(), format_go_float(s.v));
-            b.build()
+            Rc::new(b.build())
         } else {
             s.labels.clone()
         };
@@ -292,7 +293,7 @@ pub(crate) fn aggregate(
             _ => g.value,
         };
         out.push(Elem {
-            labels: g.labels,
+            labels: Rc::new(g.labels),
             v,
         });
     }

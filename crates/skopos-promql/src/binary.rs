@@ -2,6 +2,7 @@
 //! operators and vector matching (`on`/`ignoring`, `group_left`/`group_right`).
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use promql_parser::parser::token::{
     T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
@@ -175,8 +176,8 @@ pub(crate) fn vector_vector(
                 "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                 matched_labels_string(&e.labels, on, &names),
                 side,
-                prom_labels_string(&e.labels),
-                prom_labels_string(&one[j].labels)
+                prom_labels_string(e.labels.iter()),
+                prom_labels_string(one[j].labels.iter())
             )));
         }
         one_sigs.insert(s, i);
@@ -242,7 +243,7 @@ pub(crate) fn vector_vector(
             }
         }
         out.push(Elem {
-            labels: metric,
+            labels: Rc::new(metric),
             v: value,
         });
     }

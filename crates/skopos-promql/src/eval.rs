@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -27,14 +28,14 @@ pub(crate) type Result<T> = std::result::Result<T, QueryError>;
 /// One element of an instant vector during evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct Elem {
-    pub labels: Labels,
+    pub labels: Rc<Labels>,
     pub v: f64,
 }
 
 /// One series of a range vector during evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct Series {
-    pub labels: Labels,
+    pub labels: Rc<Labels>,
     pub samples: Vec<Sample>,
 }
 
@@ -54,12 +55,12 @@ pub(crate) struct SubqueryRun {
     valid: bool,
     from: i64,
     to: i64,
-    index: HashMap<Labels, usize>,
+    index: HashMap<Rc<Labels>, usize>,
     series: Vec<Series>,
 }
 
 impl SubqueryRun {
-    fn push(&mut self, labels: Labels, s: Sample) {
+    fn push(&mut self, labels: Rc<Labels>, s: Sample) {
         let i = match self.index.get(&labels) {
             Some(&i) => i,
             None => {
@@ -89,7 +90,7 @@ impl SubqueryRun {
 /// A series read from storage for one selector, with cursors remembering
 /// where the previous step's window started and ended.
 struct Loaded {
-    labels: Labels,
+    labels: Rc<Labels>,
     samples: Vec<Sample>,
     lo: Cell<usize>,
     hi: Cell<usize>,
@@ -217,7 +218,7 @@ pub(crate) fn run(
             Val::Vector(v) => Value::Vector(
                 v.into_iter()
                     .map(|e| VectorSample {
-                        labels: e.labels,
+                        labels: unrc(e.labels),
                         t: start,
                         v: e.v,
                     })
@@ -226,14 +227,14 @@ pub(crate) fn run(
             Val::Matrix(m) => Value::Matrix(
                 m.into_iter()
                     .map(|s| RangeSeries {
-                        labels: s.labels,
+                        labels: unrc(s.labels),
                         samples: s.samples,
                     })
                     .collect(),
             ),
         });
     }
-    let mut out: HashMap<Labels, Vec<Sample>> = HashMap::new();
+    let mut out: HashMap<Rc<Labels>, Vec<Sample>> = HashMap::new();
     // Steps are evaluated in slices, each with its own storage reads, so
     // that what is held from storage stays under the sample limit however
     // long the range. The first slice is one step; its reads size the next
@@ -276,7 +277,10 @@ pub(crate) fn run(
     }
     let mut series: Vec<RangeSeries> = out
         .into_iter()
-        .map(|(labels, samples)| RangeSeries { labels, samples })
+        .map(|(labels, samples)| RangeSeries {
+            labels: unrc(labels),
+            samples,
+        })
         .collect();
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(series))
@@ -284,12 +288,17 @@ pub(crate) fn run(
 
 impl<'a> Evaluator<'a> {
     /// Evaluates one step of a range query into the accumulated result.
-    fn eval_step(&self, ast: &Expr, t: i64, out: &mut HashMap<Labels, Vec<Sample>>) -> Result<()> {
+    fn eval_step(
+        &self,
+        ast: &Expr,
+        t: i64,
+        out: &mut HashMap<Rc<Labels>, Vec<Sample>>,
+    ) -> Result<()> {
         self.check()?;
         self.step_samples.set(0);
         let added = match self.eval(ast, t)? {
             Val::Scalar(v) => {
-                out.entry(Labels::empty())
+                out.entry(Rc::new(Labels::empty()))
                     .or_default()
                     .push(Sample::new(t, v));
                 1
@@ -466,7 +475,7 @@ impl<'a> Evaluator<'a> {
         let loaded = all
             .into_iter()
             .map(|s| Loaded {
-                labels: s.labels,
+                labels: Rc::new(s.labels),
                 samples: s.samples,
                 lo: Cell::new(0),
                 hi: Cell::new(0),
@@ -568,7 +577,7 @@ impl<'a> Evaluator<'a> {
         &self,
         vs: &VectorSelector,
         ts: i64,
-    ) -> Result<Vec<(Labels, i64, f64)>> {
+    ) -> Result<Vec<(Rc<Labels>, i64, f64)>> {
         self.check()?;
         let rt = self.ref_time(&vs.at, &vs.offset, ts);
         let series = self
@@ -658,7 +667,7 @@ impl<'a> Evaluator<'a> {
                                 run.push(el.labels, Sample::new(next, el.v));
                             }
                         }
-                        Val::Scalar(v) => run.push(Labels::empty(), Sample::new(next, v)),
+                        Val::Scalar(v) => run.push(Rc::new(Labels::empty()), Sample::new(next, v)),
                         _ => return Err(exec_err("subquery must be over an instant vector")),
                     }
                     if !run.valid {
@@ -755,13 +764,18 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-pub(crate) fn drop_name(l: &Labels) -> Labels {
+/// The labels, without copying them if this was the last reference.
+fn unrc(l: Rc<Labels>) -> Labels {
+    Rc::try_unwrap(l).unwrap_or_else(|l| (*l).clone())
+}
+
+pub(crate) fn drop_name(l: &Rc<Labels>) -> Rc<Labels> {
     if l.get(METRIC_NAME).is_none() {
         return l.clone();
     }
     let mut b = l.builder();
     b.delete(METRIC_NAME);
-    b.build()
+    Rc::new(b.build())
 }
 
 pub(crate) fn check_dups(v: &[Elem]) -> Result<()> {

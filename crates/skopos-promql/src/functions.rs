@@ -1,5 +1,6 @@
 //! PromQL functions, with Prometheus 2.x semantics.
 
+use std::rc::Rc;
 use std::sync::Once;
 
 use promql_parser::parser::function::{register_extra_functions, Function};
@@ -624,7 +625,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
             let (series, _, _) = ev.eval_range(args[0], ts)?;
             Ok(Val::Vector(if series.is_empty() {
                 vec![Elem {
-                    labels: absent_labels(args[0]),
+                    labels: Rc::new(absent_labels(args[0])),
                     v: 1.0,
                 }]
             } else {
@@ -635,7 +636,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
             let v = ev.eval_vector(args[0], ts)?;
             Ok(Val::Vector(if v.is_empty() {
                 vec![Elem {
-                    labels: absent_labels(args[0]),
+                    labels: Rc::new(absent_labels(args[0])),
                     v: 1.0,
                 }]
             } else {
@@ -691,7 +692,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
             let v = match args.first() {
                 Some(a) => ev.eval_vector(a, ts)?,
                 None => vec![Elem {
-                    labels: Labels::empty(),
+                    labels: Rc::new(Labels::empty()),
                     v: ts as f64 / 1000.0,
                 }],
             };
@@ -700,7 +701,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
         "time" => Ok(Val::Scalar(ts as f64 / 1000.0)),
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
         "vector" => Ok(Val::Vector(vec![Elem {
-            labels: Labels::empty(),
+            labels: Rc::new(Labels::empty()),
             v: ev.eval_scalar(args[0], ts)?,
         }])),
         "scalar" => {
@@ -751,7 +752,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
                         caps.expand(&repl, &mut res);
                         let mut b = e.labels.builder();
                         b.set(dst.clone(), res);
-                        b.build()
+                        Rc::new(b.build())
                     }
                 };
                 out.push(Elem { labels, v: e.v });
@@ -788,7 +789,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
                 let mut b = e.labels.builder();
                 b.set(dst.clone(), joined);
                 out.push(Elem {
-                    labels: b.build(),
+                    labels: Rc::new(b.build()),
                     v: e.v,
                 });
             }
@@ -801,7 +802,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
 
 fn histogram_quantile(q: f64, v: Vec<Elem>) -> Result<Val> {
     let mut order: Vec<Labels> = Vec::new();
-    let mut groups: std::collections::HashMap<Labels, (Labels, Vec<(f64, f64)>)> =
+    let mut groups: std::collections::HashMap<Labels, (Rc<Labels>, Vec<(f64, f64)>)> =
         std::collections::HashMap::new();
     for e in v {
         let Some(le) = e.labels.get("le") else {
@@ -815,7 +816,7 @@ fn histogram_quantile(q: f64, v: Vec<Elem>) -> Result<Val> {
         let sig = b.build();
         let entry = groups.entry(sig.clone()).or_insert_with(|| {
             order.push(sig.clone());
-            (drop_name(&sig), Vec::new())
+            (drop_name(&Rc::new(sig.clone())), Vec::new())
         });
         entry.1.push((upper, e.v));
     }
