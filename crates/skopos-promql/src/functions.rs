@@ -800,10 +800,12 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
     }
 }
 
+/// Per histogram: the output labels and the (upper bound, count) buckets.
+type Histograms = std::collections::HashMap<Labels, (Rc<Labels>, Vec<(f64, f64)>)>;
+
 fn histogram_quantile(q: f64, v: Vec<Elem>) -> Result<Val> {
     let mut order: Vec<Labels> = Vec::new();
-    let mut groups: std::collections::HashMap<Labels, (Rc<Labels>, Vec<(f64, f64)>)> =
-        std::collections::HashMap::new();
+    let mut groups = Histograms::new();
     for e in v {
         let Some(le) = e.labels.get("le") else {
             continue;
