@@ -1,7 +1,6 @@
 //! Aggregation operators, with Prometheus 2.x's arithmetic (incremental
 //! mean, Welford variance, Go's heap for topk/bottomk).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use promql_parser::parser::token::{
@@ -10,16 +9,13 @@ use promql_parser::parser::token::{
 };
 use skopos_model::{Labels, METRIC_NAME};
 
-use crate::binary::signature;
+use crate::binary::signature_into;
 use crate::eval::{exec_err, Elem, Result};
+use crate::fxhash::FxHashMap;
 
 /// Grouping key of an aggregation.
-fn group_key(l: &Labels, grouping: &[String], without: bool) -> String {
-    if without {
-        signature(l, false, grouping)
-    } else {
-        signature(l, true, grouping)
-    }
+fn group_key(buf: &mut String, l: &Labels, grouping: &[String], without: bool) {
+    signature_into(buf, l, !without, grouping);
 }
 
 fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
@@ -170,7 +166,8 @@ pub(crate) fn aggregate(
             grouping.push(label.to_string());
         }
     }
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: FxHashMap<String, usize> = FxHashMap::default();
+    let mut key = String::new();
     let mut groups: Vec<Group> = Vec::new();
     for s in vec {
         let metric = if op == T_COUNT_VALUES {
@@ -180,8 +177,8 @@ pub(crate) fn aggregate(
         } else {
             s.labels.clone()
         };
-        let key = group_key(&metric, &grouping, without);
-        let Some(&gi) = index.get(&key) else {
+        group_key(&mut key, &metric, &grouping, without);
+        let Some(&gi) = index.get(key.as_str()) else {
             let mut g = Group {
                 labels: group_labels(&metric, &grouping, without),
                 value: s.v,
@@ -195,7 +192,7 @@ pub(crate) fn aggregate(
                 T_GROUP => g.value = 1.0,
                 _ => {}
             }
-            index.insert(key, groups.len());
+            index.insert(key.clone(), groups.len());
             groups.push(g);
             continue;
         };

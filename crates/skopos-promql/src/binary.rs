@@ -1,7 +1,6 @@
 //! Binary operators: scalar and vector arithmetic, comparisons, set
 //! operators and vector matching (`on`/`ignoring`, `group_left`/`group_right`).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use promql_parser::parser::token::{
@@ -12,6 +11,7 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use skopos_model::{Labels, METRIC_NAME};
 
 use crate::eval::{drop_name, exec_err, Elem, Result};
+use crate::fxhash::{FxHashMap, FxHashSet};
 
 pub(crate) fn is_comparison(op: u16) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
@@ -74,6 +74,13 @@ pub(crate) fn vector_scalar(
 /// `ignoring` ones and the metric name.
 pub(crate) fn signature(l: &Labels, on: bool, names: &[String]) -> String {
     let mut s = String::new();
+    signature_into(&mut s, l, on, names);
+    s
+}
+
+/// [`signature`] into a reused buffer.
+pub(crate) fn signature_into(s: &mut String, l: &Labels, on: bool, names: &[String]) {
+    s.clear();
     for lb in l.iter() {
         let incl = if on {
             names.iter().any(|n| n == &lb.name)
@@ -87,7 +94,6 @@ pub(crate) fn signature(l: &Labels, on: bool, names: &[String]) -> String {
             s.push('\u{ff}');
         }
     }
-    s
 }
 
 /// Labels as Prometheus prints them in messages: `{__name__="a", b="c"}`.
@@ -133,23 +139,20 @@ pub(crate) fn vector_vector(
             if lhs.is_empty() || rhs.is_empty() {
                 return Ok(Vec::new());
             }
-            let rs: std::collections::HashSet<String> =
-                rhs.iter().map(|e| sig(&e.labels)).collect();
+            let rs: FxHashSet<String> = rhs.iter().map(|e| sig(&e.labels)).collect();
             return Ok(lhs
                 .into_iter()
                 .filter(|e| rs.contains(&sig(&e.labels)))
                 .collect());
         }
         T_LOR => {
-            let ls: std::collections::HashSet<String> =
-                lhs.iter().map(|e| sig(&e.labels)).collect();
+            let ls: FxHashSet<String> = lhs.iter().map(|e| sig(&e.labels)).collect();
             let mut out = lhs;
             out.extend(rhs.into_iter().filter(|e| !ls.contains(&sig(&e.labels))));
             return Ok(out);
         }
         T_LUNLESS => {
-            let rs: std::collections::HashSet<String> =
-                rhs.iter().map(|e| sig(&e.labels)).collect();
+            let rs: FxHashSet<String> = rhs.iter().map(|e| sig(&e.labels)).collect();
             return Ok(lhs
                 .into_iter()
                 .filter(|e| !rs.contains(&sig(&e.labels)))
@@ -167,7 +170,7 @@ pub(crate) fn vector_vector(
         VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany
     );
     let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
-    let mut one_sigs: HashMap<String, usize> = HashMap::with_capacity(one.len());
+    let mut one_sigs: FxHashMap<String, usize> = FxHashMap::default();
     for (i, e) in one.iter().enumerate() {
         let s = sig(&e.labels);
         if let Some(&j) = one_sigs.get(&s) {
@@ -182,7 +185,7 @@ pub(crate) fn vector_vector(
         }
         one_sigs.insert(s, i);
     }
-    let mut matched: HashMap<String, std::collections::HashSet<Labels>> = HashMap::new();
+    let mut matched: FxHashMap<String, FxHashSet<Labels>> = FxHashMap::default();
     let mut out = Vec::new();
     for ls in &many {
         let s = sig(&ls.labels);
@@ -237,7 +240,7 @@ pub(crate) fn vector_vector(
                 }
             }
             None => {
-                let mut set = std::collections::HashSet::new();
+                let mut set = FxHashSet::default();
                 set.insert(metric.clone());
                 matched.insert(s, set);
             }

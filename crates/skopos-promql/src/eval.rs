@@ -18,6 +18,7 @@ use skopos_model::{
 use crate::aggregate::aggregate;
 use crate::binary::{is_comparison, scalar_binop, vector_scalar, vector_vector};
 use crate::functions;
+use crate::fxhash::FxHashMap;
 use crate::{
     CancelToken, EngineOptions, QueryError, RangeSeries, Value, VectorSample,
     DEFAULT_SUBQUERY_STEP_MS,
@@ -55,7 +56,7 @@ pub(crate) struct SubqueryRun {
     valid: bool,
     from: i64,
     to: i64,
-    index: HashMap<Rc<Labels>, usize>,
+    index: FxHashMap<Rc<Labels>, usize>,
     series: Vec<Series>,
 }
 
@@ -119,6 +120,9 @@ fn seek(samples: &[Sample], cursor: &Cell<usize>, before: impl Fn(i64) -> bool) 
     i
 }
 
+/// An input label set and the label set derived from it.
+type LabelsPair = (Rc<Labels>, Rc<Labels>);
+
 pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
     QueryError::Execution(msg.into())
 }
@@ -142,6 +146,9 @@ pub(crate) struct Evaluator<'a> {
     /// Results of subquery inner steps, per subquery node and step time:
     /// consecutive evaluation steps share most of their subquery window.
     subquery_cache: RefCell<HashMap<usize, SubqueryRun>>,
+    /// `drop_name` results by input label set (identity); the input is kept
+    /// alive so that its address cannot be reused by another label set.
+    dropped: RefCell<FxHashMap<usize, LabelsPair>>,
     /// Compiled `label_replace` regexes, by source.
     regexes: RefCell<HashMap<String, regex::Regex>>,
 }
@@ -197,6 +204,7 @@ pub(crate) fn run(
         fetched: 0,
         subquery_cache: RefCell::new(HashMap::new()),
         regexes: RefCell::new(HashMap::new()),
+        dropped: RefCell::new(FxHashMap::default()),
     };
     if is_range {
         match ast.value_type() {
@@ -234,7 +242,7 @@ pub(crate) fn run(
             ),
         });
     }
-    let mut out: HashMap<Rc<Labels>, Vec<Sample>> = HashMap::new();
+    let mut out: FxHashMap<Rc<Labels>, Vec<Sample>> = FxHashMap::default();
     // Steps are evaluated in slices, each with its own storage reads, so
     // that what is held from storage stays under the sample limit however
     // long the range. The first slice is one step; its reads size the next
@@ -292,7 +300,7 @@ impl<'a> Evaluator<'a> {
         &self,
         ast: &Expr,
         t: i64,
-        out: &mut HashMap<Rc<Labels>, Vec<Sample>>,
+        out: &mut FxHashMap<Rc<Labels>, Vec<Sample>>,
     ) -> Result<()> {
         self.check()?;
         self.step_samples.set(0);
@@ -483,6 +491,25 @@ impl<'a> Evaluator<'a> {
             .collect();
         self.data.insert(key_of(vs), loaded);
         Ok(())
+    }
+
+    /// [`drop_name`], remembered per input label set: the same series
+    /// comes through every step.
+    pub(crate) fn drop_name_cached(&self, l: &Rc<Labels>) -> Rc<Labels> {
+        if l.get(METRIC_NAME).is_none() {
+            return l.clone();
+        }
+        let key = Rc::as_ptr(l) as usize;
+        if let Some((_, d)) = self.dropped.borrow().get(&key) {
+            return d.clone();
+        }
+        let d = drop_name(l);
+        let mut memo = self.dropped.borrow_mut();
+        if memo.len() >= 100_000 {
+            memo.clear();
+        }
+        memo.insert(key, (l.clone(), d.clone()));
+        d
     }
 
     /// The fully anchored regex for `src`, compiled once per query.
@@ -782,7 +809,8 @@ pub(crate) fn check_dups(v: &[Elem]) -> Result<()> {
     if v.len() < 2 {
         return Ok(());
     }
-    let mut seen: std::collections::HashSet<&Labels> = std::collections::HashSet::new();
+    let mut seen = crate::fxhash::FxHashSet::<&Labels>::default();
+    seen.reserve(v.len());
     for e in v {
         if !seen.insert(&e.labels) {
             return Err(exec_err(

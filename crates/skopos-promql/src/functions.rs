@@ -572,11 +572,11 @@ fn date_fn(name: &str, v: f64) -> f64 {
     }
 }
 
-fn map_drop(v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Result<Val> {
+fn map_drop(ev: &Evaluator, v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Result<Val> {
     let out: Vec<Elem> = v
         .into_iter()
         .map(|e| Elem {
-            labels: drop_name(&e.labels),
+            labels: ev.drop_name_cached(&e.labels),
             v: f(e.v),
         })
         .collect();
@@ -609,7 +609,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
                 let labels = if keep_name {
                     s.labels
                 } else {
-                    drop_name(&s.labels)
+                    ev.drop_name_cached(&s.labels)
                 };
                 out.push(Elem { labels, v });
             }
@@ -618,7 +618,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
         return Ok(Val::Vector(out));
     }
     if let Some(f) = simple_fn(name) {
-        return map_drop(ev.eval_vector(args[0], ts)?, f);
+        return map_drop(ev, ev.eval_vector(args[0], ts)?, f);
     }
     match name {
         "absent_over_time" => {
@@ -650,7 +650,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
                 None => 1.0,
             };
             let inv = 1.0 / to;
-            map_drop(v, |x| (x * inv + 0.5).floor() / inv)
+            map_drop(ev, v, |x| (x * inv + 0.5).floor() / inv)
         }
         "clamp" => {
             let v = ev.eval_vector(args[0], ts)?;
@@ -659,17 +659,17 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
             if max < min {
                 return Ok(Val::Vector(Vec::new()));
             }
-            map_drop(v, |x| go_max(min, go_min(max, x)))
+            map_drop(ev, v, |x| go_max(min, go_min(max, x)))
         }
         "clamp_max" => {
             let v = ev.eval_vector(args[0], ts)?;
             let max = ev.eval_scalar(args[1], ts)?;
-            map_drop(v, |x| go_min(max, x))
+            map_drop(ev, v, |x| go_min(max, x))
         }
         "clamp_min" => {
             let v = ev.eval_vector(args[0], ts)?;
             let min = ev.eval_scalar(args[1], ts)?;
-            map_drop(v, |x| go_max(min, x))
+            map_drop(ev, v, |x| go_max(min, x))
         }
         "timestamp" => {
             if let Expr::VectorSelector(vs) = args[0] {
@@ -685,7 +685,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
                 return Ok(Val::Vector(out));
             }
             let t = ts as f64 / 1000.0;
-            map_drop(ev.eval_vector(args[0], ts)?, |_| t)
+            map_drop(ev, ev.eval_vector(args[0], ts)?, |_| t)
         }
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
         | "month" | "year" => {
@@ -696,7 +696,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
                     v: ts as f64 / 1000.0,
                 }],
             };
-            map_drop(v, |x| date_fn(name, x))
+            map_drop(ev, v, |x| date_fn(name, x))
         }
         "time" => Ok(Val::Scalar(ts as f64 / 1000.0)),
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),

@@ -19,6 +19,7 @@ mod binary;
 mod eval;
 mod format;
 mod functions;
+mod fxhash;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
