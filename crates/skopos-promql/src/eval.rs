@@ -9,7 +9,8 @@ use std::time::{Instant, SystemTime};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{
-    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, VectorSelector,
+    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, MatrixSelector, Offset,
+    VectorSelector,
 };
 use skopos_model::{
     is_stale_nan, Labels, MatchOp, Matcher, Queryable, Sample, SeriesSamples, METRIC_NAME,
@@ -627,32 +628,55 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
+    /// End and length of a matrix selector's window at `ts`.
+    pub(crate) fn window_bounds(&self, ms: &MatrixSelector, ts: i64) -> (i64, i64) {
+        (
+            self.ref_time(&ms.vs.at, &ms.vs.offset, ts),
+            ms.range.as_millis() as i64,
+        )
+    }
+
+    /// Visits the window of each series of a matrix selector at `ts`, in
+    /// place; returns the window's end and length.
+    pub(crate) fn each_window(
+        &self,
+        ms: &MatrixSelector,
+        ts: i64,
+        mut visit: impl FnMut(&Rc<Labels>, &[Sample]) -> Result<()>,
+    ) -> Result<(i64, i64)> {
+        self.check()?;
+        let rt = self.ref_time(&ms.vs.at, &ms.vs.offset, ts);
+        let range = ms.range.as_millis() as i64;
+        let series = self
+            .data
+            .get(&key_of(&ms.vs))
+            .ok_or_else(|| exec_err("selector was not planned"))?;
+        let start = rt.saturating_sub(range);
+        for s in series {
+            let lo = seek(&s.samples, &s.lo, |t| t < start);
+            let hi = seek(&s.samples, &s.hi, |t| t <= rt);
+            if lo < hi {
+                self.charge(hi - lo)?;
+                visit(&s.labels, &s.samples[lo..hi])?;
+            }
+        }
+        Ok((rt, range))
+    }
+
     /// Evaluates a matrix selector or subquery at `ts`. Returns the series
     /// (only those with samples in the window), the reference (end) time of
     /// the window and its length in milliseconds.
     pub(crate) fn eval_range(&self, e: &Expr, ts: i64) -> Result<(Vec<Series>, i64, i64)> {
         match unwrap_parens(e) {
             Expr::MatrixSelector(ms) => {
-                self.check()?;
-                let rt = self.ref_time(&ms.vs.at, &ms.vs.offset, ts);
-                let range = ms.range.as_millis() as i64;
-                let series = self
-                    .data
-                    .get(&key_of(&ms.vs))
-                    .ok_or_else(|| exec_err("selector was not planned"))?;
                 let mut out = Vec::new();
-                for s in series {
-                    let start = rt.saturating_sub(range);
-                    let lo = seek(&s.samples, &s.lo, |t| t < start);
-                    let hi = seek(&s.samples, &s.hi, |t| t <= rt);
-                    if lo < hi {
-                        self.charge(hi - lo)?;
-                        out.push(Series {
-                            labels: s.labels.clone(),
-                            samples: s.samples[lo..hi].to_vec(),
-                        });
-                    }
-                }
+                let (rt, range) = self.each_window(ms, ts, |labels, samples| {
+                    out.push(Series {
+                        labels: labels.clone(),
+                        samples: samples.to_vec(),
+                    });
+                    Ok(())
+                })?;
                 Ok((out, rt, range))
             }
             Expr::Subquery(sq) => {

@@ -595,23 +595,34 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
                 scalars.push(ev.eval_scalar(a, ts)?);
             }
         }
-        let (series, end, range_ms) = ev.eval_range(args[idx], ts)?;
-        let w = Window {
-            ts,
-            end,
-            range_ms,
-            scalars,
-        };
         let keep_name = name == "last_over_time";
-        let mut out = Vec::with_capacity(series.len());
-        for s in series {
-            if let Some(v) = f(&s.samples, &w)? {
+        let mut out = Vec::new();
+        let mut apply = |labels: &Rc<Labels>, samples: &[Sample], w: &Window| -> Result<()> {
+            if let Some(v) = f(samples, w)? {
                 let labels = if keep_name {
-                    s.labels
+                    labels.clone()
                 } else {
-                    ev.drop_name_cached(&s.labels)
+                    ev.drop_name_cached(labels)
                 };
                 out.push(Elem { labels, v });
+            }
+            Ok(())
+        };
+        let mut w = Window {
+            ts,
+            end: 0,
+            range_ms: 0,
+            scalars,
+        };
+        if let Expr::MatrixSelector(ms) = args[idx] {
+            // The common case: windows straight out of the loaded series.
+            (w.end, w.range_ms) = ev.window_bounds(ms, ts);
+            ev.each_window(ms, ts, |labels, samples| apply(labels, samples, &w))?;
+        } else {
+            let (series, end, range_ms) = ev.eval_range(args[idx], ts)?;
+            (w.end, w.range_ms) = (end, range_ms);
+            for s in &series {
+                apply(&s.labels, &s.samples, &w)?;
             }
         }
         check_dups(&out)?;
