@@ -488,3 +488,39 @@ fn range_query_steps_equal_instant_queries() {
         }
     }
 }
+
+#[test]
+fn deeply_nested_queries_are_refused_not_a_stack_overflow() {
+    let g = Grid::new(1, 10);
+    let d = skopos_promql::MAX_NESTING - 1;
+    let ok_queries = [
+        format!("{}m{}", "(".repeat(d), ")".repeat(d)),
+        format!("{}1", "-".repeat(d)),
+        vec!["m"; d].join(" or "),
+        format!("{}m{}", "sum(".repeat(d), ")".repeat(d)),
+    ];
+    let deep = 50_000;
+    let refused = [
+        format!("{}m{}", "(".repeat(deep), ")".repeat(deep)),
+        vec!["1"; deep].join(" + "),
+    ];
+    // A 2 MiB stack, as tokio's blocking threads have.
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let c = CancelToken::new();
+            for q in &ok_queries {
+                engine().instant(&g, q, 5_000, &c).unwrap();
+            }
+            for q in &refused {
+                let e = engine().instant(&g, q, 5_000, &c).unwrap_err();
+                assert_eq!(e.error_type(), "bad_data");
+            }
+            // Operators inside strings and label matchers do not count.
+            let q = format!("m{{i!=\"{}\"}}", "+".repeat(5000));
+            engine().instant(&g, &q, 5_000, &c).unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
