@@ -13,6 +13,14 @@
 //! stays under the sample limit (samples read count against
 //! [`EngineOptions::max_samples`] like samples held by the evaluation).
 //! Nothing here knows how samples are stored.
+//!
+//! Map: `eval.rs` (planning, reads, selectors, subqueries, the step loop),
+//! `binary.rs` (operators and vector matching), `aggregate.rs`,
+//! `functions.rs`, `format.rs` (Prometheus' float formatting). Semantics are
+//! pinned by Prometheus test scripts in `testdata/*.test`, run by
+//! `tests/scripts.rs` against an in-memory store and against `skopos-tsdb`.
+//! Deliberately absent: native histograms (the model has none), functions
+//! and modifiers newer than Prometheus 2.x (refused as unknown).
 
 mod aggregate;
 mod binary;
