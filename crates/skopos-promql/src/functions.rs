@@ -129,10 +129,18 @@ pub(crate) fn check_supported(e: &Expr) -> std::result::Result<(), String> {
         Expr::Paren(p) => check_supported(&p.expr),
         Expr::Subquery(s) => check_supported(&s.expr),
         Expr::Extension(_) => Err("extension expressions are not supported".into()),
-        Expr::NumberLiteral(_)
-        | Expr::StringLiteral(_)
-        | Expr::VectorSelector(_)
-        | Expr::MatrixSelector(_) => Ok(()),
+        Expr::VectorSelector(vs) => check_selector(vs),
+        Expr::MatrixSelector(ms) => check_selector(&ms.vs),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+    }
+}
+
+/// `{a="1" or a="2"}` is newer than Prometheus 2.x, which refuses it.
+fn check_selector(vs: &promql_parser::parser::VectorSelector) -> std::result::Result<(), String> {
+    if vs.matchers.or_matchers.is_empty() {
+        Ok(())
+    } else {
+        Err("unexpected identifier \"or\" in label matching, expected \",\" or \"}\"".into())
     }
 }
 
