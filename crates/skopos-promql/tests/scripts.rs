@@ -674,3 +674,192 @@ fn series_notation_expands_like_prometheus() {
     assert!(skopos_model::is_stale_nan(stale));
     assert!(expand_values(&["abc"]).is_err());
 }
+
+/// A YAML double-quoted string.
+fn yaml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Peer test against the real Prometheus 2.42 (`promtool` from the Debian
+/// package `prometheus`): every instant case of the case files whose
+/// expectation is a vector is turned into a `promtool test rules` unit test
+/// over the same series notation, and the answers promtool reports must be
+/// the ones the case files expect. This proves the expectations, not just
+/// the engine's agreement with them. Skipped per case: default-step
+/// subqueries (promtool's step is its evaluation interval) and sub-second
+/// evaluation times (promtool loads samples up to its last evaluation).
+#[test]
+fn peer_promtool_2_42_agrees_with_case_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut mismatches = Vec::new();
+    let mut checked = 0;
+    let files: Vec<_> = std::fs::read_dir(format!("{}/testdata", env!("CARGO_MANIFEST_DIR")))
+        .expect("testdata")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "test"))
+        .collect();
+    for path in files {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        // Groups of (interval, series, cases); a `clear` starts a new group.
+        // (line, time, expr, expected samples)
+        type Case = (usize, String, String, Vec<(Labels, f64)>);
+        // (load interval, series definitions, not expressible in promtool, cases)
+        type Group = (Option<String>, Vec<(String, String)>, bool, Vec<Case>);
+        let mut groups: Vec<Group> = vec![(None, Vec::new(), false, Vec::new())];
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i].trim();
+            let line_no = i + 1;
+            i += 1;
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut block = Vec::new();
+            while i < lines.len() && !lines[i].trim().is_empty() {
+                if !lines[i].trim().starts_with('#') {
+                    block.push(lines[i].trim());
+                }
+                i += 1;
+            }
+            let g = groups.last_mut().unwrap();
+            if line == "clear" {
+                groups.push((None, Vec::new(), false, Vec::new()));
+            } else if let Some(iv) = line.strip_prefix("load ") {
+                // One interval per promtool group; a series loaded twice cannot be expressed.
+                if g.0.as_deref().is_some_and(|x| x != iv.trim()) {
+                    g.2 = true;
+                }
+                g.0 = Some(iv.trim().to_string());
+                for def in block {
+                    let (labels, rest) = parse_series(def).expect("series");
+                    let name = def[..def.len() - rest.len()].trim().to_string();
+                    if g.1
+                        .iter()
+                        .any(|(n, _)| parse_series(n).unwrap().0 == labels)
+                    {
+                        g.2 = true;
+                    }
+                    g.1.push((name, rest.to_string()));
+                }
+            } else if line.starts_with("eval instant at ")
+                || line.starts_with("eval_ordered instant at ")
+            {
+                let words: Vec<&str> = line.splitn(5, ' ').collect();
+                let (time, expr) = (words[3].to_string(), words[4].to_string());
+                if expr.contains(":]") || time.contains("ms") {
+                    continue;
+                }
+                let mut exp = Vec::new();
+                let mut vector = true;
+                for e in block {
+                    let first = e.split_whitespace().next().unwrap_or("");
+                    if e.starts_with('"') || (!first.contains('{') && parse_number(first).is_ok()) {
+                        vector = false;
+                        break;
+                    }
+                    let (labels, rest) = parse_series(e).expect("expected series");
+                    let Ok(v) = parse_number(rest.trim()) else {
+                        vector = false; // a range vector: not a promtool case
+                        break;
+                    };
+                    exp.push((labels, v));
+                }
+                if vector {
+                    g.3.push((line_no, time, expr, exp));
+                }
+            }
+        }
+        let mut yml = String::from("rule_files: []\nevaluation_interval: 1s\ntests:\n");
+        let mut cases = std::collections::HashMap::new();
+        for (interval, series, bad, tests) in &groups {
+            let Some(interval) = interval else { continue };
+            if *bad || tests.is_empty() {
+                continue;
+            }
+            yml += &format!("  - interval: {interval}\n    input_series:\n");
+            for (s, v) in series {
+                yml += &format!(
+                    "      - series: {}\n        values: {}\n",
+                    yaml_str(s),
+                    yaml_str(v)
+                );
+            }
+            yml += "    promql_expr_test:\n";
+            for (ln, time, expr, exp) in tests {
+                let time = if time == "0" { "0s" } else { time.as_str() };
+                yml += &format!(
+                    "      - expr: {}\n        eval_time: {time}\n        exp_samples: []\n",
+                    yaml_str(&format!("{expr} # line {ln}"))
+                );
+                cases.insert(*ln, exp.clone());
+            }
+        }
+        if cases.is_empty() {
+            continue;
+        }
+        let yml_path = dir.path().join(format!("{file}.yml"));
+        std::fs::write(&yml_path, yml).expect("write");
+        let out = std::process::Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(&yml_path)
+            .output()
+            .expect(
+                "promtool (Debian package prometheus 2.42) must be installed for this peer test",
+            );
+        let report = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        // promtool reports every case with a non-empty answer (we expect none).
+        let mut got: std::collections::HashMap<usize, Result<Vec<(Labels, f64)>, String>> =
+            std::collections::HashMap::new();
+        let mut current: Option<usize> = None;
+        for l in report.lines() {
+            let l = l.trim();
+            if let Some(rest) = l.strip_prefix("expr: ") {
+                let ln = rest
+                    .split("# line ")
+                    .nth(1)
+                    .and_then(|x| x.split('"').next())
+                    .and_then(|x| x.parse::<usize>().ok());
+                current = ln;
+                if let (Some(ln), Some(err)) = (ln, rest.split(", err: ").nth(1)) {
+                    got.insert(ln, Err(err.to_string()));
+                }
+            } else if let (Some(ln), Some(rest)) = (current, l.strip_prefix("got: ")) {
+                // "{labels} value, {labels} value"
+                let mut parsed = Vec::new();
+                let mut s = rest;
+                while let Some(start) = s.find('{') {
+                    let end = s[start..].find('}').expect("closing brace") + start;
+                    let (labels, _) = parse_series(&s[start..=end]).expect("labels");
+                    let tail = &s[end + 1..];
+                    let v_end = tail.find(", {").unwrap_or(tail.len());
+                    let v = parse_number(tail[..v_end].trim()).expect("promtool value");
+                    parsed.push((labels, v));
+                    s = &tail[v_end..];
+                }
+                got.insert(ln, Ok(parsed));
+            }
+        }
+        for (ln, exp) in cases {
+            checked += 1;
+            let answer = got.remove(&ln).unwrap_or(Ok(Vec::new()));
+            let ok = match &answer {
+                Err(_) => false,
+                Ok(g) => {
+                    g.len() == exp.len()
+                        && exp
+                            .iter()
+                            .all(|(l, v)| g.iter().any(|(gl, gv)| gl == l && almost_equal(*v, *gv)))
+                }
+            };
+            if !ok {
+                mismatches.push(format!("{file}:{ln}: promtool 2.42 answers {answer:?}"));
+            }
+        }
+    }
+    eprintln!("{checked} instant cases checked against promtool 2.42");
+    assert!(checked > 300, "only {checked} cases checked");
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
