@@ -54,7 +54,10 @@ const SUPPORTED: &[&str] = &[
     "deriv",
     "exp",
     "floor",
+    "histogram_count",
+    "histogram_fraction",
     "histogram_quantile",
+    "histogram_sum",
     "holt_winters",
     "hour",
     "idelta",
@@ -739,6 +742,14 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
                 _ => a.v.partial_cmp(&b.v).unwrap_or(std::cmp::Ordering::Equal),
             });
             Ok(Val::Vector(v))
+        }
+        // Native-histogram functions of Prometheus 2.40+: float samples are
+        // ignored, and the model holds no native histograms.
+        "histogram_count" | "histogram_sum" | "histogram_fraction" => {
+            for a in &args {
+                ev.eval(a, ts)?;
+            }
+            Ok(Val::Vector(Vec::new()))
         }
         "histogram_quantile" => {
             let q = ev.eval_scalar(args[0], ts)?;

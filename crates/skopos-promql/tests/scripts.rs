@@ -703,8 +703,8 @@ fn peer_promtool_2_42_agrees_with_case_files() {
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
         // Groups of (interval, series, cases); a `clear` starts a new group.
-        // (line, time, expr, expected samples)
-        type Case = (usize, String, String, Vec<(Labels, f64)>);
+        // (line, time, expr, expected samples or None for an expected error)
+        type Case = (usize, String, String, Option<Vec<(Labels, f64)>>);
         // (load interval, series definitions, not expressible in promtool, cases)
         type Group = (Option<String>, Vec<(String, String)>, bool, Vec<Case>);
         let mut groups: Vec<Group> = vec![(None, Vec::new(), false, Vec::new())];
@@ -743,6 +743,12 @@ fn peer_promtool_2_42_agrees_with_case_files() {
                     }
                     g.1.push((name, rest.to_string()));
                 }
+            } else if let Some(rest) = line.strip_prefix("eval_fail instant at ") {
+                let (time, expr) = rest.split_once(' ').expect("eval_fail time and expr");
+                if !time.contains("ms") {
+                    let time = time.to_string();
+                    g.3.push((line_no, time, expr.to_string(), None));
+                }
             } else if line.starts_with("eval instant at ")
                 || line.starts_with("eval_ordered instant at ")
             {
@@ -767,7 +773,7 @@ fn peer_promtool_2_42_agrees_with_case_files() {
                     exp.push((labels, v));
                 }
                 if vector {
-                    g.3.push((line_no, time, expr, exp));
+                    g.3.push((line_no, time, expr, Some(exp)));
                 }
             }
         }
@@ -845,9 +851,10 @@ fn peer_promtool_2_42_agrees_with_case_files() {
         for (ln, exp) in cases {
             checked += 1;
             let answer = got.remove(&ln).unwrap_or(Ok(Vec::new()));
-            let ok = match &answer {
-                Err(_) => false,
-                Ok(g) => {
+            let ok = match (&answer, exp) {
+                (Err(_), None) => true,
+                (_, None) | (Err(_), _) => false,
+                (Ok(g), Some(exp)) => {
                     g.len() == exp.len()
                         && exp
                             .iter()
@@ -859,7 +866,7 @@ fn peer_promtool_2_42_agrees_with_case_files() {
             }
         }
     }
-    eprintln!("{checked} instant cases checked against promtool 2.42");
+    eprintln!("{checked} instant cases (and expected failures) checked against promtool 2.42");
     assert!(checked > 300, "only {checked} cases checked");
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
