@@ -1062,7 +1062,7 @@ fn peer_promtool_2_42_agrees_with_engine_on_generated_queries() {
     ] {
         queries.push(q.to_string());
     }
-    let times = ["3m", "7m", "11m", "15m"];
+    let times = ["3m", "4m5s", "7m", "7m30s", "11m", "12m10s", "15m", "16m"];
     // The engine's answers, over the same series in memory.
     let interval = duration_ms(INTERVAL).unwrap();
     let mut store = MemStore::default();
