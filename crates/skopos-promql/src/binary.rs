@@ -18,7 +18,8 @@ pub(crate) fn is_comparison(op: u16) -> bool {
 }
 
 fn drops_name(op: u16) -> bool {
-    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
+    // Not atan2: Prometheus 2.x keeps the name there.
+    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW)
 }
 
 /// Applies `op` to two floats; for comparisons returns (lhs, whether true).
