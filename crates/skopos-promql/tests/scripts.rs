@@ -906,6 +906,12 @@ fn peer_promtool_2_42_agrees_with_engine_on_generated_queries() {
         (r#"latency_bucket{job="db", le="0.1"}"#, "0+2x61"),
         (r#"latency_bucket{job="db", le="1"}"#, "0+2x30 60+5x31"),
         (r#"latency_bucket{job="db", le="+Inf"}"#, "0+3x30 90+8x31"),
+        (r#"sparse{job="x"}"#, "1 _x20 2 _x5 stale _x10 3 _x20 4"),
+        (
+            r#"resetty{job="x"}"#,
+            "0 5 2 8 1 1 0 7 3 9 9 12 0 0 4 10 2 6 1 30x20 0+2x20",
+        ),
+        (r#"gauge_nan{job="x"}"#, "1 NaN 3 NaN NaN 6 Inf -Inf 9 1x50"),
     ];
     let mut queries: Vec<String> = Vec::new();
     let range_fns = [
@@ -1094,6 +1100,34 @@ fn peer_promtool_2_42_agrees_with_engine_on_generated_queries() {
         "cpu atan2 0.5",
     ] {
         queries.push(q.to_string());
+    }
+    for m in ["sparse", "resetty", "gauge_nan"] {
+        for q in [
+            "{m}",
+            "rate({m}[10m])",
+            "increase({m}[3m])",
+            "irate({m}[10m])",
+            "resets({m}[5m])",
+            "changes({m}[5m])",
+            "last_over_time({m}[10m])",
+            "absent({m})",
+            "{m} offset 5m",
+            "count_over_time({m}[10m:1m])",
+            "timestamp({m})",
+            "max_over_time({m}[2m])",
+            "min_over_time({m}[2m])",
+            "avg_over_time({m}[3m])",
+            "deriv({m}[4m])",
+            "holt_winters({m}[6m], 0.5, 0.5)",
+            "present_over_time({m}[1m])",
+            "absent_over_time({m}[1m])",
+            "delta({m}[2m])",
+            "idelta({m}[2m])",
+            "quantile_over_time(0.5, {m}[5m])",
+            "stddev_over_time({m}[5m])",
+        ] {
+            queries.push(q.replace("{m}", m));
+        }
     }
     // Every binary operator, with scalars, matching modifiers and bool.
     for op in [
