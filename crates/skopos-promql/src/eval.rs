@@ -121,6 +121,39 @@ fn seek(samples: &[Sample], cursor: &Cell<usize>, before: impl Fn(i64) -> bool) 
     i
 }
 
+/// The series of a range query's result as they accumulate step by step.
+#[derive(Default)]
+struct Accumulated {
+    series: Vec<(Rc<Labels>, Vec<Sample>)>,
+    index: FxHashMap<Rc<Labels>, usize>,
+    /// Slot by label-set identity: the same `Rc` comes back every step, and
+    /// this spares hashing its labels. Holds the `Rc` so that its address
+    /// cannot be reused by another label set.
+    by_ptr: FxHashMap<usize, (Rc<Labels>, usize)>,
+}
+
+impl Accumulated {
+    fn slot(&mut self, labels: Rc<Labels>) -> usize {
+        let ptr = Rc::as_ptr(&labels) as usize;
+        if let Some((_, i)) = self.by_ptr.get(&ptr) {
+            return *i;
+        }
+        let i = match self.index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                self.series.push((labels.clone(), Vec::new()));
+                self.index.insert(labels.clone(), self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        if self.by_ptr.len() >= 1 << 20 {
+            self.by_ptr.clear();
+        }
+        self.by_ptr.insert(ptr, (labels, i));
+        i
+    }
+}
+
 /// An input label set and the label set derived from it.
 type LabelsPair = (Rc<Labels>, Rc<Labels>);
 
@@ -243,7 +276,7 @@ pub(crate) fn run(
             ),
         });
     }
-    let mut out: FxHashMap<Rc<Labels>, Vec<Sample>> = FxHashMap::default();
+    let mut out = Accumulated::default();
     // Steps are evaluated in slices, each with its own storage reads, so
     // that what is held from storage stays under the sample limit however
     // long the range. The first slice is one step; its reads size the next
@@ -284,7 +317,10 @@ pub(crate) fn run(
             None => break,
         }
     }
+    drop(out.by_ptr);
+    drop(out.index);
     let mut series: Vec<RangeSeries> = out
+        .series
         .into_iter()
         .map(|(labels, samples)| RangeSeries {
             labels: unrc(labels),
@@ -297,25 +333,20 @@ pub(crate) fn run(
 
 impl<'a> Evaluator<'a> {
     /// Evaluates one step of a range query into the accumulated result.
-    fn eval_step(
-        &self,
-        ast: &Expr,
-        t: i64,
-        out: &mut FxHashMap<Rc<Labels>, Vec<Sample>>,
-    ) -> Result<()> {
+    fn eval_step(&self, ast: &Expr, t: i64, out: &mut Accumulated) -> Result<()> {
         self.check()?;
         self.step_samples.set(0);
         let added = match self.eval(ast, t)? {
             Val::Scalar(v) => {
-                out.entry(Rc::new(Labels::empty()))
-                    .or_default()
-                    .push(Sample::new(t, v));
+                let i = out.slot(Rc::new(Labels::empty()));
+                out.series[i].1.push(Sample::new(t, v));
                 1
             }
             Val::Vector(vec) => {
                 let n = vec.len();
                 for e in vec {
-                    out.entry(e.labels).or_default().push(Sample::new(t, e.v));
+                    let i = out.slot(e.labels);
+                    out.series[i].1.push(Sample::new(t, e.v));
                 }
                 n
             }
