@@ -1098,6 +1098,16 @@ fn peer_promtool_2_42_agrees_with_engine_on_generated_queries() {
         "cpu != bool 4",
         "http_requests_total % 7 ^ 2",
         "cpu atan2 0.5",
+        "quantile(NaN, cpu)",
+        "quantile_over_time(NaN, cpu[5m])",
+        "topk(NaN, cpu)",
+        "round(cpu, 0)",
+        "histogram_quantile(NaN, latency_bucket)",
+        "vector(time()) @ 30",
+        "label_replace(cpu, \"a\", \"$1\", \"job\", \"(.*)i?\")",
+        "label_replace(cpu, \"a\", \"$2\", \"job\", \"(.*)\")",
+        "label_replace(cpu, \"a\", \"${1}-$1x\", \"job\", \"(a)(p)i\")",
+        "sum(cpu) by (job) @ 300",
     ] {
         queries.push(q.to_string());
     }
