@@ -18,7 +18,9 @@
 //! `binary.rs` (operators and vector matching), `aggregate.rs`,
 //! `functions.rs`, `format.rs` (Prometheus' float formatting). Semantics are
 //! pinned by Prometheus test scripts in `testdata/*.test`, run by
-//! `tests/scripts.rs` against an in-memory store and against `skopos-tsdb`.
+//! `tests/scripts.rs` against an in-memory store and against `skopos-tsdb`;
+//! the same file's peer tests check those expectations, and thousands of
+//! generated queries, against the real Prometheus 2.42 (`promtool`).
 //! Deliberately absent: native histograms (the model has none), functions
 //! and modifiers newer than Prometheus 2.x (refused as unknown).
 
