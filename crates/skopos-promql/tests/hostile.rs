@@ -117,6 +117,98 @@ fn fragment() -> impl Strategy<Value = &'static str> {
     ])
 }
 
+/// Small well-formed queries from a grammar: selectors, range functions,
+/// subqueries, aggregations and binary operators, nested.
+fn query() -> impl Strategy<Value = String> {
+    let selector = prop::sample::select(vec![
+        "a",
+        "b",
+        "a{l=\"x\"}",
+        "{__name__=~\"a|b\"}",
+        "a offset 1m",
+        "b @ 500",
+        "a offset -20s",
+    ])
+    .prop_map(str::to_string);
+    let leaf = prop_oneof![
+        selector.clone(),
+        selector.clone().prop_flat_map(|s| {
+            (
+                prop::sample::select(vec![
+                    "rate",
+                    "increase",
+                    "delta",
+                    "max_over_time",
+                    "resets",
+                    "deriv",
+                    "last_over_time",
+                ]),
+                prop::sample::select(vec!["[30s]", "[2m]", "[1m:15s]", "[3m:]"]),
+            )
+                .prop_map(move |(f, r)| {
+                    let (name, modifier) = match s.split_once(' ') {
+                        Some((n, m)) => (n.to_string(), format!(" {m}")),
+                        None => (s.clone(), String::new()),
+                    };
+                    format!("{f}({name}{r}{modifier})")
+                })
+        }),
+        prop::sample::select(vec!["1", "0.5", "NaN", "-Inf", "time()"]).prop_map(str::to_string),
+    ];
+    leaf.prop_recursive(4, 24, 2, |inner| {
+        prop_oneof![
+            (
+                prop::sample::select(vec!["sum", "avg", "max", "count", "stddev", "group"]),
+                prop::sample::select(vec!["", " by (l)", " without (l)"]),
+                inner.clone()
+            )
+                .prop_map(|(a, m, e)| format!("{a}{m} ({e})")),
+            (
+                prop::sample::select(vec![
+                    "abs",
+                    "ceil",
+                    "sgn",
+                    "sort",
+                    "timestamp",
+                    "absent",
+                    "vector",
+                    "scalar"
+                ]),
+                inner.clone()
+            )
+                .prop_map(|(f, e)| format!("{f}({e})")),
+            (
+                inner.clone(),
+                prop::sample::select(vec![
+                    " + ",
+                    " * ",
+                    " / ",
+                    " > ",
+                    " == bool ",
+                    " and ",
+                    " or ",
+                    " unless ",
+                    " - on(l) ",
+                    " + ignoring(l) group_left ",
+                    " < bool on() group_right ",
+                ]),
+                inner.clone()
+            )
+                .prop_map(|(a, op, b)| format!("({a}){op}({b})")),
+            (
+                inner.clone(),
+                prop::sample::select(vec!["[2m:30s]", "[1m:]"])
+            )
+                .prop_map(|(e, r)| format!("max_over_time(({e}){r})")),
+            (
+                prop::sample::select(vec!["topk(1, ", "quantile(0.3, ", "count_values(\"v\", "]),
+                inner
+            )
+                .prop_map(|(a, e)| format!("{a}{e})")),
+        ]
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -127,6 +219,30 @@ proptest! {
         let c = CancelToken::new();
         let _ = e.instant(&Small, &q, 700_000, &c);
         let _ = e.range(&Small, &q, 0, 900_000, 60_000, &c);
+    }
+
+    #[test]
+    fn generated_queries_never_panic_and_ranges_match_instants(q in query()) {
+        let e = Engine::new(EngineOptions { max_samples: 1_000_000, ..EngineOptions::default() });
+        let c = CancelToken::new();
+        let range = e.range(&Small, &q, 300_000, 900_000, 60_000, &c);
+        if let Ok(skopos_promql::Value::Matrix(m)) = &range {
+            // Each step of the range query is the instant query at that time.
+            for t in (300_000..=900_000).step_by(60_000) {
+                let mut from_range: Vec<(String, u64)> = m
+                    .iter()
+                    .filter_map(|s| s.samples.iter().find(|p| p.t == t).map(|p| (s.labels.to_string(), p.v.to_bits())))
+                    .collect();
+                from_range.sort();
+                let mut from_instant: Vec<(String, u64)> = match e.instant(&Small, &q, t, &c) {
+                    Ok(skopos_promql::Value::Vector(v)) => v.iter().map(|s| (s.labels.to_string(), s.v.to_bits())).collect(),
+                    Ok(skopos_promql::Value::Scalar { v, .. }) => vec![("{}".to_string(), v.to_bits())],
+                    other => panic!("{q} at {t}: {other:?}"),
+                };
+                from_instant.sort();
+                prop_assert_eq!(from_range, from_instant, "{} at {}", q, t);
+            }
+        }
     }
 
     #[test]
