@@ -557,6 +557,23 @@ fn is_leap(y: i64) -> bool {
 }
 
 fn date_fn(name: &str, v: f64) -> f64 {
+    // -2^63 <= v < 2^63: the floats Go converts to int64 faithfully.
+    if !(v >= i64::MIN as f64 && v < -(i64::MIN as f64)) {
+        // Go's int64(v) of NaN or an out-of-range float is the "integer
+        // indefinite" MinInt64 on amd64, and time.Unix of that lands on this
+        // date (year 292277026596, December 4th, a Sunday, 15:30 UTC).
+        return match name {
+            "day_of_month" => 4.0,
+            "day_of_week" => 0.0,
+            "day_of_year" => 339.0,
+            "days_in_month" => 31.0,
+            "hour" => 15.0,
+            "minute" => 30.0,
+            "month" => 12.0,
+            "year" => 292_277_026_596.0,
+            _ => f64::NAN,
+        };
+    }
     let secs = v as i64;
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
