@@ -3,8 +3,10 @@
 # remote-write load and the same backfill file go through both, and a table of
 # figures and ratios (skopos / Prometheus) is printed. See BENCHMARKS.md.
 #
-#   scripts/bench.sh            # full run, about 10-15 minutes on 2 cores
-#   scripts/bench.sh --quick    # smoke test, about 2 minutes
+#   scripts/bench.sh            # full run: ~5 minutes on 2 cores, plus the build
+#   scripts/bench.sh --quick    # smoke test: under a minute, plus the build
+#
+# A release build from scratch takes about 10 minutes on 2 cores.
 #   scripts/bench.sh --help     # every knob (sizes, runs, work dir, --keep, --json)
 #
 # Sizes may also come from the environment: BENCH_SERIES,
