@@ -57,6 +57,16 @@ pub fn start(dir: &Path, extra: &[&str]) -> Server {
     }
 }
 
+impl Drop for Server {
+    /// A test that fails before `stop` must not leave its server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Polls `/-/ready` with a plain blocking HTTP/1.0 request (no runtime).
 fn ready(port: u16) -> bool {
     use std::io::{Read, Write};
@@ -76,6 +86,7 @@ fn ready(port: u16) -> bool {
 
 /// SIGTERM, and the exit must be clean.
 pub fn stop(mut s: Server) {
+    // SAFETY: a plain syscall on our own child's pid, which has not been reaped.
     unsafe {
         libc::kill(s.child.id() as i32, libc::SIGTERM);
     }
