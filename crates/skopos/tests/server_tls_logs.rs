@@ -2,17 +2,12 @@
 //! logs on request, a bearer token that never shows up in the logs, and a
 //! clean exit on SIGTERM.
 
-use std::net::TcpListener;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 #[tokio::test]
 async fn https_json_logs_token_and_sigterm() {
@@ -51,21 +46,23 @@ async fn https_json_logs_token_and_sigterm() {
 
     let port = free_port();
     let log_path = tmp.path().join("server.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skopos"))
-        .args(["--log-format", "json", "server", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--otlp-http-listen", "off", "--otlp-grpc-listen", "off"])
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .arg("--auth-token-file")
-        .arg(&token_file)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_skopos"))
+            .args(["--log-format", "json", "server", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--otlp-http-listen", "off", "--otlp-grpc-listen", "off"])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--auth-token-file")
+            .arg(&token_file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
 
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -94,9 +91,9 @@ async fn https_json_logs_token_and_sigterm() {
     );
 
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
     }
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(
         status.success(),
         "SIGTERM should shut down cleanly, got {status}"
@@ -123,17 +120,19 @@ async fn sighup_reloads_scrape_configs() {
     let cfg = tmp.path().join("skopos.yml");
     std::fs::write(&cfg, "self_scrape_interval: \"off\"\n").unwrap();
     let data = tmp.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skopos"))
-        .args(["server", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--otlp-http-listen", "off", "--otlp-grpc-listen", "off"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_skopos"))
+            .args(["server", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--otlp-http-listen", "off", "--otlp-grpc-listen", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("http://127.0.0.1:{port}/-/ready"))
         .await
@@ -151,7 +150,7 @@ async fn sighup_reloads_scrape_configs() {
     )
     .unwrap();
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGHUP);
+        libc::kill(child.0.id() as i32, libc::SIGHUP);
     }
     let url = format!("http://127.0.0.1:{port}/api/v1/series?match[]=up{{job=\"reloaded\"}}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -168,7 +167,7 @@ async fn sighup_reloads_scrape_configs() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
     }
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }

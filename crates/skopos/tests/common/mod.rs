@@ -67,6 +67,18 @@ impl Drop for Server {
     }
 }
 
+/// A child process that is killed if the test ends (or fails) while it runs.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Polls `/-/ready` with a plain blocking HTTP/1.0 request (no runtime).
 fn ready(port: u16) -> bool {
     use std::io::{Read, Write};
