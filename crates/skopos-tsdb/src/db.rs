@@ -949,7 +949,7 @@ fn overlapping_group(blocks: &[Arc<Block>]) -> Option<Vec<Arc<Block>>> {
 
 /// Replays the WAL in `wal_dir` into `head`, repairing damaged tails.
 fn replay_into(head: &Head, wal_dir: &Path) -> Result<u64, TsdbError> {
-    let mut refs: HashMap<u64, Arc<MemSeries>> = HashMap::new();
+    let mut refs: crate::head::U64Map<Arc<MemSeries>> = Default::default();
     let block_ms = head.block_ms;
     let mut visit = |rec: Record| match rec {
         Record::Series(list) => {

@@ -423,12 +423,37 @@ pub fn align_down(t: i64, step: i64) -> i64 {
     t.div_euclid(step).saturating_mul(step)
 }
 
+/// A map keyed by series refs or by label hashes (already SipHash outputs):
+/// a multiplicative hash is enough for those keys and much cheaper than
+/// hashing them again with SipHash, which showed in ingestion profiles.
+pub type U64Map<V> = HashMap<u64, V, std::hash::BuildHasherDefault<U64Hasher>>;
+
+/// Fibonacci hashing of one `u64`; other input is folded in byte by byte.
+#[derive(Default, Clone, Copy)]
+pub struct U64Hasher(u64);
+
+impl std::hash::Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 #[derive(Default)]
 pub struct HeadIndex {
     pub ix: MemIndex<u64>,
-    pub series: HashMap<u64, Arc<MemSeries>>,
-    by_hash: HashMap<u64, u64>,
-    collisions: HashMap<u64, Vec<u64>>,
+    pub series: U64Map<Arc<MemSeries>>,
+    by_hash: U64Map<u64>,
+    collisions: U64Map<Vec<u64>>,
     next_ref: u64,
 }
 
