@@ -302,8 +302,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(l)?);
             let svc = crate::grpc::service(state.clone(), config.max_body_bytes);
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(t) = &config.tls {
+                // The gRPC port is as private as the HTTP ports: same certificate.
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+                };
+                let identity = tonic::transport::Identity::from_pem(read(&t.cert)?, read(&t.key)?);
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .context("cannot use the TLS certificate for OTLP/gRPC")?;
+            }
             let task = tokio::spawn(async move {
-                tonic::transport::Server::builder()
+                builder
                     .add_service(svc)
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = rx.await;

@@ -30,7 +30,7 @@ async fn https_json_logs_token_and_sigterm() {
             "-subj",
             "/CN=localhost",
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ])
         .arg("-keyout")
         .arg(&key)
@@ -45,13 +45,15 @@ async fn https_json_logs_token_and_sigterm() {
     std::fs::write(&token_file, "tok-93a7f1\n").unwrap();
 
     let port = free_port();
+    let grpc_port = free_port();
     let log_path = tmp.path().join("server.log");
     let mut child = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_skopos"))
             .args(["--log-format", "json", "server", "--data-dir"])
             .arg(tmp.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--otlp-http-listen", "off", "--otlp-grpc-listen", "off"])
+            .args(["--otlp-http-listen", "off"])
+            .args(["--otlp-grpc-listen", &format!("127.0.0.1:{grpc_port}")])
             .arg("--tls-cert")
             .arg(&cert)
             .arg("--tls-key")
