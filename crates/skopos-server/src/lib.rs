@@ -20,4 +20,4 @@ mod server;
 
 pub use api::parse_selector;
 pub use selfmon::SelfMetrics;
-pub use server::{run, start, ServerConfig, ServerHandle, TlsConfig};
+pub use server::{start, ServerConfig, ServerHandle, TlsConfig};

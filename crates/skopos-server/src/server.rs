@@ -461,17 +461,6 @@ impl ServerHandle {
     }
 }
 
-/// Runs until `shutdown` resolves, then stops cleanly.
-pub async fn run(
-    config: ServerConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let handle = start(config).await?;
-    shutdown.await;
-    tracing::info!("shutting down");
-    handle.shutdown().await
-}
-
 fn router(state: Arc<AppState>) -> Router {
     let token = state.auth_token.clone().map(|t| Token(t.into()));
     Router::new()
