@@ -1,4 +1,4 @@
-use crate::{Labels, Matcher, SeriesSamples};
+use crate::{Labels, Matcher, Sample, SeriesSamples};
 
 /// A storage failure seen by a query engine.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +17,25 @@ pub trait Queryable: Send + Sync {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError>;
+
+    /// What [`select`](Self::select) returns, handed to `f` one series at a
+    /// time in the same order, so that a caller that folds series as they
+    /// come (an aggregation) holds one series' samples, not all of them.
+    /// Stops early when `f` returns `false`.
+    fn select_each(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        f: &mut dyn FnMut(Labels, Vec<Sample>) -> bool,
+    ) -> Result<(), StorageError> {
+        for s in self.select(matchers, mint, maxt)? {
+            if !f(s.labels, s.samples) {
+                break;
+            }
+        }
+        Ok(())
+    }
 
     /// Label sets of the matching series, sorted, without samples.
     fn series(

@@ -14,11 +14,11 @@ use crate::eval::{exec_err, Elem, Result};
 use crate::fxhash::FxHashMap;
 
 /// Grouping key of an aggregation.
-fn group_key(buf: &mut String, l: &Labels, grouping: &[String], without: bool) {
+pub(crate) fn group_key(buf: &mut String, l: &Labels, grouping: &[String], without: bool) {
     signature_into(buf, l, !without, grouping);
 }
 
-fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
+pub(crate) fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
     let mut b = l.builder();
     if without {
         b.retain(|x| x.name != METRIC_NAME && !grouping.iter().any(|g| g == &x.name));
@@ -30,10 +30,82 @@ fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
 
 struct Group {
     labels: Labels,
-    value: f64,
-    mean: f64,
-    count: f64,
+    acc: Acc,
     heap: Vec<Elem>,
+}
+
+/// The running state of one group (at one step) for the aggregations that
+/// need no heap, with Prometheus 2.x's arithmetic: shared by the step
+/// evaluator and the series-major one, so both give the same bits.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Acc {
+    pub value: f64,
+    pub mean: f64,
+    pub count: f64,
+}
+
+/// Aggregations evaluated with [`Acc`] alone.
+pub(crate) fn is_accumulating(op: u16) -> bool {
+    matches!(
+        op,
+        T_SUM | T_AVG | T_COUNT | T_GROUP | T_MIN | T_MAX | T_STDDEV | T_STDVAR
+    )
+}
+
+impl Acc {
+    /// The state after the group's first value.
+    pub(crate) fn first(op: u16, v: f64) -> Acc {
+        let value = match op {
+            T_STDVAR | T_STDDEV => 0.0,
+            T_GROUP => 1.0,
+            _ => v,
+        };
+        Acc {
+            value,
+            mean: v,
+            count: 1.0,
+        }
+    }
+
+    /// Adds a further value of the group.
+    pub(crate) fn add(&mut self, op: u16, v: f64) {
+        match op {
+            T_SUM => self.value += v,
+            T_AVG => {
+                self.count += 1.0;
+                if self.mean.is_infinite() {
+                    if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                        return;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        return;
+                    }
+                }
+                self.mean += v / self.count - self.mean / self.count;
+            }
+            T_MAX if self.value < v || self.value.is_nan() => self.value = v,
+            T_MIN if self.value > v || self.value.is_nan() => self.value = v,
+            T_COUNT | T_COUNT_VALUES => self.count += 1.0,
+            T_STDVAR | T_STDDEV => {
+                self.count += 1.0;
+                let delta = v - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (v - self.mean);
+            }
+            _ => {}
+        }
+    }
+
+    /// The group's value.
+    pub(crate) fn result(&self, op: u16) -> f64 {
+        match op {
+            T_AVG => self.mean,
+            T_COUNT | T_COUNT_VALUES => self.count,
+            T_STDVAR => self.value / self.count,
+            T_STDDEV => (self.value / self.count).sqrt(),
+            _ => self.value,
+        }
+    }
 }
 
 /// `a < b` for the top-k heap (NaN is the smallest).
@@ -181,16 +253,11 @@ pub(crate) fn aggregate(
         let Some(&gi) = index.get(key.as_str()) else {
             let mut g = Group {
                 labels: group_labels(&metric, &grouping, without),
-                value: s.v,
-                mean: s.v,
-                count: 1.0,
+                acc: Acc::first(op, s.v),
                 heap: Vec::new(),
             };
-            match op {
-                T_STDVAR | T_STDDEV => g.value = 0.0,
-                T_TOPK | T_BOTTOMK | T_QUANTILE => g.heap.push(s),
-                T_GROUP => g.value = 1.0,
-                _ => {}
+            if matches!(op, T_TOPK | T_BOTTOMK | T_QUANTILE) {
+                g.heap.push(s);
             }
             index.insert(key.clone(), groups.len());
             groups.push(g);
@@ -198,37 +265,7 @@ pub(crate) fn aggregate(
         };
         let g = &mut groups[gi];
         match op {
-            T_SUM => g.value += s.v,
-            T_AVG => {
-                g.count += 1.0;
-                if g.mean.is_infinite() {
-                    if s.v.is_infinite() && (g.mean > 0.0) == (s.v > 0.0) {
-                        continue;
-                    }
-                    if !s.v.is_infinite() && !s.v.is_nan() {
-                        continue;
-                    }
-                }
-                g.mean += s.v / g.count - g.mean / g.count;
-            }
-            T_GROUP => {}
-            T_MAX => {
-                if g.value < s.v || g.value.is_nan() {
-                    g.value = s.v;
-                }
-            }
-            T_MIN => {
-                if g.value > s.v || g.value.is_nan() {
-                    g.value = s.v;
-                }
-            }
-            T_COUNT | T_COUNT_VALUES => g.count += 1.0,
-            T_STDVAR | T_STDDEV => {
-                g.count += 1.0;
-                let delta = s.v - g.mean;
-                g.mean += delta / g.count;
-                g.value += delta * (s.v - g.mean);
-            }
+            _ if is_accumulating(op) || op == T_COUNT_VALUES => g.acc.add(op, s.v),
             T_TOPK => {
                 if g.heap.len() < k || less_topk(g.heap[0].v, s.v) || g.heap[0].v.is_nan() {
                     if g.heap.len() == k {
@@ -260,10 +297,6 @@ pub(crate) fn aggregate(
     let mut out = Vec::with_capacity(groups.len());
     for mut g in groups {
         let v = match op {
-            T_AVG => g.mean,
-            T_COUNT | T_COUNT_VALUES => g.count,
-            T_STDVAR => g.value / g.count,
-            T_STDDEV => (g.value / g.count).sqrt(),
             T_TOPK | T_BOTTOMK => {
                 let less = if op == T_TOPK {
                     less_topk
@@ -287,7 +320,7 @@ pub(crate) fn aggregate(
                 let mut vals: Vec<f64> = g.heap.iter().map(|e| e.v).collect();
                 quantile(param, &mut vals)
             }
-            _ => g.value,
+            _ => g.acc.result(op),
         };
         out.push(Elem {
             labels: Rc::new(g.labels),

@@ -17,7 +17,7 @@ pub(crate) fn is_comparison(op: u16) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }
 
-fn drops_name(op: u16) -> bool {
+pub(crate) fn drops_name(op: u16) -> bool {
     // Not atan2: Prometheus 2.x keeps the name there.
     matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW)
 }
@@ -51,16 +51,7 @@ pub(crate) fn vector_scalar(
 ) -> Vec<Elem> {
     let mut out = Vec::with_capacity(v.len());
     for mut el in v {
-        let (lv, rv) = if swap { (s, el.v) } else { (el.v, s) };
-        let (mut value, mut keep) = scalar_binop(op, lv, rv);
-        if is_comparison(op) && swap {
-            value = rv;
-        }
-        if return_bool {
-            value = if keep { 1.0 } else { 0.0 };
-            keep = true;
-        }
-        if keep {
+        if let Some(value) = vector_scalar_value(op, el.v, s, swap, return_bool) {
             el.v = value;
             if drops_name(op) || return_bool {
                 el.labels = drop_name(&el.labels);
@@ -69,6 +60,27 @@ pub(crate) fn vector_scalar(
         }
     }
     out
+}
+
+/// `op` between an element's value `v` and the scalar `s` (`s op v` when
+/// `swap`): the result, or `None` when a comparison filters the element out.
+pub(crate) fn vector_scalar_value(
+    op: u16,
+    v: f64,
+    s: f64,
+    swap: bool,
+    return_bool: bool,
+) -> Option<f64> {
+    let (lv, rv) = if swap { (s, v) } else { (v, s) };
+    let (mut value, mut keep) = scalar_binop(op, lv, rv);
+    if is_comparison(op) && swap {
+        value = rv;
+    }
+    if return_bool {
+        value = if keep { 1.0 } else { 0.0 };
+        keep = true;
+    }
+    keep.then_some(value)
 }
 
 /// The match signature of a series: the `on` labels, or all labels but the

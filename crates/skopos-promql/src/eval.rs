@@ -17,6 +17,7 @@ use skopos_model::{
 };
 
 use crate::aggregate::aggregate;
+use crate::batch::{self, Batched, Stop};
 use crate::binary::{is_comparison, scalar_binop, vector_scalar, vector_vector};
 use crate::functions;
 use crate::fxhash::FxHashMap;
@@ -162,7 +163,7 @@ pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
 }
 
 pub(crate) struct Evaluator<'a> {
-    opts: &'a EngineOptions,
+    pub(crate) opts: &'a EngineOptions,
     /// Query start and end, for `@ start()` / `@ end()`.
     start: i64,
     end: i64,
@@ -170,8 +171,13 @@ pub(crate) struct Evaluator<'a> {
     deadline: Instant,
     /// Preloaded series per selector node (keyed by the node's address).
     data: HashMap<usize, Vec<Loaded>>,
+    /// Subtrees evaluated series-major for the current slice of steps, by
+    /// the node's address; the step evaluator reads their values.
+    batched: HashMap<usize, Batched>,
+    /// Whether series-major evaluation is still tried (off after a fallback).
+    batch_on: bool,
     /// Samples held by the finished part of the result.
-    held: Cell<usize>,
+    pub(crate) held: Cell<usize>,
     /// Samples held by the step being evaluated.
     step_samples: Cell<usize>,
     ticks: Cell<u32>,
@@ -206,7 +212,7 @@ fn system_time_ms(t: &SystemTime) -> i64 {
     }
 }
 
-fn unwrap_parens(mut e: &Expr) -> &Expr {
+pub(crate) fn unwrap_parens(mut e: &Expr) -> &Expr {
     while let Expr::Paren(p) = e {
         e = &p.expr;
     }
@@ -232,6 +238,8 @@ pub(crate) fn run(
         cancel,
         deadline: Instant::now() + opts.timeout,
         data: HashMap::new(),
+        batched: HashMap::new(),
+        batch_on: opts.series_major,
         held: Cell::new(0),
         step_samples: Cell::new(0),
         ticks: Cell::new(0),
@@ -251,7 +259,32 @@ pub(crate) fn run(
             }
         }
     }
+    // The whole query series-major, when it allows it.
+    if ast.value_type() == ValueType::Vector {
+        if let Some(node) = batch::compile(ast) {
+            let n = if is_range {
+                (end - start) / step + 1
+            } else {
+                1
+            };
+            if n <= MAX_SERIES_MAJOR_STEPS {
+                let steps: Vec<i64> = (0..n).map(|i| start + i * step).collect();
+                let cx = batch::Cx::new(&ev, q, &steps);
+                let got = if is_range {
+                    batch::range_result(&cx, &node).map(Value::Matrix)
+                } else {
+                    batch::instant_result(&cx, &node).map(Value::Vector)
+                };
+                match got {
+                    Ok(v) => return Ok(v),
+                    Err(Stop::Query(e)) => return Err(e),
+                    Err(Stop::Fallback) => ev.batch_on = false,
+                }
+            }
+        }
+    }
     if !is_range {
+        ev.prepare(q, ast, &[start])?;
         ev.plan(q, ast, start, end)?;
         let val = ev.eval(ast, start)?;
         return Ok(match val {
@@ -289,6 +322,15 @@ pub(crate) fn run(
         let last = t + k * step;
         ev.data.clear();
         ev.fetched = 0;
+        let steps: Vec<i64> = (0..=k).map(|i| t + i * step).collect();
+        match ev.prepare(q, ast, &steps) {
+            Err(QueryError::TooManySamples(_)) if k > 0 => {
+                slice = (slice / 2).max(1);
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
         match ev.plan(q, ast, t, last) {
             Err(QueryError::TooManySamples(_)) if k > 0 => {
                 slice = (slice / 2).max(1);
@@ -331,7 +373,50 @@ pub(crate) fn run(
     Ok(Value::Matrix(series))
 }
 
+/// Most steps evaluated series-major in one pass (each series holds a value
+/// per step while it is processed); longer queries go slice by slice.
+const MAX_SERIES_MAJOR_STEPS: i64 = 100_000;
+
 impl<'a> Evaluator<'a> {
+    /// Evaluates the largest series-major subtrees of `ast` at `steps`, for
+    /// the step evaluator to read. After a fallback, prepares nothing.
+    fn prepare(&mut self, q: &dyn Queryable, ast: &Expr, steps: &[i64]) -> Result<()> {
+        self.batched.clear();
+        if !self.batch_on {
+            return Ok(());
+        }
+        let mut nodes = Vec::new();
+        batch::subtrees(ast, &mut nodes);
+        let mut done = Vec::with_capacity(nodes.len());
+        let mut outcome = Ok(());
+        {
+            let cx = batch::Cx::new(self, q, steps);
+            for (key, node) in &nodes {
+                match batch::materialize(&cx, node) {
+                    Ok(b) => done.push((*key, b)),
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                for (key, b) in done {
+                    self.fetched = self.fetched.saturating_add(b.len());
+                    self.batched.insert(key, b);
+                }
+                Ok(())
+            }
+            Err(Stop::Query(e)) => Err(e),
+            Err(Stop::Fallback) => {
+                self.batch_on = false;
+                Ok(())
+            }
+        }
+    }
+
     /// Evaluates one step of a range query into the accumulated result.
     fn eval_step(&self, ast: &Expr, t: i64, out: &mut Accumulated) -> Result<()> {
         self.check()?;
@@ -368,7 +453,7 @@ fn type_name(t: ValueType) -> &'static str {
 }
 
 /// Converts the parser's matchers into the model's, one set per `or` branch.
-fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+pub(crate) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
     let conv = |m: &promql_parser::label::Matcher| -> Result<Matcher> {
         let op = match m.op {
             PMatchOp::Equal => MatchOp::Equal,
@@ -412,7 +497,12 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The reference time of a selector or subquery evaluated at `ts`.
-    fn ref_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, ts: i64) -> i64 {
+    pub(crate) fn ref_time(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        ts: i64,
+    ) -> i64 {
         self.at_ms(at)
             .unwrap_or(ts)
             .saturating_sub(offset_ms(offset))
@@ -421,6 +511,9 @@ impl<'a> Evaluator<'a> {
     /// Walks the tree with the interval of evaluation times each node can see
     /// and fetches every selector once for the whole interval.
     fn plan(&mut self, q: &dyn Queryable, e: &Expr, lo: i64, hi: i64) -> Result<()> {
+        if self.batched.contains_key(&(e as *const Expr as usize)) {
+            return Ok(());
+        }
         let span = |ev: &Self, at: &Option<AtModifier>, off: &Option<Offset>| match ev.at_ms(at) {
             Some(t) => (
                 t.saturating_sub(offset_ms(off)),
@@ -581,6 +674,13 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(crate) fn eval(&self, e: &Expr, ts: i64) -> Result<Val> {
+        if !self.batched.is_empty() {
+            if let Some(b) = self.batched.get(&(e as *const Expr as usize)) {
+                let v = b.vector_at(ts)?;
+                self.charge(v.len())?;
+                return Ok(Val::Vector(v));
+            }
+        }
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),

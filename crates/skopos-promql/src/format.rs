@@ -3,6 +3,23 @@
 /// decimal notation unless the magnitude is below 1e-6 or at least 1e21, where
 /// Go's exponent form (`1e+21`, `1.5e-07`) is used.
 pub fn format_value(v: f64) -> String {
+    let mut s = String::new();
+    write_value(&mut s, v);
+    s
+}
+
+/// [`format_value`], appended to `out`.
+pub fn write_value(out: &mut String, v: f64) {
+    use std::fmt::Write;
+    let abs = v.abs();
+    if v.is_finite() && (abs == 0.0 || (1e-6..1e21).contains(&abs)) {
+        let _ = write!(out, "{v}");
+        return;
+    }
+    out.push_str(&format_special(v));
+}
+
+fn format_special(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
     }

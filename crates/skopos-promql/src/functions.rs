@@ -148,19 +148,19 @@ fn check_selector(vs: &promql_parser::parser::VectorSelector) -> std::result::Re
 }
 
 /// What a range function sees besides the samples.
-struct Window {
+pub(crate) struct Window {
     /// Evaluation time.
-    ts: i64,
+    pub ts: i64,
     /// End of the window (evaluation time minus offset, or the `@` time).
-    end: i64,
-    range_ms: i64,
+    pub end: i64,
+    pub range_ms: i64,
     /// Scalar arguments, in order, without the range argument.
-    scalars: Vec<f64>,
+    pub scalars: Vec<f64>,
 }
 
-type RangeFn = fn(&[Sample], &Window) -> Result<Option<f64>>;
+pub(crate) type RangeFn = fn(&[Sample], &Window) -> Result<Option<f64>>;
 
-fn range_fn(name: &str) -> Option<RangeFn> {
+pub(crate) fn range_fn(name: &str) -> Option<RangeFn> {
     Some(match name {
         "rate" => |s, w| Ok(extrapolated_rate(s, w, true, true)),
         "increase" => |s, w| Ok(extrapolated_rate(s, w, true, false)),
@@ -501,7 +501,7 @@ fn go_log10(x: f64) -> f64 {
     go_log2(x) * std::f64::consts::LOG10_2
 }
 
-fn simple_fn(name: &str) -> Option<fn(f64) -> f64> {
+pub(crate) fn simple_fn(name: &str) -> Option<fn(f64) -> f64> {
     Some(match name {
         "abs" => f64::abs,
         "ceil" => f64::ceil,

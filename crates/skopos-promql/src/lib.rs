@@ -4,17 +4,26 @@
 //! parsed tree with Prometheus 2.x semantics (lookback, staleness, `@`,
 //! offsets, subqueries, vector matching, aggregations and functions).
 //!
-//! The one design decision to know: selectors are fetched from storage up
-//! front, each once for the span of evaluation times it can reach (offsets,
-//! `@`, ranges, subqueries and the lookback computed as Prometheus does), and
-//! the expression is then evaluated step by step over those preloaded
-//! series, the way Prometheus' evaluator works per step. A long range query
-//! is cut into slices of steps, each with its own reads, so that what is read
-//! stays under the sample limit (samples read count against
-//! [`EngineOptions::max_samples`] like samples held by the evaluation).
-//! Nothing here knows how samples are stored.
+//! The design decisions to know. The common shapes — selectors, range
+//! functions over a matrix selector, element-wise maps and the aggregations
+//! `sum avg count group min max stddev stdvar` over them — are evaluated
+//! series-major (`batch.rs`): series stream out of storage one at a time and
+//! each is folded into its group at every step at once, so a wide dashboard
+//! query holds one series' samples plus the result, and finds each series'
+//! group once. Everything else is evaluated step by step, the way
+//! Prometheus' evaluator works per step: its selectors are fetched from
+//! storage up front, each once for the span of evaluation times it can reach
+//! (offsets, `@`, ranges, subqueries and the lookback computed as Prometheus
+//! does), and a long range query is cut into slices of steps, each with its
+//! own reads, so that what is read stays under the sample limit (samples
+//! read count against [`EngineOptions::max_samples`] like samples held by
+//! the evaluation). Series-major subtrees inside a step-evaluated query are
+//! computed per slice and read by the step evaluator. Both paths share the
+//! arithmetic, so they give the same bits. Nothing here knows how samples
+//! are stored.
 //!
 //! Map: `eval.rs` (planning, reads, selectors, subqueries, the step loop),
+//! `batch.rs` (series-major evaluation),
 //! `binary.rs` (operators and vector matching), `aggregate.rs`,
 //! `functions.rs`, `format.rs` (Prometheus' float formatting). Semantics are
 //! pinned by Prometheus test scripts in `testdata/*.test`, run by
@@ -25,6 +34,7 @@
 //! and modifiers newer than Prometheus 2.x (refused as unknown).
 
 mod aggregate;
+mod batch;
 mod binary;
 mod eval;
 mod format;
@@ -37,7 +47,7 @@ use std::time::Duration;
 
 use skopos_model::{Labels, Queryable, Sample};
 
-pub use format::format_value;
+pub use format::{format_value, write_value};
 
 /// Engine limits. `Default` gives Prometheus' defaults.
 #[derive(Debug, Clone)]
@@ -50,6 +60,10 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Wall-clock budget of one query (`--query.timeout`).
     pub timeout: Duration,
+    /// Evaluate the parts of a query that allow it series-major, streaming
+    /// series from storage (see `batch.rs`). Off, everything is evaluated
+    /// step by step; the answers are the same, which the tests check.
+    pub series_major: bool,
 }
 
 impl Default for EngineOptions {
@@ -58,6 +72,7 @@ impl Default for EngineOptions {
             lookback_delta_ms: 300_000,
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
+            series_major: true,
         }
     }
 }

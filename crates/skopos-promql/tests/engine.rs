@@ -164,8 +164,10 @@ fn too_many_samples_is_prometheus_error() {
         ..EngineOptions::default()
     });
     let c = CancelToken::new();
-    // 10 series × 61 samples in the window.
-    let err = e.instant(&g, "sum(rate(m[1m]))", 500_000, &c).unwrap_err();
+    // One series' window alone holds 301 samples. (Prometheus, like the
+    // series-major evaluator, holds one series' window at a time: 10 series
+    // × 61 samples in `m[1m]` would fit.)
+    let err = e.instant(&g, "sum(rate(m[5m]))", 500_000, &c).unwrap_err();
     assert_eq!(err, QueryError::TooManySamples(100));
     assert_eq!(err.error_type(), "execution");
     assert_eq!(
@@ -221,17 +223,42 @@ fn long_range_queries_read_storage_in_slices() {
         lookback_delta_ms: 10_000,
         ..EngineOptions::default()
     });
+    // `topk` is evaluated step by step (its input `m` is read per slice).
+    let Value::Matrix(m) = e
+        .range(&q, "topk(1, m)", 0, 999_000, 1_000, &CancelToken::new())
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(m[0].samples.len(), 1000);
+    assert_eq!(m[0].samples[999].v, 999.0);
+    assert!(q.1.load(Ordering::Relaxed) > 2);
+    // The same answer as with a generous limit.
+    let Value::Matrix(m2) = engine()
+        .range(&q.0, "topk(1, m)", 0, 999_000, 1_000, &CancelToken::new())
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(m, m2);
+
+    // `sum(m)` is evaluated series-major: one pass over storage, each
+    // series' samples held while it is folded in, so the same limit holds.
+    q.1.store(0, Ordering::Relaxed);
     let Value::Matrix(m) = e
         .range(&q, "sum(m)", 0, 999_000, 1_000, &CancelToken::new())
         .unwrap()
     else {
         panic!()
     };
+    assert_eq!(q.1.load(Ordering::Relaxed), 1);
     assert_eq!(m[0].samples.len(), 1000);
     assert_eq!(m[0].samples[999].v, 9990.0);
-    assert!(q.1.load(Ordering::Relaxed) > 2);
-    // The same answer as with a generous limit.
-    let Value::Matrix(m2) = engine()
+    let step_by_step = Engine::new(EngineOptions {
+        series_major: false,
+        ..EngineOptions::default()
+    });
+    let Value::Matrix(m2) = step_by_step
         .range(&q.0, "sum(m)", 0, 999_000, 1_000, &CancelToken::new())
         .unwrap()
     else {

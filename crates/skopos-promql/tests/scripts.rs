@@ -501,24 +501,31 @@ fn parse_eval(line_no: usize, line: &str) -> Result<EvalCmd, String> {
 /// Runs one script file against both stores; panics with every failing
 /// case's file and line.
 fn check(file: &str) {
-    let mut failures = check_with::<MemStore>(file);
-    failures.extend(check_with::<TsdbStore>(file));
+    let mut failures = check_with::<MemStore>(file, true);
+    failures.extend(check_with::<TsdbStore>(file, true));
+    // The step evaluator alone, for the shapes the series-major one takes.
+    failures.extend(check_with::<MemStore>(file, false));
     if !failures.is_empty() {
         panic!("{} failures:\n{}", failures.len(), failures.join("\n"));
     }
 }
 
-fn check_with<S: Store>(file: &str) -> Vec<String> {
+fn check_with<S: Store>(file: &str, series_major: bool) -> Vec<String> {
     let path = format!("{}/testdata/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let lines: Vec<&str> = text.lines().collect();
-    let engine = Engine::new(EngineOptions::default());
+    let engine = Engine::new(EngineOptions {
+        series_major,
+        ..EngineOptions::default()
+    });
+    let mode = if series_major { "" } else { ", step by step" };
     let mut store = S::fresh();
     let mut failures = Vec::new();
     let mut cases = 0;
     let mut i = 0;
-    let mut fail =
-        |line: usize, msg: String| failures.push(format!("[{}] {file}:{line}: {msg}", S::NAME));
+    let mut fail = |line: usize, msg: String| {
+        failures.push(format!("[{}{mode}] {file}:{line}: {msg}", S::NAME))
+    };
     while i < lines.len() {
         let line = lines[i].trim();
         let line_no = i + 1;

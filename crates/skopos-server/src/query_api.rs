@@ -16,8 +16,8 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value as Json};
-use skopos_promql::{format_value, CancelToken, QueryError, Value};
+use serde_json::json;
+use skopos_promql::{CancelToken, QueryError, Value};
 
 use crate::api::{parse_time, ApiError, Params};
 use crate::server::AppState;
@@ -59,44 +59,125 @@ pub fn parse_duration_param(name: &str, v: &str) -> Result<i64, ApiError> {
 
 /// A timestamp as Prometheus writes it: Unix seconds, with up to three
 /// decimals and none when they are zero (`1700000000`, `1700000000.5`).
-fn secs(t_ms: i64) -> Json {
-    if t_ms % 1000 == 0 {
-        json!(t_ms / 1000)
+fn write_secs(out: &mut String, t_ms: i64) {
+    use std::fmt::Write;
+    let sign = if t_ms < 0 { "-" } else { "" };
+    let abs = t_ms.unsigned_abs();
+    let (whole, frac) = (abs / 1000, abs % 1000);
+    let _ = if frac == 0 {
+        write!(out, "{sign}{whole}")
+    } else if frac % 100 == 0 {
+        write!(out, "{sign}{whole}.{}", frac / 100)
+    } else if frac % 10 == 0 {
+        write!(out, "{sign}{whole}.{:02}", frac / 10)
     } else {
-        json!(t_ms as f64 / 1000.0)
+        write!(out, "{sign}{whole}.{frac:03}")
+    };
+}
+
+/// `s` as a JSON string.
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
-fn labels_json(l: &skopos_model::Labels) -> Json {
-    Json::Object(
-        l.iter()
-            .map(|l| (l.name.clone(), Json::String(l.value.clone())))
-            .collect(),
-    )
+fn write_labels(out: &mut String, l: &skopos_model::Labels) {
+    out.push('{');
+    for (i, l) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, &l.name);
+        out.push(':');
+        write_str(out, &l.value);
+    }
+    out.push('}');
 }
 
-/// A query result as Prometheus serialises it.
-pub fn result_json(v: &Value) -> Json {
+/// `[<seconds>,"<value>"]`
+fn write_point(out: &mut String, t_ms: i64, v: f64) {
+    out.push('[');
+    write_secs(out, t_ms);
+    out.push_str(",\"");
+    skopos_promql::write_value(out, v);
+    out.push_str("\"]");
+}
+
+/// A successful query response as Prometheus serialises it, written
+/// straight into the body: a range query over thousands of series makes
+/// millions of points, too many to build as a JSON tree first.
+pub fn success_body(v: &Value) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
     match v {
         Value::Scalar { t, v } => {
-            json!({"resultType": "scalar", "result": [secs(*t), format_value(*v)]})
+            out.push_str("\"scalar\",\"result\":");
+            write_point(&mut out, *t, *v);
         }
-        Value::String { t, s } => json!({"resultType": "string", "result": [secs(*t), s]}),
-        Value::Vector(samples) => json!({
-            "resultType": "vector",
-            "result": samples.iter().map(|s| json!({
-                "metric": labels_json(&s.labels),
-                "value": [secs(s.t), format_value(s.v)],
-            })).collect::<Vec<_>>(),
-        }),
-        Value::Matrix(series) => json!({
-            "resultType": "matrix",
-            "result": series.iter().map(|s| json!({
-                "metric": labels_json(&s.labels),
-                "values": s.samples.iter().map(|p| json!([secs(p.t), format_value(p.v)])).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
+        Value::String { t, s } => {
+            out.push_str("\"string\",\"result\":[");
+            write_secs(&mut out, *t);
+            out.push(',');
+            write_str(&mut out, s);
+            out.push(']');
+        }
+        Value::Vector(samples) => {
+            out.push_str("\"vector\",\"result\":[");
+            for (i, s) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.push_str(",\"value\":");
+                write_point(&mut out, s.t, s.v);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Value::Matrix(series) => {
+            out.push_str("\"matrix\",\"result\":[");
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.push_str(",\"values\":[");
+                for (j, p) in s.samples.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    write_point(&mut out, p.t, p.v);
+                }
+                out.push_str("]}");
+            }
+            out.push(']');
+        }
     }
+    out.push_str("}}");
+    out
 }
 
 fn query_error(e: QueryError) -> ApiError {
@@ -152,12 +233,10 @@ async fn evaluate(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(query_error)?;
     drop(guard);
-    let body = json!({"status": "success", "data": result_json(&value)});
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response())
+    let body = tokio::task::spawn_blocking(move || success_body(&value))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 pub async fn query(
@@ -240,4 +319,64 @@ pub async fn buildinfo() -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::success_body;
+    use skopos_model::{Labels, Sample};
+    use skopos_promql::{RangeSeries, Value, VectorSample};
+
+    fn parse(v: &Value) -> serde_json::Value {
+        let body = success_body(v);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    #[test]
+    fn bodies_are_prometheus_json() {
+        let labels = Labels::from_pairs([("a", "x\"y\\z\n\u{1}é"), ("__name__", "m")]);
+        let m = parse(&Value::Matrix(vec![RangeSeries {
+            labels: labels.clone(),
+            samples: vec![
+                Sample::new(1_700_000_000_000, 1.5),
+                Sample::new(1_700_000_000_500, f64::NAN),
+                Sample::new(1_700_000_000_020, f64::INFINITY),
+                Sample::new(-1_234, 1e21),
+            ],
+        }]));
+        assert_eq!(m["status"], "success");
+        assert_eq!(m["data"]["resultType"], "matrix");
+        let s = &m["data"]["result"][0];
+        assert_eq!(s["metric"]["a"], "x\"y\\z\n\u{1}é");
+        assert_eq!(s["metric"]["__name__"], "m");
+        assert_eq!(
+            s["values"],
+            serde_json::json!([
+                [1_700_000_000u64, "1.5"],
+                [1_700_000_000.5, "NaN"],
+                [1_700_000_000.02, "+Inf"],
+                [-1.234, "1e+21"]
+            ])
+        );
+        // Timestamps keep their integer form when whole.
+        assert!(success_body(&Value::Scalar { t: 3_000, v: -0.25 }).contains("[3,\"-0.25\"]"));
+
+        let v = parse(&Value::Vector(vec![VectorSample {
+            labels,
+            t: 2_001,
+            v: 7.0,
+        }]));
+        assert_eq!(v["data"]["resultType"], "vector");
+        assert_eq!(
+            v["data"]["result"][0]["value"],
+            serde_json::json!([2.001, "7"])
+        );
+        let e = parse(&Value::Vector(Vec::new()));
+        assert_eq!(e["data"]["result"], serde_json::json!([]));
+        let s = parse(&Value::String {
+            t: 0,
+            s: "a\tb".into(),
+        });
+        assert_eq!(s["data"]["result"], serde_json::json!([0, "a\tb"]));
+    }
 }

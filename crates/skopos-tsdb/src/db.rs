@@ -34,6 +34,10 @@ pub struct Db {
     counters: Arc<Counters>,
     /// Serializes head cuts, compaction, retention and backfill.
     maint: Mutex<()>,
+    /// Held (shared) by reads for their whole duration, and (exclusive) by
+    /// a head cut while it truncates the head: a read that lists head
+    /// series and blocks, then decodes them lazily, sees every sample.
+    cut_guard: RwLock<()>,
     closed: AtomicBool,
     /// Set when a WAL write failed: the head may then hold data the WAL
     /// lacks, so no later append may be acknowledged until a restart
@@ -102,6 +106,7 @@ impl Db {
             blocks: RwLock::new(blocks.into_iter().map(Arc::new).collect()),
             counters,
             maint: Mutex::new(()),
+            cut_guard: RwLock::new(()),
             closed: AtomicBool::new(false),
             wal_failed: AtomicBool::new(false),
         })
@@ -335,42 +340,72 @@ impl Db {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesData>, TsdbError> {
-        // Head first, then blocks: a head cut adds its block before it
-        // truncates the head, so reading in this order never misses data
-        // that moves from the head to a block meanwhile.
-        let mut head_parts = Vec::new();
-        for (labels, s) in self.head_matches(matchers) {
-            let samples = s.state.lock().samples(mint, maxt);
-            if !samples.is_empty() {
-                head_parts.push((labels, samples));
-            }
+        let mut out = Vec::new();
+        self.select_each(matchers, mint, maxt, &mut |labels, samples| {
+            out.push(SeriesData { labels, samples });
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// [`Db::select`], one series at a time: block data is decoded as each
+    /// series is handed to `f`, so only the head's samples and one series'
+    /// block samples are held at once. Stops when `f` returns `false`.
+    pub fn select_each(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        f: &mut dyn FnMut(Labels, Vec<Sample>) -> bool,
+    ) -> Result<(), TsdbError> {
+        // Head series first, then blocks: a head cut adds its block before
+        // it truncates the head, and cannot truncate while this guard is
+        // held, so reading the head lazily never misses data that moves
+        // from the head to a block meanwhile.
+        let _no_truncation = self.cut_guard.read();
+        #[derive(Default)]
+        struct Parts {
+            blocks: Vec<(usize, u32)>,
+            head: Option<Arc<MemSeries>>,
         }
-        let mut acc: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
-        for (bi, b) in self.blocks_snapshot().iter().enumerate() {
+        let mut acc: BTreeMap<Labels, Parts> = BTreeMap::new();
+        for (labels, s) in self.head_matches(matchers) {
+            acc.entry(labels).or_default().head = Some(s);
+        }
+        let blocks = self.blocks_snapshot();
+        for (bi, b) in blocks.iter().enumerate() {
             if !b.overlaps(mint, maxt) {
                 continue;
             }
-            let mut cache = FrameCache::default();
             for sid in b.index.select(matchers) {
-                if !b.has_data_in(sid, mint, maxt) {
-                    continue;
-                }
-                let s = b.samples(sid, mint, maxt, &mut cache, bi)?;
-                if !s.is_empty() {
-                    acc.entry(b.labels(sid)).or_default().push(s);
+                if b.has_data_in(sid, mint, maxt) {
+                    acc.entry(b.labels(sid)).or_default().blocks.push((bi, sid));
                 }
             }
         }
-        for (labels, samples) in head_parts {
-            acc.entry(labels).or_default().push(samples);
+        let mut caches: Vec<FrameCache> = blocks.iter().map(|_| FrameCache::default()).collect();
+        for (labels, p) in acc {
+            let mut parts = Vec::with_capacity(p.blocks.len() + 1);
+            for (bi, sid) in p.blocks {
+                let s = blocks[bi].samples(sid, mint, maxt, &mut caches[bi], bi)?;
+                if !s.is_empty() {
+                    parts.push(s);
+                }
+            }
+            if let Some(h) = p.head {
+                let s = h.state.lock().samples(mint, maxt);
+                if !s.is_empty() {
+                    parts.push(s);
+                }
+            }
+            if parts.is_empty() {
+                continue;
+            }
+            if !f(labels, merge(parts)) {
+                break;
+            }
         }
-        Ok(acc
-            .into_iter()
-            .map(|(labels, parts)| SeriesData {
-                labels,
-                samples: merge(parts),
-            })
-            .collect())
+        Ok(())
     }
 
     /// Label sets of the series matching `matchers` that have data in range
@@ -555,6 +590,8 @@ impl Db {
         }
         let (mut samples, mut chunks) = (0, 0);
         let (mut new_min, mut any) = (i64::MAX, false);
+        // Waits for running reads (see `select_each`).
+        let _readers_done = self.cut_guard.write();
         for ((_, s), (last_t, gen)) in snap.iter().zip(marks) {
             let mut st = s.state.lock();
             let cutoff = end.min(last_t.saturating_add(1));
@@ -998,6 +1035,16 @@ impl skopos_model::Queryable for Db {
                 samples: s.samples,
             })
             .collect())
+    }
+
+    fn select_each(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        f: &mut dyn FnMut(Labels, Vec<Sample>) -> bool,
+    ) -> Result<(), skopos_model::StorageError> {
+        Db::select_each(self, matchers, mint, maxt, f).map_err(storage_error)
     }
 
     fn series(
