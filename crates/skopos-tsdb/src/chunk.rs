@@ -108,27 +108,50 @@ struct BitReader<'a> {
 }
 
 impl BitReader<'_> {
-    fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.buf.get(self.pos / 8)?;
-        let bit = byte & (0x80 >> (self.pos % 8)) != 0;
-        self.pos += 1;
-        Some(bit)
+    fn bits_left(&self) -> usize {
+        (self.buf.len() * 8).saturating_sub(self.pos)
     }
 
+    /// The next bits, most significant first, without consuming them: at
+    /// least 57 valid bits, zeros past the end of the buffer.
+    #[inline]
+    fn peek(&self) -> u64 {
+        let i = self.pos / 8;
+        let word = match self.buf.get(i..i + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+            None => {
+                let mut b = [0u8; 8];
+                let tail = self.buf.get(i..).unwrap_or(&[]);
+                b[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(b)
+            }
+        };
+        word << (self.pos % 8)
+    }
+
+    #[inline]
+    fn read_bit(&mut self) -> Option<bool> {
+        self.read_bits(1).map(|b| b == 1)
+    }
+
+    #[inline]
     fn read_bits(&mut self, n: u8) -> Option<u64> {
-        let mut v = 0u64;
-        let mut left = n;
-        while left > 0 {
-            let byte = *self.buf.get(self.pos / 8)?;
-            let off = (self.pos % 8) as u8;
-            let avail = 8 - off;
-            let take = avail.min(left);
-            let bits = (byte >> (avail - take)) & ((1u16 << take) - 1) as u8;
-            v = (v << take) | bits as u64;
-            self.pos += take as usize;
-            left -= take;
+        if n as usize > self.bits_left() {
+            return None;
         }
-        Some(v)
+        match n {
+            0 => Some(0),
+            1..=56 => {
+                let v = self.peek() >> (64 - n as u32);
+                self.pos += n as usize;
+                Some(v)
+            }
+            _ => {
+                let hi = self.read_bits(n - 32)?;
+                let lo = self.read_bits(32)?;
+                Some(hi << 32 | lo)
+            }
+        }
     }
 }
 
@@ -163,10 +186,13 @@ fn put_signed(w: &mut BitWriter, x: i64) {
 }
 
 fn get_signed(r: &mut BitReader) -> Option<i64> {
-    let mut ones = 0;
-    while ones < 6 && r.read_bit()? {
-        ones += 1;
+    // The prefix: up to six ones, ended by a zero unless there are six.
+    let ones = (r.peek().leading_ones() as usize).min(6);
+    let prefix = if ones == 6 { 6 } else { ones + 1 };
+    if prefix > r.bits_left() {
+        return None;
     }
+    r.pos += prefix;
     if ones == 0 {
         return Some(0);
     }
