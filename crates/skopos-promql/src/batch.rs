@@ -464,6 +464,8 @@ impl<'c> Cx<'c> {
             let gi = match index.get(key.as_str()) {
                 Some(&gi) => gi,
                 None => {
+                    // A group holds a slot per step, filled or not.
+                    self.hold(n)?;
                     groups.push(Group::new(
                         Rc::new(group_labels(labels, grouping, without)),
                         n,
@@ -474,7 +476,6 @@ impl<'c> Cx<'c> {
                 }
             };
             let g = &mut groups[gi];
-            let mut filled = 0;
             for i in 0..n {
                 if !ok[i] {
                     continue;
@@ -482,7 +483,6 @@ impl<'c> Cx<'c> {
                 if g.first[i] == u32::MAX {
                     g.first[i] = row;
                     g.store(i, Acc::first(op, v[i]));
-                    filled += 1;
                 } else {
                     let mut a = g.load(i);
                     a.add(op, v[i]);
@@ -490,7 +490,7 @@ impl<'c> Cx<'c> {
                 }
             }
             row = row.saturating_add(1);
-            self.hold(filled)
+            Ok(())
         })?;
         let (mut v, mut ok) = (vec![0.0; n], vec![false; n]);
         for g in &groups {

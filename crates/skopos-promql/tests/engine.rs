@@ -183,6 +183,22 @@ fn too_many_samples_is_prometheus_error() {
     // What is read from storage counts too: 5 minutes of lookback × 10 series.
     let err = e.instant(&g, "m", 500_000, &c).unwrap_err();
     assert_eq!(err, QueryError::TooManySamples(100));
+
+    // Groups of a series-major aggregation hold a slot per step: 10 groups
+    // × 1000 steps passes 5000 even though each series is small, and the
+    // step evaluator, which accumulates the same result, agrees.
+    for series_major in [true, false] {
+        let e = Engine::new(EngineOptions {
+            max_samples: 5_000,
+            series_major,
+            ..EngineOptions::default()
+        });
+        let err = e
+            .range(&g, "sum by (i) (m)", 0, 999_000, 1_000, &c)
+            .unwrap_err();
+        assert_eq!(err, QueryError::TooManySamples(5_000), "{series_major}");
+        assert!(e.range(&g, "sum(m)", 0, 999_000, 1_000, &c).is_ok());
+    }
 }
 
 #[test]
