@@ -1,5 +1,5 @@
-//! Shared data types of skopos: labels, samples, matchers, write batches and
-//! the limits every write path enforces.
+//! Shared data types of skopos: labels, samples, matchers, write batches,
+//! log records and the limits every write path enforces.
 //!
 //! The one design decision to know: this crate does no I/O. Decoders
 //! (`skopos-ingest`) produce these types, storage engines (`skopos-tsdb`)
@@ -9,6 +9,7 @@
 
 mod labels;
 mod limits;
+mod logs;
 mod matcher;
 mod query;
 mod sample;
@@ -16,6 +17,7 @@ mod write;
 
 pub use labels::{is_valid_label_name, is_valid_metric_name, Label, Labels, LabelsBuilder};
 pub use limits::{LimitError, Limits};
+pub use logs::{Direction, LogBatch, LogEntry, LogQueryable, LogSelect, LogStream};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use query::{Queryable, StorageError};
 pub use sample::{is_stale_nan, Sample, STALE_NAN, STALE_NAN_BITS};
