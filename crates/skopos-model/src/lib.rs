@@ -7,6 +7,7 @@
 //! two, so a scraper or a protocol handler never needs to know which storage
 //! sits behind it.
 
+pub mod codec;
 mod labels;
 mod limits;
 mod logs;

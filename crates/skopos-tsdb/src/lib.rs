@@ -28,7 +28,7 @@
 mod block;
 mod chunk;
 mod db;
-mod encoding;
+use skopos_model::codec as encoding;
 mod head;
 mod index;
 mod inspect;

@@ -1,5 +1,6 @@
-//! Little helpers shared by every on-disk format: LEB128 varints, zigzag,
-//! and a bounds-checked byte reader that never panics on corrupt input.
+//! Little helpers shared by every on-disk format (the TSDB's, the log
+//! store's): LEB128 varints, zigzag, and a bounds-checked byte reader that
+//! never panics on corrupt input. Pure functions over byte slices; no I/O.
 
 pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {

@@ -1,0 +1,619 @@
+//! Log storage for skopos: streams of log lines, written through a WAL,
+//! held in an in-memory head, flushed to compressed immutable segments, and
+//! read back through [`skopos_model::LogQueryable`].
+//!
+//! The one design decision to know: an append is acknowledged only after its
+//! WAL record is written (and fsynced unless told otherwise), exactly like
+//! the TSDB, so an acknowledged line survives `kill -9`; lines may arrive in
+//! any order (no "entry too far behind") and an exact duplicate (same stream,
+//! timestamp and line) is dropped. A flush swaps the head out, rotates the
+//! WAL, writes the segment (`.tmp` + rename), then deletes the WAL segments
+//! the segment covers; the segment records the last of them, so a crash in
+//! between never replays them twice.
+//!
+//! Map: `wal.rs` (record format, replay with torn-tail repair), `segment.rs`
+//! (segment format, block reads), this file (`Store`: limits, head,
+//! flush, retention, queries).
+
+mod segment;
+mod wal;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use skopos_model::{
+    Labels, LogBatch, LogEntry, LogQueryable, LogSelect, LogStream, Matcher, StorageError,
+};
+
+use segment::Segment;
+
+/// A log store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    /// The batch breaks a limit; nothing of it was stored.
+    #[error("{0}")]
+    Limit(String),
+    /// An earlier WAL write failed; appends are refused until a restart.
+    #[error("the log WAL failed earlier; refusing appends until restart")]
+    Failed,
+}
+
+impl LogsError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        LogsError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Limits and tuning.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Longest line accepted, in bytes.
+    pub max_line_bytes: usize,
+    /// Most labels a stream may have.
+    pub max_labels_per_stream: usize,
+    /// Most streams the head may hold.
+    pub max_active_streams: usize,
+    /// Raw bytes after which the head is flushed to a segment.
+    pub head_max_bytes: usize,
+    /// fsync the WAL before acknowledging.
+    pub fsync: bool,
+    /// Segments whose newest line is older than this (ns) are deleted.
+    pub retention_ns: Option<i64>,
+    /// Oldest segments are deleted while segments take more bytes than this.
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_line_bytes: 256 * 1024,
+            max_labels_per_stream: 15,
+            max_active_streams: 100_000,
+            head_max_bytes: 256 << 20,
+            fsync: true,
+            retention_ns: None,
+            retention_bytes: None,
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub entries: usize,
+    pub duplicates: usize,
+}
+
+#[derive(Default)]
+struct Head {
+    index: HashMap<Labels, usize>,
+    streams: Vec<(Labels, Vec<LogEntry>)>,
+    bytes: usize,
+}
+
+impl Head {
+    /// Inserts keeping time order; drops exact duplicates.
+    fn insert(&mut self, labels: &Labels, e: LogEntry) -> bool {
+        let i = match self.index.get(labels) {
+            Some(&i) => i,
+            None => {
+                self.streams.push((labels.clone(), Vec::new()));
+                self.index.insert(labels.clone(), self.streams.len() - 1);
+                self.streams.len() - 1
+            }
+        };
+        let entries = &mut self.streams[i].1;
+        let at = match entries.last() {
+            Some(last) if last.ts < e.ts => entries.len(),
+            _ => entries.partition_point(|x| x.ts < e.ts),
+        };
+        if entries[at..]
+            .iter()
+            .take_while(|x| x.ts == e.ts)
+            .any(|x| x.line == e.line && x.metadata == e.metadata)
+        {
+            return false;
+        }
+        self.bytes += e.line.len() + 16;
+        entries.insert(at, e);
+        true
+    }
+}
+
+struct WalState {
+    dir: PathBuf,
+    file: File,
+    seg: u64,
+    failed: bool,
+}
+
+struct Parts {
+    head: Head,
+    /// The head being written to a segment, still readable.
+    flushing: Option<Arc<Head>>,
+    segments: Vec<Arc<Segment>>,
+}
+
+/// Figures for `skopos logs inspect`.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub segments: Vec<SegmentStats>,
+    pub head_streams: usize,
+    pub head_entries: usize,
+    pub head_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentStats {
+    pub file: PathBuf,
+    pub streams: usize,
+    pub entries: u64,
+    pub raw_bytes: u64,
+    pub file_bytes: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+/// The log store of one data directory.
+pub struct Store {
+    dir: PathBuf,
+    opts: Options,
+    wal: Mutex<WalState>,
+    parts: RwLock<Parts>,
+    /// One flush at a time.
+    flush: Mutex<()>,
+    next_segment: Mutex<u64>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`: opens the segments, replays
+    /// the WAL segments they do not cover (repairing a torn tail).
+    pub fn open(dir: &Path, opts: Options) -> Result<Store, LogsError> {
+        let wal_dir = dir.join("wal");
+        let seg_dir = dir.join("segments");
+        for d in [dir, &wal_dir, &seg_dir] {
+            std::fs::create_dir_all(d).map_err(|e| LogsError::io(d, e))?;
+        }
+        let mut segments = Vec::new();
+        let mut next = 1u64;
+        let mut covered = 0u64;
+        for e in std::fs::read_dir(&seg_dir).map_err(|e| LogsError::io(&seg_dir, e))? {
+            let e = e.map_err(|e| LogsError::io(&seg_dir, e))?;
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                // A flush that did not finish; its WAL is still there.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(n) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let seg = Segment::open(&path)?;
+            covered = covered.max(seg.wal_upto);
+            next = next.max(n + 1);
+            segments.push(Arc::new(seg));
+        }
+        segments.sort_by_key(|s| s.min_ts);
+        let mut head = Head::default();
+        let mut wal_segs = wal::segments(&wal_dir)?;
+        for &n in &wal_segs {
+            if n <= covered {
+                let p = wal::segment_path(&wal_dir, n);
+                std::fs::remove_file(&p).map_err(|e| LogsError::io(&p, e))?;
+                continue;
+            }
+            wal::replay_segment(&wal_dir, n, &mut |batch| {
+                for s in batch.streams {
+                    for e in s.entries {
+                        head.insert(&s.labels, e);
+                    }
+                }
+            })?;
+        }
+        wal_segs.retain(|&n| n > covered);
+        let seg = wal_segs.last().map_or(covered + 1, |n| n + 1);
+        let file = wal::create_segment(&wal_dir, seg)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            opts,
+            wal: Mutex::new(WalState {
+                dir: wal_dir,
+                file,
+                seg,
+                failed: false,
+            }),
+            parts: RwLock::new(Parts {
+                head,
+                flushing: None,
+                segments,
+            }),
+            flush: Mutex::new(()),
+            next_segment: Mutex::new(next),
+        })
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    fn check(&self, batch: &LogBatch) -> Result<(), LogsError> {
+        let parts = self.parts.read();
+        let mut new_streams = 0;
+        for s in &batch.streams {
+            if s.labels.is_empty() {
+                return Err(LogsError::Limit("a stream needs at least one label".into()));
+            }
+            if s.labels.len() > self.opts.max_labels_per_stream {
+                return Err(LogsError::Limit(format!(
+                    "stream {} has {} labels, more than the limit of {}",
+                    s.labels,
+                    s.labels.len(),
+                    self.opts.max_labels_per_stream
+                )));
+            }
+            if let Some(e) = s
+                .entries
+                .iter()
+                .find(|e| e.line.len() > self.opts.max_line_bytes)
+            {
+                return Err(LogsError::Limit(format!(
+                    "a line of stream {} is {} bytes, longer than the limit of {}",
+                    s.labels,
+                    e.line.len(),
+                    self.opts.max_line_bytes
+                )));
+            }
+            if !parts.head.index.contains_key(&s.labels) {
+                new_streams += 1;
+            }
+        }
+        if parts.head.streams.len() + new_streams > self.opts.max_active_streams {
+            return Err(LogsError::Limit(format!(
+                "the batch would make {} active streams, more than the limit of {}",
+                parts.head.streams.len() + new_streams,
+                self.opts.max_active_streams
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends a batch: all of it or, on a limit, none of it. Returns once
+    /// the WAL record is written (and fsynced when configured).
+    pub fn append(&self, batch: LogBatch) -> Result<Appended, LogsError> {
+        self.check(&batch)?;
+        let mut payload = Vec::with_capacity(batch.line_bytes() + 64);
+        wal::encode_batch(&mut payload, &batch);
+        let rec = wal::frame(&payload);
+        let mut w = self.wal.lock();
+        if w.failed {
+            return Err(LogsError::Failed);
+        }
+        let path = wal::segment_path(&w.dir, w.seg);
+        let written = w.file.write_all(&rec).and_then(|()| {
+            if self.opts.fsync {
+                w.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            w.failed = true;
+            return Err(LogsError::io(&path, e));
+        }
+        let mut out = Appended::default();
+        {
+            let mut parts = self.parts.write();
+            for s in batch.streams {
+                for e in s.entries {
+                    if parts.head.insert(&s.labels, e) {
+                        out.entries += 1;
+                    } else {
+                        out.duplicates += 1;
+                    }
+                }
+            }
+        }
+        drop(w);
+        if self.parts.read().head.bytes >= self.opts.head_max_bytes {
+            self.flush()?;
+        }
+        Ok(out)
+    }
+
+    /// Writes the head to a segment and drops the WAL it covers.
+    pub fn flush(&self) -> Result<(), LogsError> {
+        let _one = self.flush.lock();
+        let (head, upto) = {
+            let mut w = self.wal.lock();
+            let mut parts = self.parts.write();
+            if parts.head.streams.is_empty() {
+                return Ok(());
+            }
+            let upto = w.seg;
+            let file = wal::create_segment(&w.dir, upto + 1)?;
+            w.file = file;
+            w.seg = upto + 1;
+            let head = Arc::new(std::mem::take(&mut parts.head));
+            parts.flushing = Some(head.clone());
+            (head, upto)
+        };
+        let n = {
+            let mut n = self.next_segment.lock();
+            *n += 1;
+            *n - 1
+        };
+        let mut streams: Vec<(&Labels, &[LogEntry])> = head
+            .streams
+            .iter()
+            .map(|(l, e)| (l, e.as_slice()))
+            .collect();
+        streams.sort_by(|a, b| a.0.cmp(b.0));
+        let seg_dir = self.dir.join("segments");
+        let written = segment::write(&seg_dir, &format!("{n:012}.seg"), upto, &streams);
+        let mut parts = self.parts.write();
+        parts.flushing = None;
+        match written {
+            Ok(seg) => {
+                parts.segments.push(Arc::new(seg));
+                parts.segments.sort_by_key(|s| s.min_ts);
+            }
+            Err(e) => {
+                // Keep the lines readable and in the WAL; merge them back.
+                let head = Arc::try_unwrap(head).unwrap_or_else(|h| Head {
+                    index: h.index.clone(),
+                    streams: h.streams.clone(),
+                    bytes: h.bytes,
+                });
+                for (labels, entries) in head.streams {
+                    for e in entries {
+                        parts.head.insert(&labels, e);
+                    }
+                }
+                return Err(e);
+            }
+        }
+        drop(parts);
+        let w = self.wal.lock();
+        for old in wal::segments(&w.dir)?.into_iter().filter(|&s| s <= upto) {
+            let p = wal::segment_path(&w.dir, old);
+            std::fs::remove_file(&p).map_err(|e| LogsError::io(&p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes segments past the retention time (`now_ns`) or size; returns
+    /// how many were deleted.
+    pub fn apply_retention(&self, now_ns: i64) -> Result<usize, LogsError> {
+        let mut doomed = Vec::new();
+        {
+            let mut parts = self.parts.write();
+            if let Some(r) = self.opts.retention_ns {
+                let cutoff = now_ns.saturating_sub(r);
+                parts.segments.retain(|s| {
+                    let keep = s.max_ts >= cutoff;
+                    if !keep {
+                        doomed.push(s.clone());
+                    }
+                    keep
+                });
+            }
+            if let Some(max) = self.opts.retention_bytes {
+                let mut total: u64 = parts.segments.iter().map(|s| s.file_bytes).sum();
+                while total > max && !parts.segments.is_empty() {
+                    let s = parts.segments.remove(0);
+                    total -= s.file_bytes;
+                    doomed.push(s);
+                }
+            }
+        }
+        for s in &doomed {
+            std::fs::remove_file(&s.path).map_err(|e| LogsError::io(&s.path, e))?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Figures for `skopos logs inspect`.
+    pub fn stats(&self) -> Stats {
+        let parts = self.parts.read();
+        Stats {
+            segments: parts
+                .segments
+                .iter()
+                .map(|s| SegmentStats {
+                    file: s.path.clone(),
+                    streams: s.streams.len(),
+                    entries: s.entries(),
+                    raw_bytes: s.raw_bytes(),
+                    file_bytes: s.file_bytes,
+                    min_ts: s.min_ts,
+                    max_ts: s.max_ts,
+                })
+                .collect(),
+            head_streams: parts.head.streams.len(),
+            head_entries: parts.head.streams.iter().map(|s| s.1.len()).sum(),
+            head_bytes: parts.head.bytes,
+        }
+    }
+
+    /// Streams matching `sel`, each merged over segments and head, in time
+    /// order, without exact duplicates; handed to `f` one at a time.
+    pub fn select(
+        &self,
+        sel: &LogSelect,
+        f: &mut dyn FnMut(LogStream) -> bool,
+    ) -> Result<(), LogsError> {
+        enum Src {
+            Block(Arc<Segment>, usize, usize),
+            Head(Arc<Head>, usize),
+        }
+        let matches = |l: &Labels| sel.matchers.iter().all(|m| m.matches_labels(l));
+        let (segments, flushing, head) = {
+            let parts = self.parts.read();
+            // The head is copied per matching stream below, under the lock.
+            let head: Vec<(Labels, Vec<LogEntry>)> = parts
+                .head
+                .streams
+                .iter()
+                .filter(|(l, _)| matches(l))
+                .map(|(l, e)| {
+                    let lo = e.partition_point(|x| x.ts < sel.start);
+                    let hi = e.partition_point(|x| x.ts < sel.end);
+                    (l.clone(), e[lo..hi].to_vec())
+                })
+                .filter(|(_, e)| !e.is_empty())
+                .collect();
+            (parts.segments.clone(), parts.flushing.clone(), head)
+        };
+        let mut by_stream: BTreeMap<Labels, Vec<Src>> = BTreeMap::new();
+        for seg in &segments {
+            if seg.max_ts < sel.start || seg.min_ts >= sel.end {
+                continue;
+            }
+            for (si, s) in seg.streams.iter().enumerate() {
+                if !matches(&s.labels) {
+                    continue;
+                }
+                for (bi, b) in s.blocks.iter().enumerate() {
+                    if b.max_ts >= sel.start && b.min_ts < sel.end {
+                        by_stream
+                            .entry(s.labels.clone())
+                            .or_default()
+                            .push(Src::Block(seg.clone(), si, bi));
+                    }
+                }
+            }
+        }
+        if let Some(fl) = &flushing {
+            for (i, (l, _)) in fl.streams.iter().enumerate() {
+                if matches(l) {
+                    by_stream
+                        .entry(l.clone())
+                        .or_default()
+                        .push(Src::Head(fl.clone(), i));
+                }
+            }
+        }
+        let mut head: BTreeMap<Labels, Vec<LogEntry>> = head.into_iter().collect();
+        for l in head.keys() {
+            by_stream.entry(l.clone()).or_default();
+        }
+        let wanted = |e: &LogEntry| {
+            e.ts >= sel.start
+                && e.ts < sel.end
+                && sel.contains.iter().all(|c| e.line.contains(c.as_str()))
+        };
+        for (labels, srcs) in by_stream {
+            let mut entries: Vec<LogEntry> = Vec::new();
+            for src in srcs {
+                match src {
+                    Src::Block(seg, si, bi) => {
+                        let got = seg.read_block(&seg.streams[si].blocks[bi])?;
+                        entries.extend(got.into_iter().filter(|e| wanted(e)));
+                    }
+                    Src::Head(h, i) => {
+                        entries.extend(h.streams[i].1.iter().filter(|e| wanted(e)).cloned());
+                    }
+                }
+            }
+            if let Some(h) = head.remove(&labels) {
+                entries.extend(h.into_iter().filter(|e| wanted(e)));
+            }
+            entries.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.line.cmp(&b.line)));
+            entries.dedup_by(|a, b| a.ts == b.ts && a.line == b.line && a.metadata == b.metadata);
+            if entries.is_empty() {
+                continue;
+            }
+            if !f(LogStream { labels, entries }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Label sets of the streams with lines in `[start, end)` matching `matchers`.
+    pub fn streams(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Labels> {
+        let matches = |l: &Labels| matchers.iter().all(|m| m.matches_labels(l));
+        let parts = self.parts.read();
+        let mut out = std::collections::BTreeSet::new();
+        for seg in &parts.segments {
+            if seg.max_ts < start || seg.min_ts >= end {
+                continue;
+            }
+            for s in &seg.streams {
+                if matches(&s.labels)
+                    && s.blocks.iter().any(|b| b.max_ts >= start && b.min_ts < end)
+                {
+                    out.insert(s.labels.clone());
+                }
+            }
+        }
+        let heads = parts.flushing.iter().map(|h| &**h).chain([&parts.head]);
+        for h in heads {
+            for (l, e) in &h.streams {
+                if matches(l) && e.iter().any(|x| x.ts >= start && x.ts < end) {
+                    out.insert(l.clone());
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+fn storage_error(e: LogsError) -> StorageError {
+    StorageError(e.to_string())
+}
+
+impl LogQueryable for Store {
+    fn select_logs(
+        &self,
+        sel: &LogSelect,
+        f: &mut dyn FnMut(LogStream) -> bool,
+    ) -> Result<(), StorageError> {
+        self.select(sel, f).map_err(storage_error)
+    }
+
+    fn log_label_names(&self, start: i64, end: i64) -> Result<Vec<String>, StorageError> {
+        let mut names = std::collections::BTreeSet::new();
+        for l in self.streams(&[], start, end) {
+            names.extend(l.iter().map(|x| x.name.clone()));
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn log_label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut values = std::collections::BTreeSet::new();
+        for l in self.streams(matchers, start, end) {
+            if let Some(v) = l.get(name) {
+                values.insert(v.to_string());
+            }
+        }
+        Ok(values.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,296 @@
+//! Immutable segments: what the head holds when it is flushed, compressed.
+//!
+//! # Format (`segments/NNNNNNNNNNNN.seg`, version 1)
+//!
+//! ```text
+//! header:  magic "SKLS" | version u32 LE (=1)
+//! blocks:  zstd(entries)*          one or more per stream, in time order
+//! footer:  zstd(index)
+//! trailer: footer offset u64 LE | footer length u64 LE | crc32(footer) u32 LE | magic "SKLS"
+//! entries: n v | per entry: ts z | line | nmeta v | (name, value)*
+//! index:   wal_upto v | nstreams v | per stream: nlabels v | (name, value)*
+//!          | nblocks v | per block: offset v | length v | count v
+//!          | min_ts z | max_ts z | raw bytes v | crc32 v
+//! ```
+//! `wal_upto` is the last WAL segment whose entries the segment holds: on
+//! open, those WAL segments are not replayed again. A segment is written to
+//! `.tmp` and renamed into place, so it is either whole or absent.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use skopos_model::codec::{put_bytes, put_uvarint, put_varint, Reader};
+use skopos_model::{Labels, LabelsBuilder, LogEntry};
+
+use crate::LogsError;
+
+const MAGIC: &[u8; 4] = b"SKLS";
+const VERSION: u32 = 1;
+/// Raw bytes of entries per compressed block.
+const BLOCK_BYTES: usize = 256 * 1024;
+
+pub(crate) struct BlockMeta {
+    offset: u64,
+    len: u64,
+    count: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub raw: u64,
+    crc: u32,
+}
+
+pub(crate) struct StreamMeta {
+    pub labels: Labels,
+    pub blocks: Vec<BlockMeta>,
+}
+
+/// An open segment: its index in memory, its blocks read on demand.
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    file: File,
+    pub wal_upto: u64,
+    pub streams: Vec<StreamMeta>,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub file_bytes: u64,
+}
+
+pub(crate) fn put_labels(buf: &mut Vec<u8>, l: &Labels) {
+    put_uvarint(buf, l.len() as u64);
+    for x in l.iter() {
+        put_bytes(buf, x.name.as_bytes());
+        put_bytes(buf, x.value.as_bytes());
+    }
+}
+
+pub(crate) fn read_labels(r: &mut Reader) -> Option<Labels> {
+    let n = r.len(r.remaining())?;
+    let mut b = LabelsBuilder::new();
+    for _ in 0..n {
+        let name = r.string()?;
+        let value = r.string()?;
+        b.set(name, value);
+    }
+    Some(b.build())
+}
+
+pub(crate) fn encode_entries(buf: &mut Vec<u8>, entries: &[LogEntry]) {
+    put_uvarint(buf, entries.len() as u64);
+    for e in entries {
+        put_varint(buf, e.ts);
+        put_bytes(buf, e.line.as_bytes());
+        put_labels(buf, &e.metadata);
+    }
+}
+
+pub(crate) fn decode_entries(r: &mut Reader, max: usize) -> Option<Vec<LogEntry>> {
+    let n = r.len(max)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ts = r.varint()?;
+        let line = r.string()?;
+        let metadata = read_labels(r)?;
+        out.push(LogEntry { ts, line, metadata });
+    }
+    Some(out)
+}
+
+fn corrupt(path: &Path, message: impl Into<String>) -> LogsError {
+    LogsError::Corrupt {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Writes a segment of `streams` (each sorted by time) to `dir/<name>`.
+pub(crate) fn write(
+    dir: &Path,
+    name: &str,
+    wal_upto: u64,
+    streams: &[(&Labels, &[LogEntry])],
+) -> Result<Segment, LogsError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let io = |e| LogsError::io(&tmp, e);
+    let mut f = File::create(&tmp).map_err(io)?;
+    let mut out = Vec::with_capacity(1 << 20);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    let mut index = Vec::new();
+    put_uvarint(&mut index, wal_upto);
+    put_uvarint(&mut index, streams.len() as u64);
+    let mut raw = Vec::with_capacity(BLOCK_BYTES * 2);
+    // Bytes already written to the file (`out` holds what follows).
+    let mut base = 0u64;
+    for (labels, entries) in streams {
+        put_labels(&mut index, labels);
+        let mut blocks = Vec::new();
+        let mut start = 0;
+        while start < entries.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < entries.len() && (end == start || bytes < BLOCK_BYTES) {
+                bytes += entries[end].line.len() + 16;
+                end += 1;
+            }
+            let part = &entries[start..end];
+            raw.clear();
+            encode_entries(&mut raw, part);
+            let z = zstd::bulk::compress(&raw, 3).map_err(io)?;
+            blocks.push((
+                base + out.len() as u64,
+                z.len() as u64,
+                part.len() as u64,
+                part[0].ts,
+                part[part.len() - 1].ts,
+                raw.len() as u64,
+                crc32fast::hash(&z),
+            ));
+            out.extend_from_slice(&z);
+            if out.len() > 8 << 20 {
+                f.write_all(&out).map_err(io)?;
+                base += out.len() as u64;
+                out.clear();
+            }
+            start = end;
+        }
+        put_uvarint(&mut index, blocks.len() as u64);
+        for (off, len, count, lo, hi, rawlen, crc) in blocks {
+            put_uvarint(&mut index, off);
+            put_uvarint(&mut index, len);
+            put_uvarint(&mut index, count);
+            put_varint(&mut index, lo);
+            put_varint(&mut index, hi);
+            put_uvarint(&mut index, rawlen);
+            put_uvarint(&mut index, u64::from(crc));
+        }
+    }
+    f.write_all(&out).map_err(io)?;
+    let footer = zstd::bulk::compress(&index, 3).map_err(io)?;
+    let footer_off = base + out.len() as u64;
+    let (footer_len, footer_crc) = (footer.len(), crc32fast::hash(&footer));
+    let mut tail = footer;
+    tail.extend_from_slice(&footer_off.to_le_bytes());
+    tail.extend_from_slice(&(footer_len as u64).to_le_bytes());
+    tail.extend_from_slice(&footer_crc.to_le_bytes());
+    tail.extend_from_slice(MAGIC);
+    f.write_all(&tail).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(|e| LogsError::io(&path, e))?;
+    crate::wal::sync_dir(dir)?;
+    Segment::open(&path)
+}
+
+impl Segment {
+    pub(crate) fn open(path: &Path) -> Result<Segment, LogsError> {
+        let file = File::open(path).map_err(|e| LogsError::io(path, e))?;
+        let len = file.metadata().map_err(|e| LogsError::io(path, e))?.len();
+        if len < 8 + 24 {
+            return Err(corrupt(path, "too short for a segment"));
+        }
+        let mut head = [0u8; 8];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| LogsError::io(path, e))?;
+        if &head[..4] != MAGIC || u32::from_le_bytes(head[4..].try_into().expect("4")) != VERSION {
+            return Err(corrupt(path, "not a version 1 log segment"));
+        }
+        let mut trailer = [0u8; 24];
+        file.read_exact_at(&mut trailer, len - 24)
+            .map_err(|e| LogsError::io(path, e))?;
+        if &trailer[20..] != MAGIC {
+            return Err(corrupt(path, "missing trailer"));
+        }
+        let off = u64::from_le_bytes(trailer[..8].try_into().expect("8"));
+        let flen = u64::from_le_bytes(trailer[8..16].try_into().expect("8"));
+        let crc = u32::from_le_bytes(trailer[16..20].try_into().expect("4"));
+        if off.checked_add(flen) != Some(len - 24) {
+            return Err(corrupt(path, "footer out of bounds"));
+        }
+        let mut footer = vec![0u8; flen as usize];
+        file.read_exact_at(&mut footer, off)
+            .map_err(|e| LogsError::io(path, e))?;
+        if crc32fast::hash(&footer) != crc {
+            return Err(corrupt(path, "footer checksum mismatch"));
+        }
+        let index =
+            zstd::stream::decode_all(&footer[..]).map_err(|e| corrupt(path, e.to_string()))?;
+        let mut r = Reader::new(&index);
+        let bad = || corrupt(path, "malformed footer");
+        let wal_upto = r.uvarint().ok_or_else(bad)?;
+        let n = r.len(index.len()).ok_or_else(bad)?;
+        let mut streams = Vec::with_capacity(n);
+        let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+        for _ in 0..n {
+            let labels = read_labels(&mut r).ok_or_else(bad)?;
+            let nb = r.len(index.len()).ok_or_else(bad)?;
+            let mut blocks = Vec::with_capacity(nb);
+            for _ in 0..nb {
+                let b = BlockMeta {
+                    offset: r.uvarint().ok_or_else(bad)?,
+                    len: r.uvarint().ok_or_else(bad)?,
+                    count: r.uvarint().ok_or_else(bad)?,
+                    min_ts: r.varint().ok_or_else(bad)?,
+                    max_ts: r.varint().ok_or_else(bad)?,
+                    raw: r.uvarint().ok_or_else(bad)?,
+                    crc: r.uvarint().ok_or_else(bad)? as u32,
+                };
+                if b.offset.checked_add(b.len).is_none_or(|e| e > off) {
+                    return Err(bad());
+                }
+                min_ts = min_ts.min(b.min_ts);
+                max_ts = max_ts.max(b.max_ts);
+                blocks.push(b);
+            }
+            streams.push(StreamMeta { labels, blocks });
+        }
+        Ok(Segment {
+            path: path.to_path_buf(),
+            file,
+            wal_upto,
+            streams,
+            min_ts,
+            max_ts,
+            file_bytes: len,
+        })
+    }
+
+    /// The entries of one block.
+    pub(crate) fn read_block(&self, b: &BlockMeta) -> Result<Vec<LogEntry>, LogsError> {
+        let mut z = vec![0u8; b.len as usize];
+        self.file
+            .read_exact_at(&mut z, b.offset)
+            .map_err(|e| LogsError::io(&self.path, e))?;
+        if crc32fast::hash(&z) != b.crc {
+            return Err(corrupt(
+                &self.path,
+                format!("block at {} fails its checksum", b.offset),
+            ));
+        }
+        let raw = zstd::bulk::decompress(&z, b.raw as usize)
+            .map_err(|e| corrupt(&self.path, e.to_string()))?;
+        let mut r = Reader::new(&raw);
+        let entries = decode_entries(&mut r, b.count as usize)
+            .filter(|e| e.len() as u64 == b.count && r.is_empty())
+            .ok_or_else(|| corrupt(&self.path, format!("block at {} is malformed", b.offset)))?;
+        Ok(entries)
+    }
+
+    pub(crate) fn raw_bytes(&self) -> u64 {
+        self.streams
+            .iter()
+            .flat_map(|s| &s.blocks)
+            .map(|b| b.raw)
+            .sum()
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.streams
+            .iter()
+            .flat_map(|s| &s.blocks)
+            .map(|b| b.count)
+            .sum()
+    }
+}

@@ -1,0 +1,243 @@
+use std::path::Path;
+
+use skopos_model::{Labels, LogBatch, LogEntry, LogSelect, LogStream, Matcher};
+
+use crate::{LogsError, Options, Store};
+
+fn labels(app: &str) -> Labels {
+    Labels::from_pairs([("app", app), ("env", "prod")])
+}
+
+fn batch(app: &str, lines: &[(i64, &str)]) -> LogBatch {
+    LogBatch {
+        streams: vec![LogStream {
+            labels: labels(app),
+            entries: lines.iter().map(|(t, l)| LogEntry::new(*t, *l)).collect(),
+        }],
+    }
+}
+
+fn all(store: &Store, app: &str) -> Vec<(i64, String)> {
+    select(store, app, i64::MIN, i64::MAX, &[])
+}
+
+fn select(store: &Store, app: &str, start: i64, end: i64, contains: &[&str]) -> Vec<(i64, String)> {
+    let sel = LogSelect {
+        matchers: vec![Matcher::equal("app", app)],
+        start,
+        end,
+        contains: contains.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut out = Vec::new();
+    store
+        .select(&sel, &mut |s| {
+            out.extend(s.entries.into_iter().map(|e| (e.ts, e.line)));
+            true
+        })
+        .unwrap();
+    out
+}
+
+fn opts() -> Options {
+    Options {
+        fsync: false,
+        ..Options::default()
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    total
+}
+
+#[test]
+fn lines_come_back_in_time_order_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store
+        .append(batch("a", &[(30, "third"), (10, "first")]))
+        .unwrap();
+    // Out of order is accepted; an exact duplicate is dropped, the same
+    // timestamp with another line is kept.
+    let got = store
+        .append(batch(
+            "a",
+            &[(20, "second"), (10, "first"), (10, "first too")],
+        ))
+        .unwrap();
+    assert_eq!((got.entries, got.duplicates), (2, 1));
+    assert_eq!(
+        all(&store, "a"),
+        vec![
+            (10, "first".to_string()),
+            (10, "first too".to_string()),
+            (20, "second".to_string()),
+            (30, "third".to_string())
+        ]
+    );
+    // [start, end) and the substring hint.
+    assert_eq!(select(&store, "a", 10, 30, &["ir"]).len(), 2);
+    assert_eq!(select(&store, "a", 20, 31, &[]).len(), 2);
+    assert!(all(&store, "b").is_empty());
+}
+
+#[test]
+fn acknowledged_lines_survive_a_restart_and_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), opts()).unwrap();
+        store.append(batch("a", &[(1, "one"), (2, "two")])).unwrap();
+        store.flush().unwrap();
+        store.append(batch("a", &[(3, "three")])).unwrap();
+        store.append(batch("b", &[(1, "bee")])).unwrap();
+        // Dropped without a flush: the last two live only in the WAL.
+    }
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        all(&store, "a"),
+        vec![
+            (1, "one".to_string()),
+            (2, "two".to_string()),
+            (3, "three".to_string())
+        ]
+    );
+    assert_eq!(all(&store, "b"), vec![(1, "bee".to_string())]);
+    // The flushed WAL segment is gone and is not replayed a second time.
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&store, "a").len(), 3);
+    let stats = store.stats();
+    assert_eq!(stats.segments.len(), 2);
+    assert_eq!(stats.head_entries, 0);
+    assert_eq!(stats.segments.iter().map(|s| s.entries).sum::<u64>(), 4);
+}
+
+#[test]
+fn a_torn_wal_tail_is_cut_and_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), opts()).unwrap();
+        store.append(batch("a", &[(1, "kept")])).unwrap();
+        store.append(batch("a", &[(2, "torn")])).unwrap();
+    }
+    let wal = dir.path().join("wal");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    f.set_len(len - 2).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&store, "a"), vec![(1, "kept".to_string())]);
+}
+
+#[test]
+fn limits_refuse_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options {
+            max_line_bytes: 10,
+            max_active_streams: 2,
+            max_labels_per_stream: 2,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let mut b = batch("a", &[(1, "ok")]);
+    b.streams.push(LogStream {
+        labels: labels("b"),
+        entries: vec![LogEntry::new(1, "far too long a line")],
+    });
+    let err = store.append(b).unwrap_err();
+    assert!(matches!(err, LogsError::Limit(_)));
+    assert!(
+        err.to_string().contains("longer than the limit of 10"),
+        "{err}"
+    );
+    assert!(all(&store, "a").is_empty());
+    store.append(batch("a", &[(1, "ok")])).unwrap();
+    store.append(batch("b", &[(1, "ok")])).unwrap();
+    let err = store.append(batch("c", &[(1, "ok")])).unwrap_err();
+    assert!(err.to_string().contains("active streams"), "{err}");
+    let wide = LogBatch {
+        streams: vec![LogStream {
+            labels: Labels::from_pairs([("a", "1"), ("b", "2"), ("c", "3")]),
+            entries: vec![LogEntry::new(1, "x")],
+        }],
+    };
+    assert!(store
+        .append(wide)
+        .unwrap_err()
+        .to_string()
+        .contains("3 labels"));
+}
+
+#[test]
+fn retention_deletes_segments_and_frees_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options {
+            retention_ns: Some(1_000),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let line = "x".repeat(1000);
+    let old: Vec<(i64, &str)> = (0..2000).map(|i| (i, line.as_str())).collect();
+    store.append(batch("a", &old)).unwrap();
+    store.flush().unwrap();
+    store.append(batch("a", &[(10_000, "new")])).unwrap();
+    store.flush().unwrap();
+    let before = dir_bytes(dir.path());
+    assert_eq!(store.apply_retention(10_500).unwrap(), 1);
+    let after = dir_bytes(dir.path());
+    assert!(after < before, "{after} >= {before}");
+    assert_eq!(all(&store, "a"), vec![(10_000, "new".to_string())]);
+}
+
+#[test]
+fn many_lines_round_trip_through_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options {
+            head_max_bytes: 200_000,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| format!("line {i} req={:x}", i * 7919))
+        .collect();
+    for (k, chunk) in lines.chunks(1000).enumerate() {
+        let b: Vec<(i64, &str)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ((k * 1000 + i) as i64, l.as_str()))
+            .collect();
+        store.append(batch("a", &b)).unwrap();
+    }
+    assert!(store.stats().segments.len() > 1);
+    let got = all(&store, "a");
+    assert_eq!(got.len(), lines.len());
+    assert!(got.iter().zip(&lines).all(|(g, l)| &g.1 == l));
+    assert_eq!(
+        select(&store, "a", 0, i64::MAX, &["req=1e"]).len(),
+        lines.iter().filter(|l| l.contains("req=1e")).count()
+    );
+}
