@@ -26,6 +26,7 @@
 //! missing; `scripts/test.sh` installs both.
 
 pub mod exposition;
+pub mod loki;
 pub mod otlp;
 pub mod relabel;
 pub mod remote_write;

@@ -44,6 +44,9 @@ pub enum LogsError {
     /// The batch breaks a limit; nothing of it was stored.
     #[error("{0}")]
     Limit(String),
+    /// The batch would pass the active-stream limit; nothing was stored.
+    #[error("{0}")]
+    Streams(String),
     /// An earlier WAL write failed; appends are refused until a restart.
     #[error("the log WAL failed earlier; refusing appends until restart")]
     Failed,
@@ -286,7 +289,7 @@ impl Store {
             }
         }
         if parts.head.streams.len() + new_streams > self.opts.max_active_streams {
-            return Err(LogsError::Limit(format!(
+            return Err(LogsError::Streams(format!(
                 "the batch would make {} active streams, more than the limit of {}",
                 parts.head.streams.len() + new_streams,
                 self.opts.max_active_streams

@@ -172,6 +172,7 @@ fn limits_refuse_the_whole_batch() {
     store.append(batch("a", &[(1, "ok")])).unwrap();
     store.append(batch("b", &[(1, "ok")])).unwrap();
     let err = store.append(batch("c", &[(1, "ok")])).unwrap_err();
+    assert!(matches!(err, LogsError::Streams(_)));
     assert!(err.to_string().contains("active streams"), "{err}");
     let wide = LogBatch {
         streams: vec![LogStream {

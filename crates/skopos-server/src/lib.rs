@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod body;
 mod grpc;
+mod loki_api;
 mod metadata;
 mod otlp_http;
 mod query_api;

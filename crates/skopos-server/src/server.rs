@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub query: skopos_promql::EngineOptions,
     /// Queries evaluated at once; more wait (`--query.max-concurrency`).
     pub query_max_concurrency: usize,
+    /// Log store limits and retention.
+    pub logs: skopos_logs::Options,
 }
 
 impl ServerConfig {
@@ -74,6 +76,7 @@ impl ServerConfig {
             scrape: None,
             otlp: TranslatorOptions::default(),
             query: skopos_promql::EngineOptions::default(),
+            logs: skopos_logs::Options::default(),
             query_max_concurrency: 20,
         }
     }
@@ -107,6 +110,8 @@ impl ServerConfig {
 /// Shared state of every handler.
 pub struct AppState {
     pub db: Arc<Db>,
+    /// The log store (`<data-dir>/logs`).
+    pub logs: Arc<skopos_logs::Store>,
     pub metrics: Arc<SelfMetrics>,
     pub otlp: Translator,
     pub max_body_bytes: usize,
@@ -233,8 +238,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     );
 
     let metrics = Arc::new(SelfMetrics::default());
+    let logs_dir = config.data_dir.join("logs");
+    let logs_opts = config.logs.clone();
+    let logs = tokio::task::spawn_blocking(move || skopos_logs::Store::open(&logs_dir, logs_opts))
+        .await?
+        .with_context(|| {
+            format!(
+                "opening the log store in {}",
+                config.data_dir.join("logs").display()
+            )
+        })?;
+    let logs = Arc::new(logs);
     let state = Arc::new(AppState {
         db: db.clone(),
+        logs: logs.clone(),
         metrics: metrics.clone(),
         otlp: Translator::new(config.otlp.clone()),
         max_body_bytes: config.max_body_bytes,
@@ -328,6 +345,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
 
     let mut loops = Vec::new();
     let maint_db = db.clone();
+    let maint_logs = logs.clone();
     let every = config.maintenance_interval;
     loops.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -340,6 +358,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
                 Ok(Ok(report)) => tracing::debug!(?report, "maintenance done"),
                 Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
                 Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
+            }
+            let logs = maint_logs.clone();
+            let now_ns = now_ms().saturating_mul(1_000_000);
+            match tokio::task::spawn_blocking(move || logs.apply_retention(now_ns)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::info!(segments = n, "log retention deleted segments")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "log retention failed"),
+                Err(e) => tracing::error!(error = %e, "log retention task panicked"),
             }
         }
     }));
@@ -399,6 +427,10 @@ impl SampleSink for CountingSink {
 impl ServerHandle {
     pub fn db(&self) -> &Arc<Db> {
         &self.state.db
+    }
+
+    pub fn logs(&self) -> &Arc<skopos_logs::Store> {
+        &self.state.logs
     }
 
     pub fn scraper(&self) -> &Arc<ScrapeManager> {
@@ -465,6 +497,15 @@ fn router(state: Arc<AppState>) -> Router {
     let token = state.auth_token.clone().map(|t| Token(t.into()));
     Router::new()
         .route("/api/v1/write", post(crate::remote_write::write))
+        .route("/loki/api/v1/push", post(crate::loki_api::push))
+        .route(
+            "/loki/api/v1/labels",
+            get(crate::loki_api::labels).post(crate::loki_api::labels),
+        )
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            get(crate::loki_api::label_values).post(crate::loki_api::label_values),
+        )
         .route("/v1/metrics", post(crate::otlp_http::metrics))
         .route(
             "/api/v1/series",
