@@ -2,6 +2,7 @@
 and OTLP/gRPC; names and labels follow the OTel↔Prometheus compatibility
 spec and the values are what the SDK recorded."""
 
+import requests
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 from opentelemetry.metrics import Observation
@@ -89,3 +90,52 @@ def test_otel_sdk_over_http_and_grpc(skopos_factory):
     stored = sk.dump()
     check(stored, "checkout")
     check(stored, "billing")
+
+
+def emit_logs(exporter, service):
+    """Logs through the SDK's logging handler, one inside a span."""
+    import logging
+
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = LoggerProvider(resource=Resource.create({"service.name": service, "host.name": "h1"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = logging.getLogger(f"peer.{service}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(LoggingHandler(level=logging.INFO, logger_provider=provider))
+    tracer = TracerProvider().get_tracer("peer")
+    with tracer.start_as_current_span("charge") as span:
+        logger.error("payment failed for order %d", 42, extra={"order_id": 42})
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    logger.warning("slow response")
+    provider.shutdown()
+    return trace_id
+
+
+def test_otel_sdk_logs_over_http_and_grpc(skopos_factory):
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+
+    sk = skopos_factory(["--self-scrape-interval", "off"]).start()
+    try:
+        emit_logs(HttpLogs(endpoint=f"http://127.0.0.1:{sk.otlp_http}/v1/logs"), "checkout")
+        emit_logs(GrpcLogs(endpoint=f"127.0.0.1:{sk.otlp_grpc}", insecure=True), "billing")
+
+        def values(name, query=None):
+            params = {"query": query} if query else {}
+            r = requests.get(f"{sk.url}/loki/api/v1/label/{name}/values", params=params, timeout=5)
+            assert r.ok, r.text
+            return r.json()["data"]
+
+        assert values("service_name") == ["billing", "checkout"]
+        assert values("level", '{service_name="checkout"}') == ["error", "warn"]
+        labels = requests.get(f"{sk.url}/loki/api/v1/labels", timeout=5).json()["data"]
+        # host.name is not a stream label (it is kept as structured metadata);
+        # service.instance.id, which the SDK sets, is one in Loki's default list.
+        assert "host_name" not in labels, labels
+        assert {"level", "service_name"} <= set(labels), labels
+    finally:
+        assert sk.stop() == 0, sk.logs()

@@ -28,6 +28,7 @@
 pub mod exposition;
 pub mod loki;
 pub mod otlp;
+pub mod otlp_logs;
 pub mod relabel;
 pub mod remote_write;
 pub mod scrape;

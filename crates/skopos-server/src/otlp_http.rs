@@ -1,4 +1,5 @@
-//! `POST /v1/metrics`: OTLP/HTTP, binary protobuf or JSON, optionally gzip.
+//! `POST /v1/metrics` and `POST /v1/logs`: OTLP/HTTP, binary protobuf or
+//! JSON, optionally gzip.
 //!
 //! Answers in the request's encoding: `ExportMetricsServiceResponse` with
 //! `partial_success` when some points were refused, or a `google.rpc.Status`
@@ -11,6 +12,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -158,6 +162,114 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
         }
         Err(StoreError::Unavailable(msg)) => {
             status_response(StatusCode::SERVICE_UNAVAILABLE, enc, UNAVAILABLE, msg)
+        }
+    }
+}
+
+/// Why an OTLP logs export failed as a whole.
+pub enum LogsExportError {
+    /// The client's data is at fault (a limit); not retried.
+    Client(String),
+    /// Too many active streams; retried later (429 / RESOURCE_EXHAUSTED).
+    Exhausted(String),
+    /// The store cannot take the write now.
+    Unavailable(String),
+}
+
+/// Translates and stores one OTLP logs request (both transports).
+pub async fn export_logs(
+    st: &AppState,
+    req: &ExportLogsServiceRequest,
+) -> Result<Option<ExportLogsPartialSuccess>, LogsExportError> {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let t = skopos_ingest::otlp_logs::translate_logs(req, now_ns);
+    if t.rejected_records > 0 {
+        st.metrics
+            .rejected("otlp_logs", "malformed", t.rejected_records as usize);
+    }
+    let logs = st.logs.clone();
+    let batch = t.batch;
+    let stored = tokio::task::spawn_blocking(move || logs.append(batch))
+        .await
+        .map_err(|e| LogsExportError::Unavailable(e.to_string()))?;
+    match stored {
+        Ok(_) => Ok(
+            (t.rejected_records > 0).then_some(ExportLogsPartialSuccess {
+                rejected_log_records: t.rejected_records,
+                error_message: t.error_message,
+            }),
+        ),
+        Err(skopos_logs::LogsError::Limit(m)) => Err(LogsExportError::Client(m)),
+        Err(skopos_logs::LogsError::Streams(m)) => Err(LogsExportError::Exhausted(m)),
+        Err(e) => Err(LogsExportError::Unavailable(e.to_string())),
+    }
+}
+
+const RESOURCE_EXHAUSTED: i32 = 8;
+
+/// `POST /v1/logs` (also `/otlp/v1/logs`, Loki's path).
+pub async fn logs(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    const PROTO: &str = "otlp_logs";
+    let enc = match encoding(&headers) {
+        Ok(e) => e,
+        Err(msg) => {
+            st.metrics.rejected(PROTO, "content_type", 1);
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
+        }
+    };
+    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            st.metrics.rejected(PROTO, "body", 1);
+            return status_response(e.status, enc, INVALID_ARGUMENT, e.message);
+        }
+    };
+    let req = match skopos_ingest::otlp_logs::decode_logs_request(&raw, enc) {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics.rejected(PROTO, "malformed", 1);
+            return status_response(
+                StatusCode::BAD_REQUEST,
+                enc,
+                INVALID_ARGUMENT,
+                e.to_string(),
+            );
+        }
+    };
+    match export_logs(&st, &req).await {
+        Ok(partial) => match enc {
+            Encoding::Protobuf => {
+                let body = ExportLogsServiceResponse {
+                    partial_success: partial,
+                }
+                .encode_to_vec();
+                ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+            }
+            Encoding::Json => {
+                let body = match partial {
+                    Some(p) => serde_json::json!({"partialSuccess": {
+                        "rejectedLogRecords": p.rejected_log_records.to_string(),
+                        "errorMessage": p.error_message}}),
+                    None => serde_json::json!({}),
+                };
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+                    .into_response()
+            }
+        },
+        Err(LogsExportError::Client(m)) => {
+            status_response(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, m)
+        }
+        Err(LogsExportError::Exhausted(m)) => {
+            status_response(StatusCode::TOO_MANY_REQUESTS, enc, RESOURCE_EXHAUSTED, m)
+        }
+        Err(LogsExportError::Unavailable(m)) => {
+            status_response(StatusCode::SERVICE_UNAVAILABLE, enc, UNAVAILABLE, m)
         }
     }
 }

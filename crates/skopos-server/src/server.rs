@@ -319,6 +319,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(l)?);
             let svc = crate::grpc::service(state.clone(), config.max_body_bytes);
+            let logs_svc = crate::grpc::logs_service(state.clone(), config.max_body_bytes);
             let mut builder = tonic::transport::Server::builder();
             if let Some(t) = &config.tls {
                 // The gRPC port is as private as the HTTP ports: same certificate.
@@ -333,6 +334,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
             let task = tokio::spawn(async move {
                 builder
                     .add_service(svc)
+                    .add_service(logs_svc)
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = rx.await;
                     })
@@ -507,6 +509,8 @@ fn router(state: Arc<AppState>) -> Router {
             get(crate::loki_api::label_values).post(crate::loki_api::label_values),
         )
         .route("/v1/metrics", post(crate::otlp_http::metrics))
+        .route("/v1/logs", post(crate::otlp_http::logs))
+        .route("/otlp/v1/logs", post(crate::otlp_http::logs))
         .route(
             "/api/v1/series",
             get(crate::api::series).post(crate::api::series),
