@@ -27,6 +27,7 @@
 
 pub mod exposition;
 pub mod loki;
+pub mod ndjson;
 pub mod otlp;
 pub mod otlp_logs;
 pub mod relabel;

@@ -103,6 +103,11 @@ impl Params {
         Ok(Params(pairs))
     }
 
+    /// Every key and value, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()

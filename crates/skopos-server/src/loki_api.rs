@@ -75,15 +75,20 @@ pub async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
             return resp.into_response();
         }
     };
+    store(&st, PROTO, batch).await
+}
+
+/// Appends off the runtime; answers 204, or the status the error calls for.
+async fn store(st: &AppState, proto: &'static str, batch: LogBatch) -> Response {
     let logs = st.logs.clone();
     match tokio::task::spawn_blocking(move || logs.append(batch)).await {
         Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(LogsError::Limit(msg))) => {
-            st.metrics.rejected(PROTO, "limit", 1);
+            st.metrics.rejected(proto, "limit", 1);
             (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response()
         }
         Ok(Err(LogsError::Streams(msg))) => {
-            st.metrics.rejected(PROTO, "streams", 1);
+            st.metrics.rejected(proto, "streams", 1);
             (StatusCode::TOO_MANY_REQUESTS, format!("{msg}\n")).into_response()
         }
         Ok(Err(e)) => {
@@ -174,4 +179,45 @@ pub async fn label_values(
         .log_label_values(&name, &matchers, start, end)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.0))?;
     Ok(axum::Json(json!({"status": "success", "data": values})).into_response())
+}
+
+/// `POST /api/v1/logs/ndjson?app=web&env=prod`: a file of JSON lines, the
+/// stream's labels in the query string.
+pub async fn ndjson(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Response {
+    const PROTO: &str = "ndjson";
+    let p = match Params::collect(&Method::GET, &HeaderMap::new(), q, Body::empty()).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let mut labels = skopos_model::LabelsBuilder::new();
+    for (k, v) in p.pairs() {
+        if !skopos_model::is_valid_label_name(k) {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid label name {k:?} in the query string\n"),
+            )
+                .into_response();
+        }
+        labels.set(k.clone(), v.clone());
+    }
+    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            st.metrics.rejected(PROTO, "body", 1);
+            return (e.status, e.message).into_response();
+        }
+    };
+    let batch = match skopos_ingest::ndjson::decode(&raw, &labels.build(), now_ns()) {
+        Ok(b) => b,
+        Err(e) => {
+            st.metrics.rejected(PROTO, "malformed", 1);
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    store(&st, PROTO, batch).await
 }

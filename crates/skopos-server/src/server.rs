@@ -500,6 +500,7 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/write", post(crate::remote_write::write))
         .route("/loki/api/v1/push", post(crate::loki_api::push))
+        .route("/api/v1/logs/ndjson", post(crate::loki_api::ndjson))
         .route(
             "/loki/api/v1/labels",
             get(crate::loki_api::labels).post(crate::loki_api::labels),

@@ -856,6 +856,45 @@ async fn loki_push_stores_json_and_protobuf_and_refuses_bad_bodies() {
     let (code, v) = get("/loki/api/v1/labels?start=10&end=5".into()).await;
     assert_eq!(code, 400, "{v}");
 
+    // NDJSON: labels from the query string, fields by their common names.
+    let nd = b"{\"ts\":1700000000000,\"level\":\"INFO\",\"msg\":\"started\",\"port\":80}\n{\"msg\":\"no time\"}\n";
+    let (code, msg) = post(
+        addr,
+        "/api/v1/logs/ndjson?app=web",
+        "application/x-ndjson",
+        nd.to_vec(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 204, "{msg}");
+    let mut web = log_lines(&h, "web");
+    web.sort();
+    assert_eq!(web[0].0, 1_700_000_000_000_000_000);
+    assert_eq!(web[0].1, "started");
+    assert_eq!(web[1].1, "no time");
+    let (_, v) =
+        get("/loki/api/v1/label/level/values?query=%7Bapp%3D%22web%22%7D&start=1699999999".into())
+            .await;
+    assert_eq!(v["data"], serde_json::json!(["info"]));
+    for (path, body, needle) in [
+        (
+            "/api/v1/logs/ndjson?app=web",
+            &b"{}\nnot json"[..],
+            "line 2",
+        ),
+        ("/api/v1/logs/ndjson", &b"{}"[..], "query parameters"),
+        (
+            "/api/v1/logs/ndjson?bad-name=x",
+            &b"{}"[..],
+            "invalid label name",
+        ),
+    ] {
+        let (code, msg) = post(addr, path, "application/x-ndjson", body.to_vec(), &[]).await;
+        assert_eq!(code, 400, "{msg}");
+        assert!(msg.contains(needle), "{msg} lacks {needle}");
+    }
+    assert_eq!(log_lines(&h, "web").len(), 2);
+
     // Acknowledged lines survive a restart.
     h.shutdown().await.unwrap();
     let h = start(dir.path(), |_| {}).await;
