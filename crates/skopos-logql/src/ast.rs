@@ -496,7 +496,13 @@ impl fmt::Display for LogExpr {
 fn fmt_extractions(params: &[Extraction]) -> String {
     params
         .iter()
-        .map(|e| format!("{}={}", e.name, go_quote(&e.expr)))
+        .map(|e| {
+            if e.expr == e.name {
+                e.name.clone()
+            } else {
+                format!("{}={}", e.name, go_quote(&e.expr))
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -650,7 +656,7 @@ impl fmt::Display for Expr {
             Expr::VectorAgg(v) => {
                 write!(f, "{}", v.op.name())?;
                 if let Some(g) = &v.grouping {
-                    write!(f, " {g}")?;
+                    write!(f, " {g} ")?;
                 }
                 write!(f, "(")?;
                 if let Some(p) = v.param {
