@@ -12,16 +12,19 @@
 //! between never replays them twice.
 //!
 //! Map: `wal.rs` (record format, replay with torn-tail repair), `segment.rs`
-//! (segment format, block reads), this file (`Store`: limits, head,
-//! flush, retention, queries).
+//! (segment format, block reads), `tokens.rs` (the full-text index of a
+//! segment: `|=` needles skip the blocks that cannot hold them), this file
+//! (`Store`: limits, head, flush, retention, queries).
 
 mod segment;
+mod tokens;
 mod wal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -158,11 +161,15 @@ pub struct Stats {
     pub head_streams: usize,
     pub head_entries: usize,
     pub head_bytes: usize,
+    /// Segment blocks decompressed by queries since the store was opened.
+    pub blocks_read: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct SegmentStats {
     pub file: PathBuf,
+    /// Memory held by the segment's token index.
+    pub index_bytes: usize,
     pub streams: usize,
     pub entries: u64,
     pub raw_bytes: u64,
@@ -180,6 +187,7 @@ pub struct Store {
     /// One flush at a time.
     flush: Mutex<()>,
     next_segment: Mutex<u64>,
+    blocks_read: AtomicU64,
 }
 
 impl Store {
@@ -250,6 +258,7 @@ impl Store {
             }),
             flush: Mutex::new(()),
             next_segment: Mutex::new(next),
+            blocks_read: AtomicU64::new(0),
         })
     }
 
@@ -442,6 +451,7 @@ impl Store {
                 .iter()
                 .map(|s| SegmentStats {
                     file: s.path.clone(),
+                    index_bytes: s.index.bytes(),
                     streams: s.streams.len(),
                     entries: s.entries(),
                     raw_bytes: s.raw_bytes(),
@@ -453,6 +463,7 @@ impl Store {
             head_streams: parts.head.streams.len(),
             head_entries: parts.head.streams.iter().map(|s| s.1.len()).sum(),
             head_bytes: parts.head.bytes,
+            blocks_read: self.blocks_read.load(Ordering::Relaxed),
         }
     }
 
@@ -490,12 +501,19 @@ impl Store {
             if seg.max_ts < sel.start || seg.min_ts >= sel.end {
                 continue;
             }
+            // Blocks that may hold the needles, from the token index.
+            let candidates = if sel.contains.is_empty() {
+                None
+            } else {
+                seg.index.candidates(&sel.contains, seg.blocks)
+            };
             for (si, s) in seg.streams.iter().enumerate() {
                 if !matches(&s.labels) {
                     continue;
                 }
                 for (bi, b) in s.blocks.iter().enumerate() {
-                    if b.max_ts >= sel.start && b.min_ts < sel.end {
+                    let maybe = candidates.as_ref().is_none_or(|c| c[b.ordinal as usize]);
+                    if maybe && b.max_ts >= sel.start && b.min_ts < sel.end {
                         by_stream
                             .entry(s.labels.clone())
                             .or_default()
@@ -528,6 +546,7 @@ impl Store {
             for src in srcs {
                 match src {
                     Src::Block(seg, si, bi) => {
+                        self.blocks_read.fetch_add(1, Ordering::Relaxed);
                         let got = seg.read_block(&seg.streams[si].blocks[bi])?;
                         entries.extend(got.into_iter().filter(|e| wanted(e)));
                     }

@@ -11,7 +11,11 @@
 //! index:   wal_upto v | nstreams v | per stream: nlabels v | (name, value)*
 //!          | nblocks v | per block: offset v | length v | count v
 //!          | min_ts z | max_ts z | raw bytes v | crc32 v
+//!          | ntokens v | dictionary (len-prefixed: sorted tokens, each + '\n')
+//!          | per token: nblocks v | first block v | (block - previous block) v*
 //! ```
+//! Blocks are numbered in the order the index lists them; the token part
+//! is the full-text index (`tokens.rs`).
 //! `wal_upto` is the last WAL segment whose entries the segment holds: on
 //! open, those WAL segments are not replayed again. A segment is written to
 //! `.tmp` and renamed into place, so it is either whole or absent.
@@ -24,6 +28,7 @@ use std::path::{Path, PathBuf};
 use skopos_model::codec::{put_bytes, put_uvarint, put_varint, Reader};
 use skopos_model::{Labels, LabelsBuilder, LogEntry};
 
+use crate::tokens::{Builder, Index};
 use crate::LogsError;
 
 const MAGIC: &[u8; 4] = b"SKLS";
@@ -32,6 +37,8 @@ const VERSION: u32 = 1;
 const BLOCK_BYTES: usize = 256 * 1024;
 
 pub(crate) struct BlockMeta {
+    /// The block's number in the segment (for the token index).
+    pub ordinal: u32,
     offset: u64,
     len: u64,
     count: u64,
@@ -55,6 +62,8 @@ pub(crate) struct Segment {
     pub min_ts: i64,
     pub max_ts: i64,
     pub file_bytes: u64,
+    pub blocks: usize,
+    pub index: Index,
 }
 
 pub(crate) fn put_labels(buf: &mut Vec<u8>, l: &Labels) {
@@ -124,6 +133,8 @@ pub(crate) fn write(
     let mut raw = Vec::with_capacity(BLOCK_BYTES * 2);
     // Bytes already written to the file (`out` holds what follows).
     let mut base = 0u64;
+    let mut tokens = Builder::default();
+    let mut ordinal = 0u32;
     for (labels, entries) in streams {
         put_labels(&mut index, labels);
         let mut blocks = Vec::new();
@@ -136,6 +147,10 @@ pub(crate) fn write(
                 end += 1;
             }
             let part = &entries[start..end];
+            for e in part {
+                tokens.add_line(ordinal, &e.line);
+            }
+            ordinal += 1;
             raw.clear();
             encode_entries(&mut raw, part);
             let z = zstd::bulk::compress(&raw, 3).map_err(io)?;
@@ -165,6 +180,17 @@ pub(crate) fn write(
             put_varint(&mut index, hi);
             put_uvarint(&mut index, rawlen);
             put_uvarint(&mut index, u64::from(crc));
+        }
+    }
+    let (dict, postings) = tokens.finish();
+    put_uvarint(&mut index, postings.len() as u64);
+    put_bytes(&mut index, &dict);
+    for p in &postings {
+        put_uvarint(&mut index, p.len() as u64);
+        let mut prev = 0u32;
+        for (i, &b) in p.iter().enumerate() {
+            put_uvarint(&mut index, u64::from(if i == 0 { b } else { b - prev }));
+            prev = b;
         }
     }
     f.write_all(&out).map_err(io)?;
@@ -223,12 +249,14 @@ impl Segment {
         let n = r.len(index.len()).ok_or_else(bad)?;
         let mut streams = Vec::with_capacity(n);
         let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+        let mut ordinal = 0u32;
         for _ in 0..n {
             let labels = read_labels(&mut r).ok_or_else(bad)?;
             let nb = r.len(index.len()).ok_or_else(bad)?;
             let mut blocks = Vec::with_capacity(nb);
             for _ in 0..nb {
                 let b = BlockMeta {
+                    ordinal,
                     offset: r.uvarint().ok_or_else(bad)?,
                     len: r.uvarint().ok_or_else(bad)?,
                     count: r.uvarint().ok_or_else(bad)?,
@@ -243,9 +271,36 @@ impl Segment {
                 min_ts = min_ts.min(b.min_ts);
                 max_ts = max_ts.max(b.max_ts);
                 blocks.push(b);
+                ordinal += 1;
             }
             streams.push(StreamMeta { labels, blocks });
         }
+        let ntokens = r.len(index.len()).ok_or_else(bad)?;
+        let dict = r.len_bytes().ok_or_else(bad)?.to_vec();
+        let mut postings = Vec::with_capacity(ntokens);
+        for _ in 0..ntokens {
+            let np = r.len(ordinal as usize).ok_or_else(bad)?;
+            let mut p = Vec::with_capacity(np);
+            let mut prev = 0u32;
+            for i in 0..np {
+                let d = u32::try_from(r.uvarint().ok_or_else(bad)?).map_err(|_| bad())?;
+                let b = if i == 0 {
+                    d
+                } else {
+                    prev.checked_add(d).ok_or_else(bad)?
+                };
+                if b >= ordinal {
+                    return Err(bad());
+                }
+                p.push(b);
+                prev = b;
+            }
+            postings.push(p);
+        }
+        if !r.is_empty() {
+            return Err(bad());
+        }
+        let token_index = Index::new(dict, postings).ok_or_else(bad)?;
         Ok(Segment {
             path: path.to_path_buf(),
             file,
@@ -254,6 +309,8 @@ impl Segment {
             min_ts,
             max_ts,
             file_bytes: len,
+            blocks: ordinal as usize,
+            index: token_index,
         })
     }
 

@@ -242,3 +242,57 @@ fn many_lines_round_trip_through_segments() {
         lines.iter().filter(|l| l.contains("req=1e")).count()
     );
 }
+
+#[test]
+fn needles_read_only_the_blocks_that_can_hold_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    // About 40 blocks of 256 KiB, each request id in one line.
+    let lines: Vec<String> = (0..100_000)
+        .map(|i| {
+            format!(
+                "GET /api/items/{} 200 {}ms request_id=r{:08x}-{}",
+                i % 97,
+                i % 13,
+                i * 2_654_435_761u64 % (1 << 32),
+                "x".repeat(60)
+            )
+        })
+        .collect();
+    let b: Vec<(i64, &str)> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as i64, l.as_str()))
+        .collect();
+    store.append(batch("a", &b)).unwrap();
+    store.flush().unwrap();
+    let blocks = |store: &Store| store.stats().blocks_read;
+    let before = blocks(&store);
+    assert_eq!(all(&store, "a").len(), lines.len());
+    let full = blocks(&store) - before;
+    assert!(full > 20, "{full} blocks");
+    let needle = lines[54_321]
+        .split("request_id=")
+        .nth(1)
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
+    let before = blocks(&store);
+    let got = select(&store, "a", i64::MIN, i64::MAX, &[&needle]);
+    assert_eq!(got, vec![(54_321, lines[54_321].clone())]);
+    assert_eq!(blocks(&store) - before, 1, "a needle reads one block");
+    // A needle with separators, and one that is only part of a token.
+    let part = &needle[2..7];
+    let want: Vec<(i64, String)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains(part))
+        .map(|(i, l)| (i as i64, l.clone()))
+        .collect();
+    assert_eq!(select(&store, "a", i64::MIN, i64::MAX, &[part]), want);
+    let spaced = format!("200 {}ms request_id=r", 54_321 % 13);
+    let n = lines.iter().filter(|l| l.contains(&spaced)).count();
+    assert_eq!(select(&store, "a", i64::MIN, i64::MAX, &[&spaced]).len(), n);
+}

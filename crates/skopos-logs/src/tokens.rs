@@ -1,0 +1,267 @@
+//! The full-text index of a segment: every distinct token of its lines, with
+//! the blocks it occurs in. A `|=` needle is answered from it without
+//! reading the blocks that cannot hold the needle.
+//!
+//! Tokens are the maximal runs of ASCII letters and digits and of non-ASCII
+//! bytes; everything else separates them. That makes the index exact for
+//! substring search: a needle split at its separators into pieces
+//! `p1 · p2 · … · pn` occurs in a line only if the line has a token ending
+//! with `p1`, tokens equal to `p2 … pn-1`, and a token starting with `pn`
+//! (one piece: a token containing it). The dictionary is kept in memory as
+//! one newline-separated string of sorted tokens, so each requirement is a
+//! `memmem` scan of it; the blocks of the matching tokens are candidates.
+
+use std::collections::HashMap;
+
+use memchr::memmem;
+
+/// Whether `b` belongs to a token.
+#[inline]
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+/// Calls `f` with each token of `s`.
+pub(crate) fn each_token(s: &[u8], mut f: impl FnMut(&[u8])) {
+    let mut i = 0;
+    while i < s.len() {
+        while i < s.len() && !is_token_byte(s[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < s.len() && is_token_byte(s[i]) {
+            i += 1;
+        }
+        if i > start {
+            f(&s[start..i]);
+        }
+    }
+}
+
+/// Collects tokens per block while a segment is written.
+#[derive(Default)]
+pub(crate) struct Builder {
+    postings: HashMap<Box<[u8]>, Vec<u32>>,
+}
+
+impl Builder {
+    pub(crate) fn add_line(&mut self, block: u32, line: &str) {
+        each_token(line.as_bytes(), |t| {
+            if let Some(p) = self.postings.get_mut(t) {
+                if p.last() != Some(&block) {
+                    p.push(block);
+                }
+            } else {
+                self.postings.insert(t.into(), vec![block]);
+            }
+        });
+    }
+
+    /// The dictionary (sorted tokens, each followed by `\n`) and the
+    /// postings, in dictionary order.
+    pub(crate) fn finish(self) -> (Vec<u8>, Vec<Vec<u32>>) {
+        let mut all: Vec<(Box<[u8]>, Vec<u32>)> = self.postings.into_iter().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut dict = Vec::with_capacity(all.iter().map(|(t, _)| t.len() + 1).sum());
+        let mut postings = Vec::with_capacity(all.len());
+        for (t, p) in all {
+            dict.extend_from_slice(&t);
+            dict.push(b'\n');
+            postings.push(p);
+        }
+        (dict, postings)
+    }
+}
+
+/// A segment's index in memory.
+pub(crate) struct Index {
+    dict: Vec<u8>,
+    /// Start of each token in `dict`.
+    starts: Vec<u32>,
+    /// Blocks of token `i`: `blocks[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<u32>,
+    blocks: Vec<u32>,
+}
+
+/// How a needle piece must sit in a token.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fit {
+    Anywhere,
+    Prefix,
+    Suffix,
+    Whole,
+}
+
+impl Index {
+    pub(crate) fn new(dict: Vec<u8>, postings: Vec<Vec<u32>>) -> Option<Index> {
+        let mut starts = Vec::with_capacity(postings.len());
+        let mut at = 0usize;
+        for line in dict.split(|&b| b == b'\n') {
+            if at >= dict.len() {
+                break;
+            }
+            starts.push(u32::try_from(at).ok()?);
+            at += line.len() + 1;
+        }
+        if starts.len() != postings.len() {
+            return None;
+        }
+        let mut offsets = Vec::with_capacity(postings.len() + 1);
+        let mut blocks = Vec::new();
+        offsets.push(0);
+        for p in postings {
+            blocks.extend(p);
+            offsets.push(u32::try_from(blocks.len()).ok()?);
+        }
+        Some(Index {
+            dict,
+            starts,
+            offsets,
+            blocks,
+        })
+    }
+
+    /// Bytes held in memory.
+    pub(crate) fn bytes(&self) -> usize {
+        self.dict.len() + 4 * (self.starts.len() + self.offsets.len() + self.blocks.len())
+    }
+
+    /// The tokens (by number) in which `piece` sits as `fit` asks.
+    fn tokens(&self, piece: &[u8], fit: Fit) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for pos in memmem::find_iter(&self.dict, piece) {
+            // The token holding this occurrence (tokens have no '\n').
+            let tok = self.starts.partition_point(|&s| s as usize <= pos) - 1;
+            let start = self.starts[tok] as usize;
+            let end = self
+                .starts
+                .get(tok + 1)
+                .map_or(self.dict.len(), |&s| s as usize)
+                - 1;
+            let ok = match fit {
+                Fit::Anywhere => true,
+                Fit::Prefix => pos == start,
+                Fit::Suffix => pos + piece.len() == end,
+                Fit::Whole => pos == start && pos + piece.len() == end,
+            };
+            if ok && out.last() != Some(&tok) {
+                out.push(tok);
+            }
+        }
+        out
+    }
+
+    /// Blocks that may hold a line containing every needle, or `None` when
+    /// the needles say nothing (no token piece in them).
+    pub(crate) fn candidates(&self, needles: &[String], nblocks: usize) -> Option<Vec<bool>> {
+        let mut acc: Option<Vec<bool>> = None;
+        for needle in needles {
+            let b = needle.as_bytes();
+            let mut pieces: Vec<(usize, usize)> = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                while i < b.len() && !is_token_byte(b[i]) {
+                    i += 1;
+                }
+                let s = i;
+                while i < b.len() && is_token_byte(b[i]) {
+                    i += 1;
+                }
+                if i > s {
+                    pieces.push((s, i));
+                }
+            }
+            for &(s, e) in &pieces {
+                let open_left = s == 0;
+                let open_right = e == b.len();
+                let fit = match (open_left, open_right) {
+                    (true, true) => Fit::Anywhere,
+                    (true, false) => Fit::Suffix,
+                    (false, true) => Fit::Prefix,
+                    (false, false) => Fit::Whole,
+                };
+                let mut here = vec![false; nblocks];
+                for tok in self.tokens(&b[s..e], fit) {
+                    let (lo, hi) = (self.offsets[tok] as usize, self.offsets[tok + 1] as usize);
+                    for &blk in &self.blocks[lo..hi] {
+                        if let Some(x) = here.get_mut(blk as usize) {
+                            *x = true;
+                        }
+                    }
+                }
+                acc = Some(match acc {
+                    None => here,
+                    Some(mut a) => {
+                        for (x, y) in a.iter_mut().zip(&here) {
+                            *x &= *y;
+                        }
+                        a
+                    }
+                });
+            }
+        }
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(blocks: &[&[&str]]) -> Index {
+        let mut b = Builder::default();
+        for (i, lines) in blocks.iter().enumerate() {
+            for l in *lines {
+                b.add_line(i as u32, l);
+            }
+        }
+        let (dict, postings) = b.finish();
+        Index::new(dict, postings).unwrap()
+    }
+
+    /// Brute force: blocks with a line containing every needle.
+    fn truth(blocks: &[&[&str]], needles: &[&str]) -> Vec<bool> {
+        blocks
+            .iter()
+            .map(|lines| lines.iter().any(|l| needles.iter().all(|n| l.contains(n))))
+            .collect()
+    }
+
+    #[test]
+    fn candidates_never_miss_a_block_and_prune_the_rest() {
+        let blocks: &[&[&str]] = &[
+            &["GET /api/users 200 req=7f3a9c2e", "ok"],
+            &["POST /api/orders 500 req=ab12cd34 error=timeout"],
+            &["xreq=7f3a9c2eZ trailing", "naïve café"],
+            &["nothing here"],
+        ];
+        let idx = index(blocks);
+        for needles in [
+            vec!["7f3a9c2e"],
+            vec!["req=7f3a"],
+            vec!["3a9c"],
+            vec!["/api/orders 500"],
+            vec!["api", "500"],
+            vec!["error=timeout"],
+            vec!["café"],
+            vec!["missing"],
+            vec!["q=7f3a9c2e"],
+        ] {
+            let got = idx.candidates(
+                &needles.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                blocks.len(),
+            );
+            let got = got.expect("token pieces give candidates");
+            let want = truth(blocks, &needles);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    !w || *g,
+                    "{needles:?}: block {i} holds a match but was pruned"
+                );
+            }
+            assert_eq!(got, want, "{needles:?}: exact on this data");
+        }
+        // Only separators: nothing to say.
+        assert!(idx.candidates(&["= /".to_string()], blocks.len()).is_none());
+    }
+}
