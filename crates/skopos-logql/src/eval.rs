@@ -33,7 +33,7 @@ impl Ctx<'_> {
         if self.cancel.is_cancelled() {
             return Err(QueryError::Canceled);
         }
-        if Instant::now() > self.deadline {
+        if Instant::now() >= self.deadline {
             return Err(QueryError::Timeout);
         }
         Ok(())
@@ -62,7 +62,7 @@ impl Ctx<'_> {
                             failure = Some(QueryError::Canceled);
                             return false;
                         }
-                        if Instant::now() > deadline {
+                        if Instant::now() >= deadline {
                             failure = Some(QueryError::Timeout);
                             return false;
                         }
@@ -330,6 +330,8 @@ fn range_agg(
         }
         out.push(StepSeries { labels, values });
     }
+    // A stable order, so that ties (in `topk`, say) resolve the same way every time.
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
     ctx.check()?;
     Ok(out)
 }
@@ -520,6 +522,8 @@ fn vector_agg(v: &VectorAgg, series: Vec<StepSeries>, n_steps: usize) -> Vec<Ste
             }
         }
     }
+    let mut groups: Vec<(Labels, Vec<Acc>)> = groups.into_iter().collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
     groups
         .into_iter()
         .map(|(labels, accs)| StepSeries {
