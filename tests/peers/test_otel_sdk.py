@@ -121,8 +121,8 @@ def test_otel_sdk_logs_over_http_and_grpc(skopos_factory):
 
     sk = skopos_factory(["--self-scrape-interval", "off"]).start()
     try:
-        emit_logs(HttpLogs(endpoint=f"http://127.0.0.1:{sk.otlp_http}/v1/logs"), "checkout")
-        emit_logs(GrpcLogs(endpoint=f"127.0.0.1:{sk.otlp_grpc}", insecure=True), "billing")
+        trace_http = emit_logs(HttpLogs(endpoint=f"http://127.0.0.1:{sk.otlp_http}/v1/logs"), "checkout")
+        trace_grpc = emit_logs(GrpcLogs(endpoint=f"127.0.0.1:{sk.otlp_grpc}", insecure=True), "billing")
 
         def values(name, query=None):
             params = {"query": query} if query else {}
@@ -137,5 +137,18 @@ def test_otel_sdk_logs_over_http_and_grpc(skopos_factory):
         # service.instance.id, which the SDK sets, is one in Loki's default list.
         assert "host_name" not in labels, labels
         assert {"level", "service_name"} <= set(labels), labels
+
+        # The line logged inside the span is found by its trace id (kept as
+        # structured metadata), with the SDK's attributes beside it.
+        for service, trace_id in [("checkout", trace_http), ("billing", trace_grpc)]:
+            r = requests.get(f"{sk.url}/loki/api/v1/query_range", params={
+                "query": f'{{service_name="{service}"}} | trace_id="{trace_id}"', "since": "1h"}, timeout=5)
+            assert r.ok, r.text
+            streams = r.json()["data"]["result"]
+            lines = [v[1] for s in streams for v in s["values"]]
+            assert lines == ["payment failed for order 42"], r.text
+            assert streams[0]["stream"]["order_id"] == "42"
+            assert streams[0]["stream"]["host_name"] == "h1"
+            assert streams[0]["stream"]["level"] == "error"
     finally:
         assert sk.stop() == 0, sk.logs()

@@ -154,6 +154,17 @@ struct Parts {
     segments: Vec<Arc<Segment>>,
 }
 
+/// What a selector covers (Loki's `index/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    pub streams: u64,
+    /// Segment blocks, plus one per head stream.
+    pub chunks: u64,
+    pub entries: u64,
+    /// Bytes of line text.
+    pub bytes: u64,
+}
+
 /// Figures for `skopos logs inspect`.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -568,6 +579,44 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Streams, blocks, entries and line bytes of the streams matching
+    /// `matchers` in `[start, end)`, counted at block granularity for segments.
+    pub fn index_stats(&self, matchers: &[Matcher], start: i64, end: i64) -> IndexStats {
+        let matches = |l: &Labels| matchers.iter().all(|m| m.matches_labels(l));
+        let parts = self.parts.read();
+        let mut out = IndexStats::default();
+        let mut streams = std::collections::BTreeSet::new();
+        for seg in &parts.segments {
+            for s in seg.streams.iter().filter(|s| matches(&s.labels)) {
+                for b in s
+                    .blocks
+                    .iter()
+                    .filter(|b| b.max_ts >= start && b.min_ts < end)
+                {
+                    streams.insert(s.labels.clone());
+                    out.chunks += 1;
+                    out.entries += b.count;
+                    out.bytes += b.line_bytes;
+                }
+            }
+        }
+        let heads = parts.flushing.iter().map(|h| &**h).chain([&parts.head]);
+        for h in heads {
+            for (l, e) in h.streams.iter().filter(|(l, _)| matches(l)) {
+                let lo = e.partition_point(|x| x.ts < start);
+                let hi = e.partition_point(|x| x.ts < end);
+                if lo < hi {
+                    streams.insert(l.clone());
+                    out.chunks += 1;
+                    out.entries += (hi - lo) as u64;
+                    out.bytes += e[lo..hi].iter().map(|x| x.line.len() as u64).sum::<u64>();
+                }
+            }
+        }
+        out.streams = streams.len() as u64;
+        out
     }
 
     /// Label sets of the streams with lines in `[start, end)` matching `matchers`.

@@ -10,7 +10,7 @@
 //! entries: n v | per entry: ts z | line | nmeta v | (name, value)*
 //! index:   wal_upto v | nstreams v | per stream: nlabels v | (name, value)*
 //!          | nblocks v | per block: offset v | length v | count v
-//!          | min_ts z | max_ts z | raw bytes v | crc32 v
+//!          | min_ts z | max_ts z | raw bytes v | crc32 v | line bytes v
 //!          | ntokens v | dictionary (len-prefixed: sorted tokens, each + '\n')
 //!          | per token: nblocks v | first block v | (block - previous block) v*
 //! ```
@@ -41,11 +41,13 @@ pub(crate) struct BlockMeta {
     pub ordinal: u32,
     offset: u64,
     len: u64,
-    count: u64,
+    pub count: u64,
     pub min_ts: i64,
     pub max_ts: i64,
     pub raw: u64,
     crc: u32,
+    /// Bytes of line text in the block.
+    pub line_bytes: u64,
 }
 
 pub(crate) struct StreamMeta {
@@ -155,6 +157,7 @@ pub(crate) fn write(
             encode_entries(&mut raw, part);
             let z = zstd::bulk::compress(&raw, 3).map_err(io)?;
             blocks.push((
+                part.iter().map(|e| e.line.len() as u64).sum::<u64>(),
                 base + out.len() as u64,
                 z.len() as u64,
                 part.len() as u64,
@@ -172,7 +175,7 @@ pub(crate) fn write(
             start = end;
         }
         put_uvarint(&mut index, blocks.len() as u64);
-        for (off, len, count, lo, hi, rawlen, crc) in blocks {
+        for (line_bytes, off, len, count, lo, hi, rawlen, crc) in blocks {
             put_uvarint(&mut index, off);
             put_uvarint(&mut index, len);
             put_uvarint(&mut index, count);
@@ -180,6 +183,7 @@ pub(crate) fn write(
             put_varint(&mut index, hi);
             put_uvarint(&mut index, rawlen);
             put_uvarint(&mut index, u64::from(crc));
+            put_uvarint(&mut index, line_bytes);
         }
     }
     let (dict, postings) = tokens.finish();
@@ -264,6 +268,7 @@ impl Segment {
                     max_ts: r.varint().ok_or_else(bad)?,
                     raw: r.uvarint().ok_or_else(bad)?,
                     crc: r.uvarint().ok_or_else(bad)? as u32,
+                    line_bytes: r.uvarint().ok_or_else(bad)?,
                 };
                 if b.offset.checked_add(b.len).is_none_or(|e| e > off) {
                     return Err(bad());

@@ -99,33 +99,36 @@ async fn store(st: &AppState, proto: &'static str, batch: LogBatch) -> Response 
     }
 }
 
+/// A time parameter in Unix ns: ns, or seconds when the number is short or
+/// has a fraction, or RFC 3339.
+fn parse_ns(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(if v.len() <= 10 {
+            n.saturating_mul(1_000_000_000)
+        } else {
+            n
+        });
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return Ok((f * 1e9) as i64);
+    }
+    humantime::parse_rfc3339(v)
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0)
+        })
+        .map_err(|_| {
+            ApiError::bad_data(format!(
+                "invalid {name} {v:?}: want Unix ns, seconds or RFC 3339"
+            ))
+        })
+}
+
 /// `[start, end)` in ns from Loki's `start`/`end`/`since` parameters
 /// (default: the last hour).
 fn range(p: &Params) -> Result<(i64, i64), ApiError> {
-    let parse = |name: &str, v: &str| -> Result<i64, ApiError> {
-        if let Ok(n) = v.parse::<i64>() {
-            // Loki takes ns, or seconds when the number is short.
-            return Ok(if v.len() <= 10 {
-                n.saturating_mul(1_000_000_000)
-            } else {
-                n
-            });
-        }
-        if let Ok(f) = v.parse::<f64>() {
-            return Ok((f * 1e9) as i64);
-        }
-        humantime::parse_rfc3339(v)
-            .map(|t| {
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as i64)
-                    .unwrap_or(0)
-            })
-            .map_err(|_| {
-                ApiError::bad_data(format!(
-                    "invalid {name} {v:?}: want Unix ns, seconds or RFC 3339"
-                ))
-            })
-    };
+    let parse = parse_ns;
     let end = match p.get("end") {
         Some(v) if !v.is_empty() => parse("end", v)?,
         _ => now_ns(),
@@ -220,4 +223,283 @@ pub async fn ndjson(
         }
     };
     store(&st, PROTO, batch).await
+}
+
+/// `[start, end)` and the step of a Loki query request.
+struct QueryWindow {
+    start: i64,
+    end: i64,
+    step: i64,
+}
+
+fn step_ns(p: &Params, start: i64, end: i64) -> Result<i64, ApiError> {
+    match p.get("step") {
+        Some(s) if !s.is_empty() => {
+            if let Ok(f) = s.parse::<f64>() {
+                return Ok((f * 1e9) as i64);
+            }
+            crate::query_api::parse_duration_param("step", s).map(|ms| ms.saturating_mul(1_000_000))
+        }
+        // Loki's default: a 250th of the range, at least a second.
+        _ => Ok(((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000),
+    }
+}
+
+fn window(p: &Params) -> Result<QueryWindow, ApiError> {
+    let (start, end) = range(p)?;
+    let step = step_ns(p, start, end)?;
+    Ok(QueryWindow { start, end, step })
+}
+
+fn limit_and_direction(p: &Params) -> Result<(usize, skopos_model::Direction), ApiError> {
+    let limit = match p.get("limit") {
+        Some(s) if !s.is_empty() => s.parse::<usize>().map_err(|_| {
+            ApiError::bad_data(format!("invalid limit {s:?}: want a positive integer"))
+        })?,
+        _ => 100,
+    };
+    let direction = match p.get("direction").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("backward") => skopos_model::Direction::Backward,
+        Some("forward") => skopos_model::Direction::Forward,
+        Some(d) => {
+            return Err(ApiError::bad_data(format!(
+                "invalid direction {d:?}: want forward or backward"
+            )))
+        }
+    };
+    Ok((limit, direction))
+}
+
+fn logql_error(e: skopos_logql::QueryError) -> ApiError {
+    let status = match e.error_type() {
+        "bad_data" => StatusCode::BAD_REQUEST,
+        "execution" => StatusCode::UNPROCESSABLE_ENTITY,
+        "timeout" => StatusCode::SERVICE_UNAVAILABLE,
+        "canceled" => StatusCode::from_u16(499).expect("valid status"),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.error_type(), e.to_string())
+}
+
+/// Cancels the query when dropped: the client went away or the handler ended.
+struct CancelOnDrop(skopos_logql::CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+async fn run_logql(
+    st: &Arc<AppState>,
+    run: impl FnOnce(
+            &skopos_logql::Engine,
+            &dyn LogQueryable,
+            &skopos_logql::CancelToken,
+        ) -> Result<skopos_logql::Value, skopos_logql::QueryError>
+        + Send
+        + 'static,
+) -> Result<Response, ApiError> {
+    let _permit = st.query.slots.clone().acquire_owned().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down".into(),
+        )
+    })?;
+    let token = skopos_logql::CancelToken::new();
+    let guard = CancelOnDrop(token.clone());
+    let engine = skopos_logql::Engine::new(skopos_logql::EngineOptions {
+        timeout: st.query.opts.timeout,
+        max_samples: st.query.opts.max_samples,
+        ..skopos_logql::EngineOptions::default()
+    });
+    let logs = st.logs.clone();
+    let began = std::time::Instant::now();
+    let value = tokio::task::spawn_blocking(move || run(&engine, logs.as_ref(), &token))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(logql_error)?;
+    drop(guard);
+    let secs = began.elapsed().as_secs_f64();
+    let body = tokio::task::spawn_blocking(move || loki_body(&value, secs))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A Loki query response: `streams` with `[ns, line]` values, or the
+/// Prometheus-shaped `vector`/`matrix`/`scalar` with times in seconds.
+pub fn loki_body(v: &skopos_logql::Value, exec_secs: f64) -> String {
+    use serde_json::Value as J;
+    let secs = |t: i64| {
+        let s = t as f64 / 1e9;
+        J::from(s)
+    };
+    let labels = |l: &skopos_model::Labels| {
+        J::Object(
+            l.iter()
+                .map(|x| (x.name.clone(), J::String(x.value.clone())))
+                .collect(),
+        )
+    };
+    let (kind, result) = match v {
+        skopos_logql::Value::Streams(streams) => (
+            "streams",
+            J::Array(
+                streams
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "stream": labels(&s.labels),
+                            "values": s.entries.iter().map(|e| json!([e.ts.to_string(), e.line])).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            ),
+        ),
+        skopos_logql::Value::Vector(samples) => (
+            "vector",
+            J::Array(
+                samples
+                    .iter()
+                    .map(|s| json!({"metric": labels(&s.labels), "value": [secs(s.t), skopos_promql::format_value(s.v)]}))
+                    .collect(),
+            ),
+        ),
+        skopos_logql::Value::Matrix(series) => (
+            "matrix",
+            J::Array(
+                series
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "metric": labels(&s.labels),
+                            "values": s.points.iter().map(|p| json!([secs(p.t), skopos_promql::format_value(p.v)])).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            ),
+        ),
+        skopos_logql::Value::Scalar { t, v } => {
+            ("scalar", json!([secs(*t), skopos_promql::format_value(*v)]))
+        }
+    };
+    json!({
+        "status": "success",
+        "data": {
+            "resultType": kind,
+            "result": result,
+            "stats": {"summary": {"execTime": exec_secs}},
+        }
+    })
+    .to_string()
+}
+
+/// `GET|POST /loki/api/v1/query_range`.
+pub async fn query_range(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    let expr = p
+        .get("query")
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::bad_data("missing parameter \"query\""))?
+        .to_string();
+    let w = window(&p)?;
+    let (limit, direction) = limit_and_direction(&p)?;
+    run_logql(&st, move |e, q, c| {
+        e.query_range(q, &expr, w.start, w.end, w.step, limit, direction, c)
+    })
+    .await
+}
+
+/// `GET|POST /loki/api/v1/query`: a metric query at `time` (default now).
+pub async fn query(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    let expr = p
+        .get("query")
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::bad_data("missing parameter \"query\""))?
+        .to_string();
+    let time = match p.get("time") {
+        Some(t) if !t.is_empty() => parse_ns("time", t)?,
+        _ => now_ns(),
+    };
+    run_logql(&st, move |e, q, c| e.query_instant(q, &expr, time, c)).await
+}
+
+/// `GET|POST /loki/api/v1/series?match[]=...`: the streams matching any selector.
+pub async fn series(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    let (start, end) = range(&p)?;
+    let selectors: Vec<&str> = p
+        .pairs()
+        .filter(|(k, _)| k.as_str() == "match[]" || k.as_str() == "match")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let mut out = std::collections::BTreeSet::new();
+    let sets: Vec<Vec<skopos_model::Matcher>> = if selectors.is_empty() {
+        vec![Vec::new()]
+    } else {
+        selectors
+            .iter()
+            .map(|s| parse_selector(s).map_err(ApiError::bad_data))
+            .collect::<Result<_, _>>()?
+    };
+    for m in &sets {
+        out.extend(st.logs.streams(m, start, end));
+    }
+    let data: Vec<serde_json::Value> = out
+        .iter()
+        .map(|l| {
+            serde_json::Value::Object(
+                l.iter()
+                    .map(|x| (x.name.clone(), serde_json::Value::String(x.value.clone())))
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok(axum::Json(json!({"status": "success", "data": data})).into_response())
+}
+
+/// `GET /loki/api/v1/index/stats?query={...}`: streams, chunks, entries and
+/// bytes the selector covers in the range.
+pub async fn index_stats(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    let (start, end) = range(&p)?;
+    let matchers = match p.get("query") {
+        Some(s) if !s.is_empty() => parse_selector(s).map_err(ApiError::bad_data)?,
+        _ => return Err(ApiError::bad_data("missing parameter \"query\"")),
+    };
+    let s = st.logs.index_stats(&matchers, start, end);
+    Ok(axum::Json(json!({
+        "streams": s.streams,
+        "chunks": s.chunks,
+        "entries": s.entries,
+        "bytes": s.bytes,
+    }))
+    .into_response())
 }

@@ -502,6 +502,22 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/loki/api/v1/push", post(crate::loki_api::push))
         .route("/api/v1/logs/ndjson", post(crate::loki_api::ndjson))
         .route(
+            "/loki/api/v1/query_range",
+            get(crate::loki_api::query_range).post(crate::loki_api::query_range),
+        )
+        .route(
+            "/loki/api/v1/query",
+            get(crate::loki_api::query).post(crate::loki_api::query),
+        )
+        .route(
+            "/loki/api/v1/series",
+            get(crate::loki_api::series).post(crate::loki_api::series),
+        )
+        .route(
+            "/loki/api/v1/index/stats",
+            get(crate::loki_api::index_stats).post(crate::loki_api::index_stats),
+        )
+        .route(
             "/loki/api/v1/labels",
             get(crate::loki_api::labels).post(crate::loki_api::labels),
         )

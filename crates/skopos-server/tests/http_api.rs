@@ -856,6 +856,76 @@ async fn loki_push_stores_json_and_protobuf_and_refuses_bad_bodies() {
     let (code, v) = get("/loki/api/v1/labels?start=10&end=5".into()).await;
     assert_eq!(code, 400, "{v}");
 
+    // LogQL through Loki's query API.
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let window = format!("&start={}&end={}", now - 10, now + 1);
+    let (code, v) = get(format!(
+        "/loki/api/v1/query_range?query={}&direction=forward{window}",
+        enc(r#"{app="api"} |= "GET /""#)
+    ))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["resultType"], "streams");
+    let values: Vec<&serde_json::Value> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["values"].as_array().unwrap())
+        .collect();
+    assert_eq!(values.len(), 3, "{v}");
+    // Structured metadata is a label to the pipeline.
+    let (_, v) = get(format!(
+        "/loki/api/v1/query_range?query={}{window}",
+        enc(r#"{app="api"} | trace_id="t1""#)
+    ))
+    .await;
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{v}");
+    assert_eq!(result[0]["values"][0][1], "GET /b 500");
+    assert_eq!(result[0]["values"][0][0], (now - 1).to_string());
+    let (code, v) = get(format!(
+        "/loki/api/v1/query?query={}&time={}",
+        enc(r#"sum(count_over_time({app="api"}[1m]))"#),
+        now
+    ))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["resultType"], "vector");
+    assert_eq!(v["data"]["result"][0]["value"][1], "3");
+    let (code, v) = get(format!(
+        "/loki/api/v1/query_range?query={}&step=1{window}",
+        enc("{app=\"api\"} |= ")
+    ))
+    .await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["errorType"], "bad_data");
+    let (_, v) = get(format!(
+        "/loki/api/v1/series?match[]={}{window}",
+        enc(r#"{env="prod"}"#)
+    ))
+    .await;
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{"app": "api", "env": "prod"}])
+    );
+    let (_, v) = get(format!(
+        "/loki/api/v1/index/stats?query={}{window}",
+        enc(r#"{app="api"}"#)
+    ))
+    .await;
+    assert_eq!(v["entries"], 3);
+    assert_eq!(v["streams"], 1);
+
     // NDJSON: labels from the query string, fields by their common names.
     let nd = b"{\"ts\":1700000000000,\"level\":\"INFO\",\"msg\":\"started\",\"port\":80}\n{\"msg\":\"no time\"}\n";
     let (code, msg) = post(
