@@ -30,32 +30,44 @@ const ERR_ARRAY: &str = "Value is array, but can't find closing ']' symbol";
 const ERR_STRING: &str = "Value is string, but can't find closing '\"' symbol";
 const ERR_VALUE: &str = "Unknown value type";
 
-/// Parses a JSON object at the start of `s` (after blanks); what follows
-/// the object is ignored, as Loki's JSON reader ignores it.
-pub fn parse_json_object(s: &str) -> Result<JVal, String> {
-    let mut p = JsonReader {
-        b: s.as_bytes(),
-        s,
-        i: 0,
-        depth: 0,
-    };
-    p.ws();
-    if p.peek() != Some(b'{') {
-        return Err(ERR_OBJECT.into());
-    }
-    p.value()
+/// A parse that may have stopped at an error: what was read before the
+/// error (objects and arrays hold their complete members), and the error.
+pub struct PartialJson {
+    pub value: Option<JVal>,
+    pub err: Option<String>,
 }
 
-/// Parses any JSON value at the start of `s`.
-pub fn parse_json_value(s: &str) -> Result<JVal, String> {
-    let mut p = JsonReader {
-        b: s.as_bytes(),
-        s,
-        i: 0,
-        depth: 0,
-    };
+/// Parses a JSON object at the start of `s` (after blanks), keeping what
+/// was read before an error, as Loki's streaming reader keeps the keys it
+/// saw; what follows the object is ignored.
+pub fn parse_json_object_partial(s: &str) -> PartialJson {
+    let mut p = JsonReader::new(s);
     p.ws();
-    p.value()
+    if p.peek() != Some(b'{') {
+        return PartialJson {
+            value: None,
+            err: Some(ERR_OBJECT.into()),
+        };
+    }
+    let value = p.value();
+    PartialJson { value, err: p.err }
+}
+
+/// Parses any JSON value at the start of `s`, keeping what was read before an error.
+pub fn parse_json_value_partial(s: &str) -> PartialJson {
+    let mut p = JsonReader::new(s);
+    p.ws();
+    let value = p.value();
+    PartialJson { value, err: p.err }
+}
+
+/// Parses a JSON object at the start of `s`; any error fails the whole parse.
+pub fn parse_json_object(s: &str) -> Result<JVal, String> {
+    let p = parse_json_object_partial(s);
+    match (p.value, p.err) {
+        (Some(v), None) => Ok(v),
+        (_, err) => Err(err.unwrap_or_else(|| ERR_OBJECT.into())),
+    }
 }
 
 struct JsonReader<'a> {
@@ -63,9 +75,20 @@ struct JsonReader<'a> {
     s: &'a str,
     i: usize,
     depth: usize,
+    /// The first error; once set, every level returns what it has.
+    err: Option<String>,
 }
 
-impl JsonReader<'_> {
+impl<'a> JsonReader<'a> {
+    fn new(s: &'a str) -> Self {
+        JsonReader {
+            b: s.as_bytes(),
+            s,
+            i: 0,
+            depth: 0,
+            err: None,
+        }
+    }
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -74,10 +97,18 @@ impl JsonReader<'_> {
             self.i += 1;
         }
     }
-    fn value(&mut self) -> Result<JVal, String> {
+    fn fail(&mut self, msg: &str) {
+        if self.err.is_none() {
+            self.err = Some(msg.to_string());
+        }
+    }
+    /// A value; `None` when an error came before any of it was complete.
+    /// A container cut short by an error is returned with its complete members.
+    fn value(&mut self) -> Option<JVal> {
         self.depth += 1;
         if self.depth > 512 {
-            return Err("Too deeply nested JSON".into());
+            self.fail("Too deeply nested JSON");
+            return None;
         }
         let start = self.i;
         let kind = match self.peek() {
@@ -91,17 +122,30 @@ impl JsonReader<'_> {
                     loop {
                         self.ws();
                         if self.peek() != Some(b'"') {
-                            return Err(ERR_OBJECT.into());
+                            self.fail(ERR_OBJECT);
+                            break;
                         }
-                        let key = self.string()?;
+                        let key = match self.string() {
+                            Ok(k) => k,
+                            Err(e) => {
+                                self.fail(&e);
+                                break;
+                            }
+                        };
                         self.ws();
                         if self.peek() != Some(b':') {
-                            return Err(ERR_OBJECT.into());
+                            self.fail(ERR_OBJECT);
+                            break;
                         }
                         self.i += 1;
                         self.ws();
-                        let v = self.value()?;
-                        fields.push((key, v));
+                        let v = self.value();
+                        if let Some(v) = v {
+                            fields.push((key, v));
+                        }
+                        if self.err.is_some() {
+                            break;
+                        }
                         self.ws();
                         match self.peek() {
                             Some(b',') => self.i += 1,
@@ -109,7 +153,10 @@ impl JsonReader<'_> {
                                 self.i += 1;
                                 break;
                             }
-                            _ => return Err(ERR_OBJECT.into()),
+                            _ => {
+                                self.fail(ERR_OBJECT);
+                                break;
+                            }
                         }
                     }
                 }
@@ -124,7 +171,12 @@ impl JsonReader<'_> {
                 } else {
                     loop {
                         self.ws();
-                        items.push(self.value()?);
+                        if let Some(v) = self.value() {
+                            items.push(v);
+                        }
+                        if self.err.is_some() {
+                            break;
+                        }
                         self.ws();
                         match self.peek() {
                             Some(b',') => self.i += 1,
@@ -132,13 +184,22 @@ impl JsonReader<'_> {
                                 self.i += 1;
                                 break;
                             }
-                            _ => return Err(ERR_ARRAY.into()),
+                            _ => {
+                                self.fail(ERR_ARRAY);
+                                break;
+                            }
                         }
                     }
                 }
                 JKind::Arr(items)
             }
-            Some(b'"') => JKind::Str(self.string()?),
+            Some(b'"') => match self.string() {
+                Ok(s) => JKind::Str(s),
+                Err(e) => {
+                    self.fail(&e);
+                    return None;
+                }
+            },
             Some(b't') if self.b[self.i..].starts_with(b"true") => {
                 self.i += 4;
                 JKind::Bool(true)
@@ -158,14 +219,18 @@ impl JsonReader<'_> {
                 }
                 let text = &self.s[start..self.i];
                 if text.parse::<f64>().is_err() {
-                    return Err(ERR_VALUE.into());
+                    self.fail(ERR_VALUE);
+                    return None;
                 }
                 JKind::Num(text.to_string())
             }
-            _ => return Err(ERR_VALUE.into()),
+            _ => {
+                self.fail(ERR_VALUE);
+                return None;
+            }
         };
         self.depth -= 1;
-        Ok(JVal {
+        Some(JVal {
             kind,
             start,
             end: self.i,
@@ -304,8 +369,9 @@ pub fn parse_json_path(expr: &str) -> Result<Vec<PathPart>, String> {
 // ---------------------------------------------------------------- logfmt
 
 /// Scans `key=value` pairs. A bare key has an empty value. Outside strict
-/// mode a malformed pair is skipped; in strict mode scanning stops with
-/// go-logfmt's error text.
+/// mode a malformed pair is skipped (up to the next blank); in strict mode
+/// scanning stops with the decoder's error text (`logfmt syntax error at
+/// pos 7 : unexpected '='`, 1-based byte position).
 pub fn scan_logfmt(
     line: &str,
     strict: bool,
@@ -331,7 +397,7 @@ pub fn scan_logfmt(
             let c = b[i] as char;
             if strict {
                 return Err(format!(
-                    "logfmt syntax error at pos {}: unexpected {c:?}",
+                    "logfmt syntax error at pos {} : unexpected {c:?}",
                     i + 1
                 ));
             }
@@ -375,7 +441,7 @@ pub fn scan_logfmt(
             if !closed {
                 if strict {
                     return Err(format!(
-                        "logfmt syntax error at pos {}: unterminated quoted value",
+                        "logfmt syntax error at pos {} : unterminated quoted value",
                         b.len() + 1
                     ));
                 }
@@ -391,7 +457,7 @@ pub fn scan_logfmt(
             if i < b.len() && (b[i] == b'"' || b[i] == b'=') {
                 if strict {
                     return Err(format!(
-                        "logfmt syntax error at pos {}: unexpected {:?}",
+                        "logfmt syntax error at pos {} : unexpected {:?}",
                         i + 1,
                         b[i] as char
                     ));

@@ -4,16 +4,19 @@
 //! Labels follow Loki's builder: the entry starts with its stream labels
 //! plus its structured metadata; a parser's key that names a stream label
 //! is stored as `<key>_extracted`; a failing stage sets `__error__` and
-//! `__error_details__` (kept beside the labels, so that only string label
-//! filters can match on them, and numeric filters let such entries through
-//! untouched, as Loki does). An empty value means the label is absent.
+//! `__error_details__` (kept beside the labels; string label filters match
+//! on them). A label set to the empty value reads as present to label
+//! filters but is absent from the entry's result labels.
 
 use std::collections::BTreeMap;
 
 use skopos_model::{Labels, LabelsBuilder};
 
 use crate::ast::{Conversion, LabelFilter, LabelFmt, LineOp, Stage, Unwrap};
-use crate::parsers::{json_path, parse_json_object, parse_json_value, scan_logfmt, JKind, JVal};
+use crate::parsers::{
+    json_path, parse_json_object, parse_json_object_partial, parse_json_value_partial, scan_logfmt,
+    JKind, JVal,
+};
 use crate::template::Data;
 use crate::units::{parse_bytes, parse_go_duration, parse_go_float};
 
@@ -123,19 +126,20 @@ impl<'a> EntryLabels<'a> {
     }
 
     /// Labels kept for a sample: `by` keeps only `names`, `without` drops
-    /// them; the error labels always stay so that an error is reported.
+    /// them. An entry with an error keeps all its labels, so that the error
+    /// is reported with the series it came from (as Loki does).
     pub fn grouped(&self, names: &[String], without: bool) -> Labels {
+        if self.has_err() {
+            return self.result();
+        }
         let mut b = LabelsBuilder::new();
         for (k, v) in &self.map {
             if names.contains(k) != without {
                 b.set(k.clone(), v.clone());
             }
         }
-        if let Some(e) = &self.err {
-            b.set(ERROR_LABEL, e.clone());
-        }
         if let Some(d) = &self.details {
-            if !(without && names.iter().any(|n| n == ERROR_DETAILS_LABEL)) {
+            if names.iter().any(|n| n == ERROR_DETAILS_LABEL) != without {
                 b.set(ERROR_DETAILS_LABEL, d.clone());
             }
         }
@@ -192,44 +196,71 @@ pub fn run_stages(
 fn run_stage(stage: &Stage, ts: i64, line: &mut String, lbs: &mut EntryLabels<'_>) -> bool {
     match stage {
         Stage::LineFilter(f) => return f.matches(line),
-        Stage::Json(params) if params.is_empty() => match parse_json_object(line) {
-            Ok(v) => {
-                if let JKind::Obj(fields) = &v.kind {
-                    for (k, v) in fields {
-                        json_fields(lbs, &sanitize_key(k, true), v);
-                    }
+        Stage::Json(params) if params.is_empty() => {
+            // Keys read before a syntax error stay, as with Loki's streaming reader.
+            let parsed = parse_json_object_partial(line);
+            if let Some(JVal {
+                kind: JKind::Obj(fields),
+                ..
+            }) = &parsed.value
+            {
+                for (k, v) in fields {
+                    json_fields(lbs, &sanitize_key(k, true), v);
                 }
             }
-            Err(e) => lbs.set_err(ERR_JSON, Some(e)),
-        },
+            if let Some(e) = parsed.err {
+                lbs.set_err(ERR_JSON, Some(e));
+            }
+        }
         Stage::Json(params) => {
-            let valid_start = line.starts_with(['"', '{', '[']);
-            match parse_json_value(line).ok().filter(|_| valid_start) {
-                None if !line.is_empty() => lbs.set_err(ERR_JSON, None),
-                None => {}
-                Some(root) => {
-                    for p in params {
-                        let value = match json_path(&root, &p.path) {
-                            None => String::new(),
-                            Some(v) => match &v.kind {
-                                JKind::Str(s) => s.clone(),
-                                JKind::Num(n) => n.clone(),
-                                JKind::Bool(b) => b.to_string(),
-                                JKind::Null => String::new(),
-                                JKind::Obj(_) | JKind::Arr(_) => line[v.start..v.end].to_string(),
-                            },
-                        };
-                        lbs.set_parsed(p.name.clone(), value);
+            if line.is_empty() {
+                return true;
+            }
+            if !line.starts_with(['"', '{', '[']) {
+                lbs.set_err(ERR_JSON, None);
+                return true;
+            }
+            let parsed = parse_json_value_partial(line);
+            let mut found = 0;
+            if let Some(root) = &parsed.value {
+                for p in params {
+                    let Some(v) = json_path(root, &p.path) else {
+                        continue;
+                    };
+                    let value = match &v.kind {
+                        JKind::Str(s) => s.clone(),
+                        JKind::Num(n) => n.clone(),
+                        JKind::Bool(b) => b.to_string(),
+                        JKind::Null => String::new(),
+                        JKind::Obj(_) | JKind::Arr(_) => line[v.start..v.end].to_string(),
+                    };
+                    lbs.set_parsed(p.name.clone(), value);
+                    found += 1;
+                }
+            }
+            if let Some(e) = parsed.err {
+                lbs.set_err(ERR_JSON, Some(e));
+            }
+            // Every extraction gets a label, empty when its path is missing.
+            if found < params.len() {
+                for p in params {
+                    if lbs.get(&p.name).is_none() {
+                        lbs.set(p.name.clone(), String::new());
                     }
                 }
             }
         }
-        Stage::Logfmt { strict, params, .. } => {
+        Stage::Logfmt {
+            strict,
+            keep_empty,
+            params,
+        } => {
             let mut found: Vec<(String, String)> = Vec::new();
             let res = scan_logfmt(line, *strict, |k, v| {
                 if params.is_empty() {
                     let key = sanitize_key(k, true);
-                    if !key.is_empty() {
+                    // Empty values are skipped unless asked for.
+                    if !key.is_empty() && (*keep_empty || !v.is_empty()) {
                         found.push((key, v));
                     }
                 } else if let Some(p) = params.iter().find(|p| p.expr == k) {
@@ -266,22 +297,39 @@ fn run_stage(stage: &Stage, ts: i64, line: &mut String, lbs: &mut EntryLabels<'_
             }
         }
         Stage::Unpack => {
-            if !line.is_empty() {
+            // Only an object with a packed `_entry` is unpacked: its other
+            // string fields become labels and `_entry` becomes the line.
+            if line.is_empty() {
+            } else if !line.starts_with('{') {
+                lbs.set_err(
+                    ERR_JSON,
+                    Some("expecting json object(6), but it is not".into()),
+                );
+            } else {
                 match parse_json_object(line) {
                     Ok(v) => {
                         let mut entry = None;
+                        let mut found = Vec::new();
                         if let JKind::Obj(fields) = v.kind {
                             for (k, v) in fields {
                                 if let JKind::Str(s) = v.kind {
                                     if k == "_entry" {
                                         entry = Some(s);
                                     } else {
-                                        lbs.set_parsed(sanitize_key(&k, true), s);
+                                        let name = if lbs.stream.get(&k).is_some() {
+                                            format!("{k}{DUPLICATE_SUFFIX}")
+                                        } else {
+                                            k
+                                        };
+                                        found.push((sanitize_key(&name, true), s));
                                     }
                                 }
                             }
                         }
                         if let Some(e) = entry {
+                            for (k, v) in found {
+                                lbs.set(k, v);
+                            }
                             *line = e;
                         }
                     }
@@ -386,9 +434,10 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// Evaluates a label filter. Numeric, duration and bytes filters let
-/// entries that already carry an error through, drop entries without the
-/// label, and flag values they cannot read with `LabelFilterErr`.
+/// Evaluates a label filter. Numeric, duration and bytes filters drop
+/// entries without the label, and let through a value they cannot read,
+/// flagged with `LabelFilterErr` unless the entry already carries an error
+/// (Loki 3.x; Loki 2.x let every errored entry through these filters).
 pub fn label_filter(f: &LabelFilter, lbs: &mut EntryLabels<'_>) -> bool {
     match f {
         LabelFilter::Str(m) => m.matches(lbs.get(&m.name).unwrap_or("")),
@@ -411,16 +460,16 @@ fn typed_filter(
     name: &str,
     check: impl Fn(&str) -> Result<bool, String>,
 ) -> bool {
-    if lbs.has_err() {
-        return true;
-    }
     let Some(v) = lbs.get(name) else {
         return false;
     };
     match check(v) {
         Ok(ok) => ok,
         Err(e) => {
-            lbs.set_err(ERR_LABEL_FILTER, Some(e));
+            // Don't overwrite what is likely the more useful, earlier error.
+            if !lbs.has_err() {
+                lbs.set_err(ERR_LABEL_FILTER, Some(e));
+            }
             true
         }
     }
