@@ -296,11 +296,19 @@ fn range_agg(
                 (lo == hi).then_some(1.0)
             })
             .collect();
+        // As Prometheus' `absent`: the equality matchers' labels, less any
+        // name that another matcher (or a second equality) also names.
         let mut b = LabelsBuilder::new();
+        let mut ambiguous = Vec::new();
         for m in &lr.log.matchers {
             if m.op == MatchOp::Equal && b.get(&m.name).is_none() {
                 b.set(m.name.clone(), m.value.clone());
+            } else {
+                ambiguous.push(m.name.as_str());
             }
+        }
+        for name in ambiguous {
+            b.delete(name);
         }
         return Ok(vec![StepSeries {
             labels: b.build(),
@@ -365,6 +373,16 @@ fn range_fn(op: RangeOp, param: Option<f64>, w: &[f64], range_secs: f64) -> f64 
             let mut count = 0f64;
             for &v in w {
                 count += 1.0;
+                if mean.is_infinite() {
+                    // Inf - Inf would be NaN: an infinite mean stays unless a
+                    // NaN or the opposite infinity comes along.
+                    if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                        continue;
+                    }
+                    if v.is_finite() {
+                        continue;
+                    }
+                }
                 mean += v / count - mean / count;
             }
             mean
@@ -414,7 +432,13 @@ fn quantile(q: f64, values: &[f64]) -> f64 {
         return f64::INFINITY;
     }
     let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
+    // Ascending, NaN first (as Loki's sort orders them).
+    v.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.total_cmp(b),
+    });
     let n = v.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0);

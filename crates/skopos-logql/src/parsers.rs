@@ -507,7 +507,7 @@ impl Pattern {
                             nodes.push(PNode::Literal(std::mem::take(&mut lit)));
                         }
                         if matches!(nodes.last(), Some(PNode::Capture(_))) {
-                            return Err("consecutive capture found".into());
+                            return Err("found consecutive capture: invalid expression".into());
                         }
                         nodes.push(PNode::Capture((name != "_").then(|| name.to_string())));
                         rest = &rest[close + 1..];
@@ -526,7 +526,9 @@ impl Pattern {
         for n in &nodes {
             if let PNode::Capture(Some(name)) = n {
                 if names.contains(name) {
-                    return Err(format!("duplicate capture name ({name}) found"));
+                    return Err(format!(
+                        "duplicate capture name ({name}): invalid expression"
+                    ));
                 }
                 names.push(name.clone());
             }
@@ -539,7 +541,8 @@ impl Pattern {
 
     /// Named captures in order, as far as the line matched: a leading
     /// literal must start the line; each capture runs to the next literal;
-    /// a trailing capture takes the rest of the line.
+    /// a trailing capture, or one whose next literal is missing, takes the
+    /// rest of the line (and matching stops there).
     pub fn matches<'l>(&self, line: &'l str) -> Vec<(&str, &'l str)> {
         let mut out = Vec::new();
         let mut nodes = &self.nodes[..];
@@ -564,6 +567,9 @@ impl Pattern {
                 }
                 Some(PNode::Literal(l)) => {
                     let Some(at) = rest.find(l.as_str()) else {
+                        if let Some(n) = name {
+                            out.push((n.as_str(), rest));
+                        }
                         return out;
                     };
                     if let Some(n) = name {
