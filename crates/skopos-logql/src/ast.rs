@@ -287,7 +287,7 @@ impl RangeOp {
     }
 
     /// Operations that work on unwrapped values (and need `| unwrap`);
-    /// `rate` works either way.
+    /// `rate` and `absent_over_time` work either way.
     pub fn needs_unwrap(self) -> bool {
         !matches!(
             self,

@@ -11,9 +11,14 @@ use crate::parsers::{parse_json_path, Pattern};
 use crate::template::Template;
 use crate::QueryError;
 
-/// Deepest nesting of parentheses and operators accepted (the parser and
-/// the evaluator recurse).
-const MAX_DEPTH: usize = 500;
+/// Deepest nesting of parentheses, aggregations and operator operands
+/// accepted: the parser and the evaluator recurse, and a debug build's
+/// frames are large (measured: 250 levels overflow a 2 MiB thread stack).
+const MAX_DEPTH: usize = 100;
+
+/// Most binary operators in one query: a chain `a + b + c …` nests to the
+/// left without nesting in the text, and evaluation recurses through it.
+const MAX_BINARY_OPS: usize = 256;
 
 pub fn parse(src: &str) -> Result<Expr, QueryError> {
     let toks = lex(src).map_err(|e| err_at(src, e.pos, &e.msg))?;
@@ -22,6 +27,7 @@ pub fn parse(src: &str) -> Result<Expr, QueryError> {
         toks,
         i: 0,
         depth: 0,
+        binary_ops: 0,
     };
     let e = p.expr(0)?;
     if p.peek() != &Tok::Eof {
@@ -40,6 +46,7 @@ struct Parser<'a> {
     toks: Vec<Token>,
     i: usize,
     depth: usize,
+    binary_ops: usize,
 }
 
 type PResult<T> = Result<T, QueryError>;
@@ -144,6 +151,13 @@ impl Parser<'_> {
                 break;
             }
             let op_pos = self.pos();
+            self.binary_ops += 1;
+            if self.binary_ops > MAX_BINARY_OPS {
+                return Err(self.error(
+                    op_pos,
+                    &format!("query has more than {MAX_BINARY_OPS} binary operators"),
+                ));
+            }
             self.next();
             let mut return_bool = false;
             if self.is_word("bool") {
@@ -209,7 +223,9 @@ impl Parser<'_> {
             Tok::Sub | Tok::Add => {
                 let neg = *self.peek() == Tok::Sub;
                 self.next();
+                self.enter()?;
                 let e = self.unary()?;
+                self.depth -= 1;
                 match e {
                     Expr::Literal(v) => Ok(Expr::Literal(if neg { -v } else { v })),
                     other if !neg => Ok(other),
@@ -332,7 +348,7 @@ impl Parser<'_> {
                     &format!("invalid aggregation {name} without unwrap"),
                 ))
             }
-            (Some(_), false) if op != RangeOp::Rate => {
+            (Some(_), false) if !matches!(op, RangeOp::Rate | RangeOp::AbsentOverTime) => {
                 return Err(self.error(op_pos, &format!("invalid aggregation {name} with unwrap")))
             }
             _ => {}
@@ -920,6 +936,95 @@ mod tests {
             let e = parse(q).unwrap();
             let printed = e.to_string();
             assert_eq!(parse(&printed).unwrap().to_string(), printed, "{q}");
+        }
+    }
+
+    /// Token soups and deep nesting must give an error or a tree, never a
+    /// panic or a stack overflow.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let pieces = [
+            "{",
+            "}",
+            "(",
+            ")",
+            "[",
+            "]",
+            ",",
+            "=",
+            "!=",
+            "=~",
+            "!~",
+            "|=",
+            "|~",
+            "|",
+            "==",
+            ">",
+            "<=",
+            "+",
+            "-",
+            "*",
+            "/",
+            "^",
+            "\"a\"",
+            "`b`",
+            "1",
+            "1.5",
+            "5m",
+            "1KB",
+            "x",
+            "json",
+            "logfmt",
+            "unwrap",
+            "by",
+            "sum",
+            "rate",
+            "count_over_time",
+            "topk",
+            "or",
+            "and",
+            "offset",
+            "bool",
+            "on",
+            "line_format",
+            "label_format",
+            "drop",
+            "keep",
+            "pattern",
+            "regexp",
+            "--strict",
+            "__error__",
+            "vector",
+            "quantile_over_time",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut q = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 24) as usize;
+            for _ in 0..n {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                q.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+                q.push(' ');
+            }
+            let _ = parse(&q);
+        }
+        for deep in [
+            "-".repeat(100_000) + "1",
+            "(".repeat(100_000),
+            "sum(".repeat(50_000),
+            "1 + ".repeat(300) + "1",
+            format!("{{a=\"b\"}} | {}x=\"1\"", "(".repeat(100_000)),
+            format!(
+                "{{a=\"b\"}} | line_format \"{{{{{}.a}}}}\"",
+                "(".repeat(100_000)
+            ),
+        ] {
+            assert!(parse(&deep).is_err());
         }
     }
 

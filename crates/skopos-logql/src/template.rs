@@ -397,7 +397,17 @@ fn parse_pipeline(toks: &[ATok]) -> Result<Pipeline, String> {
     Ok(p)
 }
 
+/// Deepest parenthesis nesting in an action (parsing recurses).
+const MAX_PAREN_DEPTH: usize = 100;
+
 fn parse_pipe(toks: &[ATok], pos: &mut usize) -> Result<Pipeline, String> {
+    parse_pipe_at(toks, pos, 0)
+}
+
+fn parse_pipe_at(toks: &[ATok], pos: &mut usize, depth: usize) -> Result<Pipeline, String> {
+    if depth > MAX_PAREN_DEPTH {
+        return Err("template: parentheses nested too deeply".into());
+    }
     let mut cmds = Vec::new();
     let mut args = Vec::new();
     while *pos < toks.len() {
@@ -415,7 +425,7 @@ fn parse_pipe(toks: &[ATok], pos: &mut usize) -> Result<Pipeline, String> {
                 break;
             }
             ATok::LParen => {
-                let sub = parse_pipe(toks, pos)?;
+                let sub = parse_pipe_at(toks, pos, depth + 1)?;
                 if toks.get(*pos) != Some(&ATok::RParen) {
                     return Err("template: unclosed left paren".into());
                 }

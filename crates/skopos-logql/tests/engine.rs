@@ -216,3 +216,18 @@ fn parse_errors_are_bad_data() {
         "parse error at line 3, col 16: syntax error: unexpected $end, expecting a comparison operator"
     );
 }
+
+#[test]
+fn long_operator_chains_evaluate() {
+    // 250 operators: under the parser's limit, and deep enough that the
+    // evaluator's recursion must fit a test thread's stack.
+    let q = "sum(count_over_time({app=\"a\"}[1s])) + 1".to_string() + &" + 1".repeat(249);
+    let got = Engine::default()
+        .query_instant(&store(10), &q, SEC, &CancelToken::new())
+        .unwrap();
+    let Value::Vector(v) = got else {
+        panic!("not a vector: {got:?}")
+    };
+    // Entries at 0..9 ms; the window (0, 1s] leaves out the one at 0.
+    assert_eq!(v[0].v, 9.0 + 250.0);
+}
