@@ -114,7 +114,36 @@ pub fn eval_log(
         Direction::Forward => hits.sort_by_key(|h| (h.ts, h.seq)),
         Direction::Backward => hits.sort_by_key(|h| (Reverse(h.ts), Reverse(h.seq))),
     };
+    // Line filters alone leave an entry without metadata with its stream's
+    // labels: the common case skips the label builder and the lookup.
+    let only_line_filters = log.stages.iter().all(|s| matches!(s, Stage::LineFilter(_)));
+    let mut last_stream: Option<(Labels, usize)> = None;
     ctx.each_entry(&sel, |stream, e| {
+        if only_line_filters && e.metadata.is_empty() {
+            if !log.stages.iter().all(|s| match s {
+                Stage::LineFilter(f) => f.matches(&e.line),
+                _ => true,
+            }) {
+                return Ok(());
+            }
+            if let Some((labels, id)) = &last_stream {
+                if labels == stream {
+                    seq += 1;
+                    hits.push(Hit {
+                        ts: e.ts,
+                        seq,
+                        stream: *id,
+                        line: e.line.clone(),
+                        metadata: Labels::empty(),
+                    });
+                    if hits.len() >= 2 * limit + 1024 {
+                        sort_hits(&mut hits);
+                        hits.truncate(limit);
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let mut lbs = EntryLabels::new(stream, &e.metadata);
         let Some(line) = run_stages(&log.stages, e.ts, &e.line, &mut lbs) else {
             return Ok(());
@@ -128,6 +157,9 @@ pub fn eval_log(
                 label_sets.len() - 1
             }
         };
+        if only_line_filters && e.metadata.is_empty() {
+            last_stream = Some((stream.clone(), id));
+        }
         seq += 1;
         hits.push(Hit {
             ts: e.ts,

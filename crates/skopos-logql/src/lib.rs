@@ -47,6 +47,9 @@ pub struct EngineOptions {
     pub max_series: usize,
     /// Most samples extracted from log entries a metric query may hold.
     pub max_samples: usize,
+    /// Largest `limit` a log query may ask for (Loki's
+    /// `max_entries_limit_per_query`, default 5000); 0 for no bound.
+    pub max_entries_limit: usize,
     /// Wall-clock budget of one query.
     pub timeout: Duration,
 }
@@ -56,6 +59,7 @@ impl Default for EngineOptions {
         EngineOptions {
             max_series: 500,
             max_samples: 50_000_000,
+            max_entries_limit: 5000,
             timeout: Duration::from_secs(120),
         }
     }
@@ -208,6 +212,12 @@ impl Engine {
         if let Expr::Log(log) = &ast {
             if limit == 0 {
                 return Err(QueryError::Parse("limit must be a positive value".into()));
+            }
+            let max = self.opts.max_entries_limit;
+            if max > 0 && limit > max {
+                return Err(QueryError::Parse(format!(
+                    "max entries limit per query exceeded, limit > max_entries_limit_per_query ({limit} > {max})"
+                )));
             }
             return eval::eval_log(&mut ctx, log, start, end, limit, direction).map(Value::Streams);
         }

@@ -672,10 +672,42 @@ fn call(name: &str, args: Vec<Val>, data: &Data<'_>) -> Result<Val, String> {
         }
         "__timestamp__" => {
             want(0)?;
-            Ok(Val::Int(data.ts / 1_000_000))
+            Ok(Val::Str(go_time_string(data.ts)))
         }
         other => Err(format!("template: function {other:?} not defined")),
     }
+}
+
+/// A Unix-nanosecond time as Go prints a `time.Time` in UTC:
+/// `2006-01-02 15:04:05.999999999 +0000 UTC` (fraction without trailing zeros).
+fn go_time_string(ts: i64) -> String {
+    let secs = ts.div_euclid(1_000_000_000);
+    let nanos = ts.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push_str(" +0000 UTC");
+    out
 }
 
 /// `fmt.Sprintf` for `%s %v %d %f %.Nf %q %%`.
@@ -764,6 +796,19 @@ mod tests {
         assert_eq!(run("{{ __line__ }}", &l).unwrap(), "the line");
         assert_eq!(run("a  {{- .a -}}  b", &l).unwrap(), "axb");
         assert_eq!(run("{{/* c */}}{{.a}}", &l).unwrap(), "x");
+    }
+
+    #[test]
+    fn timestamps_print_as_go_times() {
+        assert_eq!(go_time_string(0), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(
+            go_time_string(1_700_000_000_123_000_000),
+            "2023-11-14 22:13:20.123 +0000 UTC"
+        );
+        assert_eq!(
+            go_time_string(951_782_400_000_000_000),
+            "2000-02-29 00:00:00 +0000 UTC"
+        );
     }
 
     #[test]

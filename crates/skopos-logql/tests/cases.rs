@@ -7,7 +7,7 @@
 //! 10s some log line                       <time> <line>
 //! 12s @{trace_id="abc"} another line      with structured metadata
 //!
-//! query logs <start> <end> [limit N] [forward|backward]
+//! query logs <start> <end> [limit N] [forward|backward] [max_entries N]
 //! query range <start> <end> <step> [max_series N] [max_samples N]
 //! query instant <time> [max_series N] [max_samples N]
 //! query parse                             parse only
@@ -504,6 +504,7 @@ fn run_query(store: &MemStore, q: &Query, expr: &str) -> Result<Result<Value, Qu
             "limit" => limit = num()?,
             "max_series" => opts.max_series = num()?,
             "max_samples" => opts.max_samples = num()?,
+            "max_entries" => opts.max_entries_limit = num()?,
             "forward" => dir = Direction::Forward,
             "backward" => dir = Direction::Backward,
             other => positional.push(parse_time(other)?),
