@@ -105,10 +105,13 @@ pub struct RangeSeries {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// Log lines grouped by their final label set (stream labels, structured
-    /// metadata and extracted labels), streams sorted by labels, entries in
-    /// the query's direction. Each entry keeps its structured metadata.
+    /// metadata and extracted labels), streams sorted by the text of their
+    /// labels (as Loki sorts them), entries in the query's direction. Each
+    /// entry keeps its structured metadata.
     Streams(Vec<LogStream>),
+    /// Sorted label by label, except that `sort`/`sort_desc` order by value.
     Vector(Vec<VectorSample>),
+    /// Series sorted label by label.
     Matrix(Vec<RangeSeries>),
     Scalar {
         t: i64,
@@ -254,7 +257,8 @@ impl Engine {
             })
             .filter(|s| !s.points.is_empty())
             .collect();
-        out.sort_by_cached_key(|s| s.labels.to_string());
+        // Series order as Prometheus' matrix sorts: label by label.
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Value::Matrix(out))
     }
 
@@ -287,7 +291,7 @@ impl Engine {
                         })
                     })
                     .collect();
-                out.sort_by_cached_key(|s| s.labels.to_string());
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
                 if let Expr::VectorAgg(v) = &ast {
                     match v.op {
                         ast::VecOp::Sort => out.sort_by(|a, b| a.v.total_cmp(&b.v)),
