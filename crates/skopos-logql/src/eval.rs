@@ -349,20 +349,39 @@ fn range_agg(
     }
 
     let mut out = Vec::with_capacity(series.len());
+    // Counting operations need no look at the values, and byte sums are
+    // exact integers, so those read prefix sums; the rest fold the window.
+    let counts_only = lr.unwrap.is_none() && matches!(r.op, RangeOp::CountOverTime | RangeOp::Rate);
+    let byte_sums = matches!(r.op, RangeOp::BytesOverTime | RangeOp::BytesRate);
     for (labels, mut points) in series {
         points.sort_by_key(|p| p.0);
+        let (ts, vals): (Vec<i64>, Vec<f64>) = points.into_iter().unzip();
+        let prefix: Vec<f64> = if byte_sums {
+            std::iter::once(0.0)
+                .chain(vals.iter().scan(0.0, |acc, v| {
+                    *acc += v;
+                    Some(*acc)
+                }))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let values: Vec<Option<f64>> = steps
             .iter()
             .map(|&t| {
                 let end = t - lr.offset;
-                let lo = points.partition_point(|p| p.0 <= end - lr.range);
-                let hi = points.partition_point(|p| p.0 <= end);
-                let window: Vec<f64> = points[lo..hi].iter().map(|p| p.1).collect();
-                if window.is_empty() {
-                    None
-                } else {
-                    Some(range_fn(r.op, r.param, &window, range_secs))
+                let lo = ts.partition_point(|&x| x <= end - lr.range);
+                let hi = ts.partition_point(|&x| x <= end);
+                if lo == hi {
+                    return None;
                 }
+                Some(match r.op {
+                    RangeOp::CountOverTime if counts_only => (hi - lo) as f64,
+                    RangeOp::Rate if counts_only => (hi - lo) as f64 / range_secs,
+                    RangeOp::BytesOverTime => prefix[hi] - prefix[lo],
+                    RangeOp::BytesRate => (prefix[hi] - prefix[lo]) / range_secs,
+                    op => range_fn(op, r.param, &vals[lo..hi], range_secs),
+                })
             })
             .collect();
         if labels.get(ERROR_LABEL).is_some() && values.iter().any(Option::is_some) {

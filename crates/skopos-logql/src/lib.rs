@@ -4,7 +4,7 @@
 //!
 //! The design decision to know: the engine never trusts the store to
 //! filter. The store is told the stream matchers, the time range and the
-//! literal `|=` substrings ([`LogSelect::contains`], a hint it may answer
+//! literal `|=` substrings ([`skopos_model::LogSelect::contains`], a hint it may answer
 //! from an index), and everything — including those substrings — is applied
 //! again by the pipeline here, so any store that honours the trait's
 //! contract gives Loki's answers. Metric queries read each range
@@ -12,16 +12,20 @@
 //! for all steps at once, per series.
 //!
 //! Map: `lexer.rs` and `parser.rs` (hand-written; errors carry line and
-//! column), `ast.rs` (the tree and its canonical `Display`), `template.rs`
+//! column), [`ast`] (the tree and its canonical `Display`), `template.rs`
 //! (the Go `text/template` subset of `line_format`/`label_format`),
 //! `parsers.rs` (JSON, logfmt, `pattern`), `pipeline.rs` (stages over one
 //! entry, `__error__`, push-down), `eval.rs` (log and metric evaluation),
 //! `units.rs` (Go durations, humanized bytes). Cases live in
 //! `testdata/*.test`, run by `tests/cases.rs` against an in-memory store.
-//! Deliberately absent: `group_left`/`group_right`, `label_replace`,
-//! `ip()` filters, `|>` pattern line filters, `rate_counter`.
+//! Where Loki 2.9 and 3.x differ, 3.x is followed (numeric label filters
+//! on lines that already carry an error; logfmt's `--strict`). Deliberately
+//! absent: `group_left`/`group_right`, `label_replace`, `ip()` filters, `|>`
+//! pattern line filters, `rate_counter`, `distinct`, the `_with_timestamp`
+//! range functions; regexes use Rust's `regex` syntax, which matches Go's
+//! RE2 except that `\d`, `\w`, `\s` and `\b` are Unicode-aware.
 
-mod ast;
+pub mod ast;
 mod eval;
 mod lexer;
 mod parser;
