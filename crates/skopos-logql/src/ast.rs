@@ -24,6 +24,20 @@ pub enum Expr {
     Literal(f64),
     /// `vector(1)`: a one-element vector with no labels.
     Vector(f64),
+    LabelReplace(Box<LabelReplace>),
+}
+
+/// `label_replace(v, "dst", "replacement", "src", "regex")`.
+#[derive(Debug, Clone)]
+pub struct LabelReplace {
+    pub expr: Expr,
+    pub dst: String,
+    pub replacement: String,
+    pub src: String,
+    /// As written.
+    pub regex_src: String,
+    /// Anchored at both ends.
+    pub regex: Regex,
 }
 
 impl Expr {
@@ -642,6 +656,15 @@ impl fmt::Display for Expr {
             Expr::Log(l) => write!(f, "{l}"),
             Expr::Literal(v) => write!(f, "{}", format_number(*v)),
             Expr::Vector(v) => write!(f, "vector({})", format_number(*v)),
+            Expr::LabelReplace(l) => write!(
+                f,
+                "label_replace({}, {}, {}, {}, {})",
+                l.expr,
+                go_quote(&l.dst),
+                go_quote(&l.replacement),
+                go_quote(&l.src),
+                go_quote(&l.regex_src)
+            ),
             Expr::RangeAgg(r) => {
                 write!(f, "{}(", r.op.name())?;
                 if let Some(p) = r.param {

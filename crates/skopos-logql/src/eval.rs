@@ -232,6 +232,14 @@ pub fn eval_metric(ctx: &mut Ctx<'_>, e: &Expr, steps: &[i64]) -> Result<Steps, 
             };
             Steps::Vector(vector_agg(v, series, steps.len()))
         }
+        Expr::LabelReplace(l) => {
+            let Steps::Vector(series) = eval_metric(ctx, &l.expr, steps)? else {
+                return Err(QueryError::Execution(
+                    "label_replace expects a vector, got a scalar".into(),
+                ));
+            };
+            Steps::Vector(series.into_iter().map(|s| label_replace(l, s)).collect())
+        }
         Expr::Binary(b) => {
             let lhs = eval_metric(ctx, &b.lhs, steps)?;
             let rhs = eval_metric(ctx, &b.rhs, steps)?;
@@ -393,6 +401,20 @@ fn range_agg(
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     ctx.check()?;
     Ok(out)
+}
+
+/// Sets `dst` from the expansion of the replacement when the (anchored)
+/// regex matches `src`'s value; an empty result removes `dst`.
+fn label_replace(l: &LabelReplace, mut s: StepSeries) -> StepSeries {
+    let src = s.labels.get(&l.src).unwrap_or("");
+    if let Some(caps) = l.regex.captures(src) {
+        let mut value = String::new();
+        caps.expand(&l.replacement, &mut value);
+        let mut b = s.labels.builder();
+        b.set(l.dst.clone(), value);
+        s.labels = b.build();
+    }
+    s
 }
 
 fn pipeline_error(labels: &Labels) -> QueryError {

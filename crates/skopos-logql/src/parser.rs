@@ -271,6 +271,10 @@ impl Parser<'_> {
                     self.next();
                     return self.vector_agg(op);
                 }
+                if w == "label_replace" {
+                    self.next();
+                    return self.label_replace();
+                }
                 if w == "vector" {
                     self.next();
                     self.expect(Tok::LParen)?;
@@ -282,6 +286,48 @@ impl Parser<'_> {
             }
             _ => Err(self.unexpected("")),
         }
+    }
+
+    fn label_replace(&mut self) -> PResult<Expr> {
+        self.expect(Tok::LParen)?;
+        let inner_pos = self.pos();
+        let expr = self.expr(0)?;
+        if expr.is_log() {
+            return Err(self.error(
+                inner_pos,
+                "syntax error: unexpected log query in label_replace, expecting a metric query",
+            ));
+        }
+        let mut args = Vec::new();
+        let mut positions = Vec::new();
+        for _ in 0..4 {
+            self.expect(Tok::Comma)?;
+            positions.push(self.pos());
+            args.push(self.string()?);
+        }
+        self.expect(Tok::RParen)?;
+        let [dst, replacement, src, regex_src]: [String; 4] =
+            args.try_into().expect("four arguments were read");
+        if !skopos_model::is_valid_label_name(&dst) {
+            return Err(self.error(
+                positions[0],
+                &format!("invalid destination label name in label_replace(): {dst}"),
+            ));
+        }
+        let regex = Regex::new(&format!("^(?s:{regex_src})$")).map_err(|e| {
+            self.error(
+                positions[3],
+                &format!("invalid regular expression in label_replace(): {regex_src}: {e}"),
+            )
+        })?;
+        Ok(Expr::LabelReplace(Box::new(LabelReplace {
+            expr,
+            dst,
+            replacement,
+            src,
+            regex_src,
+            regex,
+        })))
     }
 
     fn number(&mut self) -> PResult<f64> {
@@ -932,6 +978,7 @@ mod tests {
             r#"topk(3, count_over_time({app="foo"} [1h] offset 5m))"#,
             r#"(count_over_time({a="b"} [1m]) + 1) * 2"#,
             r#"count_over_time({a="b"} [1m]) > bool on (x) count_over_time({a="c"} [1m])"#,
+            r#"label_replace(rate({a="b"} [1m]), "dst", "$1-x", "a", "(.*)")"#,
         ] {
             let e = parse(q).unwrap();
             let printed = e.to_string();
