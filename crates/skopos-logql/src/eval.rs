@@ -39,8 +39,9 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Reads `sel`, handing each entry in `[sel.start, sel.end)` to `f`
-    /// with its stream's labels; checks cancellation as it goes.
+    /// Reads `sel`, handing each entry in `[sel.start, sel.end)` of a
+    /// stream that the matchers select to `f` with its stream's labels (the
+    /// store's answer is checked, not trusted); checks cancellation as it goes.
     fn each_entry(
         &mut self,
         sel: &LogSelect,
@@ -52,6 +53,13 @@ impl Ctx<'_> {
         let deadline = self.deadline;
         self.q
             .select_logs(sel, &mut |stream: LogStream| {
+                if !sel
+                    .matchers
+                    .iter()
+                    .all(|m| m.matches_labels(&stream.labels))
+                {
+                    return true;
+                }
                 for e in &stream.entries {
                     if e.ts < sel.start || e.ts >= sel.end {
                         continue;

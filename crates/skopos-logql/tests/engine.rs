@@ -231,3 +231,61 @@ fn long_operator_chains_evaluate() {
     // Entries at 0..9 ms; the window (0, 1s] leaves out the one at 0.
     assert_eq!(v[0].v, 9.0 + 250.0);
 }
+
+/// A store that ignores every part of the request: all streams, all times.
+struct CarelessStore;
+
+impl LogQueryable for CarelessStore {
+    fn select_logs(
+        &self,
+        _sel: &LogSelect,
+        f: &mut dyn FnMut(LogStream) -> bool,
+    ) -> Result<(), StorageError> {
+        for app in ["a", "b"] {
+            let go_on = f(LogStream {
+                labels: Labels::from_pairs([("app", app)]),
+                entries: (0..5)
+                    .map(|i| LogEntry::new(i * SEC, format!("{app} {i}")))
+                    .collect(),
+            });
+            if !go_on {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn log_label_names(&self, _: i64, _: i64) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+    fn log_label_values(
+        &self,
+        _: &str,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn engine_checks_what_a_careless_store_hands_over() {
+    let got = Engine::default()
+        .query_range(
+            &CarelessStore,
+            r#"{app="b"} |= "3""#,
+            SEC,
+            4 * SEC,
+            1,
+            10,
+            Direction::Forward,
+            &CancelToken::new(),
+        )
+        .unwrap();
+    let Value::Streams(streams) = got else {
+        panic!("not streams: {got:?}")
+    };
+    assert_eq!(streams.len(), 1);
+    let lines: Vec<&str> = streams[0].entries.iter().map(|e| e.line.as_str()).collect();
+    assert_eq!(lines, vec!["b 3"]);
+}
