@@ -275,12 +275,12 @@ fn range_agg(
     steps: &[i64],
 ) -> Result<Vec<StepSeries>, QueryError> {
     let lr = &r.range;
-    let first = steps[0] - lr.offset;
-    let last = steps[steps.len() - 1] - lr.offset;
+    let first = steps[0].saturating_sub(lr.offset);
+    let last = steps[steps.len() - 1].saturating_sub(lr.offset);
     let sel = LogSelect {
         matchers: lr.log.matchers.clone(),
-        start: first - lr.range + 1,
-        end: last + 1,
+        start: first.saturating_sub(lr.range).saturating_add(1),
+        end: last.saturating_add(1),
         contains: pushdown_contains(&lr.log.stages),
     };
     let (group_names, without) = match (&r.grouping, &lr.unwrap) {
@@ -338,8 +338,8 @@ fn range_agg(
         let values = steps
             .iter()
             .map(|&t| {
-                let end = t - lr.offset;
-                let lo = ts.partition_point(|&x| x <= end - lr.range);
+                let end = t.saturating_sub(lr.offset);
+                let lo = ts.partition_point(|&x| x <= end.saturating_sub(lr.range));
                 let hi = ts.partition_point(|&x| x <= end);
                 (lo == hi).then_some(1.0)
             })
@@ -385,8 +385,8 @@ fn range_agg(
         let values: Vec<Option<f64>> = steps
             .iter()
             .map(|&t| {
-                let end = t - lr.offset;
-                let lo = ts.partition_point(|&x| x <= end - lr.range);
+                let end = t.saturating_sub(lr.offset);
+                let lo = ts.partition_point(|&x| x <= end.saturating_sub(lr.range));
                 let hi = ts.partition_point(|&x| x <= end);
                 if lo == hi {
                     return None;

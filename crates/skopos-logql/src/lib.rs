@@ -233,12 +233,13 @@ impl Engine {
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
             ));
         }
-        let n = ((end - start) / step) as usize + 1;
+        let n = ((i128::from(end) - i128::from(start)) / i128::from(step)) as u128 + 1;
         if n > 11_000 {
             return Err(QueryError::Parse(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
+        let n = n as usize;
         let steps: Vec<i64> = (0..n as i64).map(|i| start + i * step).collect();
         let res = eval::eval_metric(&mut ctx, &ast, &steps)?;
         let series = match res {

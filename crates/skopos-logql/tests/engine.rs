@@ -289,3 +289,37 @@ fn engine_checks_what_a_careless_store_hands_over() {
     let lines: Vec<&str> = streams[0].entries.iter().map(|e| e.line.as_str()).collect();
     assert_eq!(lines, vec!["b 3"]);
 }
+
+#[test]
+fn extreme_times_do_not_overflow() {
+    let e = Engine::default();
+    let c = CancelToken::new();
+    let q = r#"count_over_time({app="a"}[1h] offset 1h)"#;
+    let err = e
+        .query_range(
+            &store(1),
+            q,
+            i64::MIN,
+            i64::MAX,
+            1,
+            10,
+            Direction::Forward,
+            &c,
+        )
+        .unwrap_err();
+    assert_eq!(err.error_type(), "bad_data");
+    for t in [i64::MIN, i64::MAX, 0] {
+        e.query_instant(&store(1), q, t, &c).unwrap();
+        e.query_range(
+            &store(1),
+            r#"{app="a"}"#,
+            t,
+            t.saturating_add(SEC),
+            1,
+            10,
+            Direction::Backward,
+            &c,
+        )
+        .unwrap();
+    }
+}
