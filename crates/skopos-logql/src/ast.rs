@@ -63,6 +63,10 @@ pub enum LineOp {
     Match,
     /// `!~`
     NotMatch,
+    /// `|>`: the line matches a pattern (`<_> error <_>`).
+    Pattern,
+    /// `!>`
+    NotPattern,
 }
 
 /// A line filter; several values are its `or` form (`|= "a" or "b"`).
@@ -72,6 +76,8 @@ pub struct LineFilter {
     pub values: Vec<String>,
     /// Compiled (unanchored) for `|~` and `!~`.
     pub regexes: Vec<Regex>,
+    /// Parsed for `|>` and `!>`.
+    pub patterns: Vec<Pattern>,
 }
 
 impl LineFilter {
@@ -83,6 +89,8 @@ impl LineFilter {
             LineOp::NotContains => !self.values.iter().any(|v| line.contains(v.as_str())),
             LineOp::Match => self.regexes.iter().any(|r| r.is_match(line)),
             LineOp::NotMatch => !self.regexes.iter().any(|r| r.is_match(line)),
+            LineOp::Pattern => self.patterns.iter().any(|p| p.test(line)),
+            LineOp::NotPattern => !self.patterns.iter().any(|p| p.test(line)),
         }
     }
 }
@@ -530,6 +538,8 @@ impl fmt::Display for Stage {
                     LineOp::NotContains => "!=",
                     LineOp::Match => "|~",
                     LineOp::NotMatch => "!~",
+                    LineOp::Pattern => "|>",
+                    LineOp::NotPattern => "!>",
                 };
                 let vals: Vec<String> = lf.values.iter().map(|v| go_quote(v)).collect();
                 write!(f, "{op} {}", vals.join(" or "))

@@ -32,6 +32,10 @@ pub enum Tok {
     PipeExact,
     /// `|~`
     PipeMatch,
+    /// `|>`
+    PipePattern,
+    /// `!>`
+    NotPattern,
     Pipe,
     /// `==`
     CmpEq,
@@ -78,6 +82,8 @@ impl Tok {
             Tok::Nre => "!~",
             Tok::PipeExact => "|=",
             Tok::PipeMatch => "|~",
+            Tok::PipePattern => "|>",
+            Tok::NotPattern => "!>",
             Tok::Pipe => "|",
             Tok::CmpEq => "==",
             Tok::Gt => ">",
@@ -149,6 +155,7 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
             b'!' => match two {
                 Some(b'=') => (Tok::Neq, 2),
                 Some(b'~') => (Tok::Nre, 2),
+                Some(b'>') => (Tok::NotPattern, 2),
                 _ => {
                     return Err(LexError {
                         pos: start,
@@ -159,6 +166,7 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
             b'|' => match two {
                 Some(b'=') => (Tok::PipeExact, 2),
                 Some(b'~') => (Tok::PipeMatch, 2),
+                Some(b'>') => (Tok::PipePattern, 2),
                 _ => (Tok::Pipe, 1),
             },
             b'>' => match two {

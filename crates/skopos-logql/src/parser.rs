@@ -566,6 +566,8 @@ impl Parser<'_> {
                 Tok::Neq => Some(LineOp::NotContains),
                 Tok::PipeMatch => Some(LineOp::Match),
                 Tok::Nre => Some(LineOp::NotMatch),
+                Tok::PipePattern => Some(LineOp::Pattern),
+                Tok::NotPattern => Some(LineOp::NotPattern),
                 Tok::Pipe => None,
                 _ => break,
             };
@@ -610,6 +612,7 @@ impl Parser<'_> {
     fn line_filter(&mut self, op: LineOp) -> PResult<LineFilter> {
         let mut values = Vec::new();
         let mut regexes = Vec::new();
+        let mut patterns = Vec::new();
         loop {
             let at = self.pos();
             let v = self.string()?;
@@ -617,6 +620,9 @@ impl Parser<'_> {
                 regexes.push(Regex::new(&v).map_err(|e| {
                     self.error(at, &format!("invalid regular expression {v:?}: {e}"))
                 })?);
+            }
+            if matches!(op, LineOp::Pattern | LineOp::NotPattern) {
+                patterns.push(Pattern::parse_filter(&v).map_err(|e| self.error(at, &e))?);
             }
             values.push(v);
             if self.is_word("or") && matches!(self.peek_at(1), Tok::Str(_)) {
@@ -629,6 +635,7 @@ impl Parser<'_> {
             op,
             values,
             regexes,
+            patterns,
         })
     }
 
@@ -979,6 +986,7 @@ mod tests {
             r#"(count_over_time({a="b"} [1m]) + 1) * 2"#,
             r#"count_over_time({a="b"} [1m]) > bool on (x) count_over_time({a="c"} [1m])"#,
             r#"label_replace(rate({a="b"} [1m]), "dst", "$1-x", "a", "(.*)")"#,
+            r#"{a="b"} |> "<_> error <_>" or "x <_>" !> "<_> debug""#,
         ] {
             let e = parse(q).unwrap();
             let printed = e.to_string();

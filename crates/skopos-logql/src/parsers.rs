@@ -488,7 +488,17 @@ pub struct Pattern {
 }
 
 impl Pattern {
+    /// A pattern for the `pattern` parser: at least one named capture.
     pub fn parse(src: &str) -> Result<Pattern, String> {
+        let p = Pattern::parse_filter(src)?;
+        if p.names.is_empty() {
+            return Err("at least one capture is required".into());
+        }
+        Ok(p)
+    }
+
+    /// A pattern for a `|>` line filter, where captures may all be `<_>`.
+    pub fn parse_filter(src: &str) -> Result<Pattern, String> {
         let mut nodes: Vec<PNode> = Vec::new();
         let mut lit = String::new();
         let mut rest = src;
@@ -533,10 +543,30 @@ impl Pattern {
                 names.push(name.clone());
             }
         }
-        if names.is_empty() {
-            return Err("at least one capture is required".into());
-        }
         Ok(Pattern { nodes, names })
+    }
+
+    /// Whether the whole line matches (the `|>` filter): the literals are
+    /// found in order, each capture between them takes at least one byte,
+    /// a trailing literal ends the line and a trailing capture takes a
+    /// non-empty rest. (A leading literal is searched for, as Loki does.)
+    pub fn test(&self, line: &str) -> bool {
+        if line.is_empty() || self.nodes.is_empty() {
+            return line.is_empty() && self.nodes.is_empty();
+        }
+        let mut off = 0;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let PNode::Literal(lit) = node else { continue };
+            let Some(j) = line[off..].find(lit.as_str()) else {
+                return false;
+            };
+            if i != 0 && j == 0 {
+                return false;
+            }
+            off += j + lit.len();
+        }
+        let ends_on_capture = matches!(self.nodes.last(), Some(PNode::Capture(_)));
+        ends_on_capture == (off != line.len())
     }
 
     /// Named captures in order, as far as the line matched: a leading
@@ -652,6 +682,16 @@ mod tests {
         );
         assert!(Pattern::parse("<a><b>").is_err());
         assert!(Pattern::parse("no captures").is_err());
+        let f = Pattern::parse_filter("<_> error <_>").unwrap();
+        assert!(f.test("a error b"));
+        assert!(!f.test(" error b"), "an empty capture does not match");
+        assert!(!f.test("a error "), "nor does an empty trailing capture");
+        let f = Pattern::parse_filter("<_> done").unwrap();
+        assert!(f.test("job done"));
+        assert!(
+            !f.test("job done twice"),
+            "a trailing literal ends the line"
+        );
         assert!(Pattern::parse("<a> <a>").is_err());
     }
 }
