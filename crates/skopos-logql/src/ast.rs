@@ -464,11 +464,20 @@ impl BinOp {
     }
 }
 
-/// `on(..)` / `ignoring(..)`.
+/// `on(..)` / `ignoring(..)`, optionally with `group_left`/`group_right`.
 #[derive(Debug, Clone)]
 pub struct VectorMatching {
     pub on: bool,
     pub labels: Vec<String>,
+    pub group: Option<GroupModifier>,
+}
+
+/// `group_left(..)` (`left`) or `group_right(..)`: which side has many
+/// series per match, and the labels to copy from the other side.
+#[derive(Debug, Clone)]
+pub struct GroupModifier {
+    pub left: bool,
+    pub include: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -723,6 +732,12 @@ impl fmt::Display for Expr {
                     write!(f, " {} (", if m.on { "on" } else { "ignoring" })?;
                     write_list(f, &m.labels)?;
                     write!(f, ")")?;
+                    if let Some(g) = &m.group {
+                        let word = if g.left { "group_left" } else { "group_right" };
+                        write!(f, " {word} (")?;
+                        write_list(f, &g.include)?;
+                        write!(f, ")")?;
+                    }
                 }
                 write!(f, " {}", side(&b.rhs, false))
             }

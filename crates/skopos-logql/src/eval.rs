@@ -648,6 +648,72 @@ fn vector_agg(v: &VectorAgg, series: Vec<StepSeries>, n_steps: usize) -> Vec<Ste
         .collect()
 }
 
+/// `group_left`/`group_right`: every series of the "many" side matches the
+/// one series of the other side with its signature; the result keeps the
+/// many side's labels plus the `include` labels of the one side. Values
+/// keep their written order (`lhs op rhs`); a filtering comparison keeps
+/// the left-hand value, as Prometheus does.
+fn grouped_binary(
+    b: &BinaryExpr,
+    group: &GroupModifier,
+    ls: Vec<StepSeries>,
+    rs: Vec<StepSeries>,
+    n_steps: usize,
+) -> Result<Vec<StepSeries>, QueryError> {
+    let (many, one) = if group.left { (ls, rs) } else { (rs, ls) };
+    let side = if group.left { "right" } else { "left" };
+    let mut by_sig: HashMap<Labels, Vec<usize>> = HashMap::new();
+    for (i, s) in one.iter().enumerate() {
+        by_sig
+            .entry(signature(&s.labels, &b.matching))
+            .or_default()
+            .push(i);
+    }
+    let mut out: HashMap<Labels, Vec<Option<f64>>> = HashMap::new();
+    for m in &many {
+        let sig = signature(&m.labels, &b.matching);
+        let Some(ids) = by_sig.get(&sig) else {
+            continue;
+        };
+        for step in 0..n_steps {
+            let Some(mv) = m.values[step] else { continue };
+            let mut matched = ids.iter().filter(|&&i| one[i].values[step].is_some());
+            let Some(&oi) = matched.next() else { continue };
+            if matched.next().is_some() {
+                return Err(QueryError::Execution(format!(
+                    "found duplicate series for the match group {sig} on the {side} hand-side of the operation; many-to-many matching not allowed: matching labels must be unique on one side"
+                )));
+            }
+            let ov = one[oi].values[step].unwrap_or(f64::NAN);
+            let (lv, rv) = if group.left { (mv, ov) } else { (ov, mv) };
+            let Some(v) = combine(b, lv, rv, lv) else {
+                continue;
+            };
+            let mut labels = m.labels.builder();
+            for name in &group.include {
+                match one[oi].labels.get(name) {
+                    Some(value) => labels.set(name.clone(), value.to_string()),
+                    None => labels.delete(name),
+                };
+            }
+            let slot = out
+                .entry(labels.build())
+                .or_insert_with(|| vec![None; n_steps]);
+            if slot[step].is_some() {
+                return Err(QueryError::Execution(
+                    "multiple matches for labels: grouping labels must ensure unique matches"
+                        .into(),
+                ));
+            }
+            slot[step] = Some(v);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(labels, values)| StepSeries { labels, values })
+        .collect())
+}
+
 /// Arithmetic as Loki does it: division and modulo by zero give NaN.
 fn arith(op: BinOp, l: f64, r: f64) -> f64 {
     match op {
@@ -803,6 +869,9 @@ fn vector_binary(
         return Ok(out);
     }
 
+    if let Some(group) = b.matching.as_ref().and_then(|m| m.group.as_ref()) {
+        return grouped_binary(b, group, ls, rs, n_steps);
+    }
     let mut out: HashMap<Labels, Vec<Option<f64>>> = HashMap::new();
     let mut lhs_seen: HashMap<Labels, Vec<bool>> = HashMap::new();
     for l in &ls {

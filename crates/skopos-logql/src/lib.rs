@@ -20,10 +20,10 @@
 //! `testdata/*.test`, run by `tests/cases.rs` against an in-memory store.
 //! Where Loki 2.9 and 3.x differ, 3.x is followed (numeric label filters
 //! on lines that already carry an error; logfmt's `--strict`). Deliberately
-//! absent: `group_left`/`group_right`, `ip()` filters, `rate_counter`,
-//! `distinct`, the `_with_timestamp` range functions. Regexes use Rust's
-//! `regex` syntax, which matches Go's RE2 except that `\d`, `\w`, `\s`
-//! and `\b` are Unicode-aware.
+//! absent: `ip()` filters, `rate_counter`, `distinct`, the
+//! `_with_timestamp` range functions. Regexes use Rust's `regex` syntax,
+//! which matches Go's RE2 except that `\d`, `\w`, `\s` and `\b` are
+//! Unicode-aware.
 
 pub mod ast;
 mod eval;

@@ -174,15 +174,31 @@ impl Parser<'_> {
             if self.is_word("on") || self.is_word("ignoring") {
                 let on = self.is_word("on");
                 self.next();
-                matching = Some(VectorMatching {
-                    on,
-                    labels: self.label_list()?,
-                });
+                let labels = self.label_list()?;
+                let mut group = None;
                 if self.is_word("group_left") || self.is_word("group_right") {
-                    return Err(
-                        self.error(self.pos(), "group_left and group_right are not supported")
-                    );
+                    let at = self.pos();
+                    let left = self.is_word("group_left");
+                    self.next();
+                    if op.is_set() {
+                        return Err(self.error(
+                            at,
+                            &format!("no grouping allowed for \"{}\" operation", op.symbol()),
+                        ));
+                    }
+                    // A label list follows only when it reads as one.
+                    let is_list = *self.peek() == Tok::LParen
+                        && (matches!(self.peek_at(1), Tok::RParen)
+                            || (matches!(self.peek_at(1), Tok::Ident(_))
+                                && matches!(self.peek_at(2), Tok::Comma | Tok::RParen)));
+                    let include = if is_list {
+                        self.label_list()?
+                    } else {
+                        Vec::new()
+                    };
+                    group = Some(GroupModifier { left, include });
                 }
+                matching = Some(VectorMatching { on, labels, group });
             }
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.expr(next_min)?;
@@ -669,7 +685,6 @@ impl Parser<'_> {
 
     /// One stage after `|` (not a line filter, not unwrap).
     fn stage(&mut self) -> PResult<Stage> {
-        let at = self.pos();
         let word = match self.peek() {
             Tok::Ident(w) => w.clone(),
             Tok::LParen => return Ok(Stage::LabelFilter(self.label_filter()?)),
@@ -833,8 +848,8 @@ impl Parser<'_> {
                 })
             }
             _ => {
+                // Not a stage keyword: a label filter on a label of that name.
                 self.i -= 1;
-                let _ = at;
                 Ok(Stage::LabelFilter(self.label_filter()?))
             }
         }
@@ -986,6 +1001,7 @@ mod tests {
             r#"(count_over_time({a="b"} [1m]) + 1) * 2"#,
             r#"count_over_time({a="b"} [1m]) > bool on (x) count_over_time({a="c"} [1m])"#,
             r#"label_replace(rate({a="b"} [1m]), "dst", "$1-x", "a", "(.*)")"#,
+            r#"rate({a="b"} [1m]) * on (x) group_left (y) rate({a="c"} [1m])"#,
             r#"{a="b"} |> "<_> error <_>" or "x <_>" !> "<_> debug""#,
         ] {
             let e = parse(q).unwrap();
