@@ -112,8 +112,14 @@ struct Head {
 }
 
 impl Head {
-    /// Inserts keeping time order; drops exact duplicates.
-    fn insert(&mut self, labels: &Labels, e: LogEntry) -> bool {
+    /// Inserts a stream's entries keeping time order, dropping exact
+    /// duplicates; returns (inserted, duplicates). Entries older than the
+    /// stream's newest are merged in one pass over the part they overlap,
+    /// so a late batch costs what it overlaps, not a shift per entry.
+    fn insert(&mut self, labels: &Labels, mut new: Vec<LogEntry>) -> (usize, usize) {
+        if new.is_empty() {
+            return (0, 0);
+        }
         let i = match self.index.get(labels) {
             Some(&i) => i,
             None => {
@@ -122,21 +128,37 @@ impl Head {
                 self.streams.len() - 1
             }
         };
-        let entries = &mut self.streams[i].1;
-        let at = match entries.last() {
-            Some(last) if last.ts < e.ts => entries.len(),
-            _ => entries.partition_point(|x| x.ts < e.ts),
-        };
-        if entries[at..]
-            .iter()
-            .take_while(|x| x.ts == e.ts)
-            .any(|x| x.line == e.line && x.metadata == e.metadata)
-        {
-            return false;
+        if !new.windows(2).all(|w| w[0].ts <= w[1].ts) {
+            new.sort_by_key(|e| e.ts);
         }
-        self.bytes += e.line.len() + 16;
-        entries.insert(at, e);
-        true
+        let entries = &mut self.streams[i].1;
+        let at = entries.partition_point(|x| x.ts < new[0].ts);
+        let tail = entries.split_off(at);
+        entries.reserve(tail.len() + new.len());
+        let (mut added, mut dups, mut bytes) = (0, 0, 0);
+        let mut old = tail.into_iter().peekable();
+        for e in new {
+            while let Some(o) = old.next_if(|o| o.ts <= e.ts) {
+                entries.push(o);
+            }
+            // Every entry with this timestamp, old or new, is now at the
+            // end of `entries` (the old tail left holds only later ones).
+            let dup = entries
+                .iter()
+                .rev()
+                .take_while(|x| x.ts == e.ts)
+                .any(|x| x.line == e.line && x.metadata == e.metadata);
+            if dup {
+                dups += 1;
+                continue;
+            }
+            bytes += e.line.len() + 16;
+            added += 1;
+            entries.push(e);
+        }
+        entries.extend(old);
+        self.bytes += bytes;
+        (added, dups)
     }
 }
 
@@ -244,9 +266,7 @@ impl Store {
             }
             wal::replay_segment(&wal_dir, n, &mut |batch| {
                 for s in batch.streams {
-                    for e in s.entries {
-                        head.insert(&s.labels, e);
-                    }
+                    head.insert(&s.labels, s.entries);
                 }
             })?;
         }
@@ -345,13 +365,9 @@ impl Store {
         {
             let mut parts = self.parts.write();
             for s in batch.streams {
-                for e in s.entries {
-                    if parts.head.insert(&s.labels, e) {
-                        out.entries += 1;
-                    } else {
-                        out.duplicates += 1;
-                    }
-                }
+                let (a, d) = parts.head.insert(&s.labels, s.entries);
+                out.entries += a;
+                out.duplicates += d;
             }
         }
         drop(w);
@@ -406,9 +422,7 @@ impl Store {
                     bytes: h.bytes,
                 });
                 for (labels, entries) in head.streams {
-                    for e in entries {
-                        parts.head.insert(&labels, e);
-                    }
+                    parts.head.insert(&labels, entries);
                 }
                 return Err(e);
             }

@@ -296,3 +296,26 @@ fn needles_read_only_the_blocks_that_can_hold_them() {
     let n = lines.iter().filter(|l| l.contains(&spaced)).count();
     assert_eq!(select(&store, "a", i64::MIN, i64::MAX, &[&spaced]).len(), n);
 }
+
+#[test]
+fn late_batches_merge_in_order_and_duplicates_inside_them_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store
+        .append(batch("a", &[(10, "a"), (20, "b"), (30, "c")]))
+        .unwrap();
+    // A late batch, itself unsorted, overlapping the stream and repeating
+    // an old line, a line of its own, and an equal time with another line.
+    let got = store
+        .append(batch(
+            "a",
+            &[(25, "x"), (15, "y"), (20, "b"), (15, "y"), (20, "b2")],
+        ))
+        .unwrap();
+    assert_eq!((got.entries, got.duplicates), (3, 2));
+    let lines: Vec<String> = all(&store, "a")
+        .into_iter()
+        .map(|(t, l)| format!("{t}{l}"))
+        .collect();
+    assert_eq!(lines, ["10a", "15y", "20b", "20b2", "25x", "30c"]);
+}

@@ -474,6 +474,14 @@ impl ServerHandle {
             let _ = l.await;
         }
         drop(self.scraper);
+        // The log head goes to a segment, so a restart need not replay it.
+        let logs = self.state.logs.clone();
+        match tokio::task::spawn_blocking(move || logs.flush()).await? {
+            Ok(()) => tracing::info!("log store flushed"),
+            Err(e) => {
+                tracing::error!(error = %e, "log store flush failed; the WAL keeps the lines")
+            }
+        }
         let state = self.state;
         let mut db = state.db.clone();
         drop(state);
