@@ -104,6 +104,9 @@ pub struct Appended {
     pub duplicates: usize,
 }
 
+/// Entries of equal time compared on append to drop exact duplicates.
+const DEDUP_WINDOW: usize = 32;
+
 #[derive(Default)]
 struct Head {
     index: HashMap<Labels, usize>,
@@ -143,9 +146,13 @@ impl Head {
             }
             // Every entry with this timestamp, old or new, is now at the
             // end of `entries` (the old tail left holds only later ones).
+            // Only the last few are compared, so that a source stamping
+            // thousands of lines with one time stays linear; a duplicate
+            // further back is dropped when read instead (see `select`).
             let dup = entries
                 .iter()
                 .rev()
+                .take(DEDUP_WINDOW)
                 .take_while(|x| x.ts == e.ts)
                 .any(|x| x.line == e.line && x.metadata == e.metadata);
             if dup {
@@ -583,7 +590,9 @@ impl Store {
             if let Some(h) = head.remove(&labels) {
                 entries.extend(h.into_iter().filter(|e| wanted(e)));
             }
-            entries.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.line.cmp(&b.line)));
+            entries.sort_by(|a, b| {
+                (a.ts, &a.line, &a.metadata).cmp(&(b.ts, &b.line, &b.metadata))
+            });
             entries.dedup_by(|a, b| a.ts == b.ts && a.line == b.line && a.metadata == b.metadata);
             if entries.is_empty() {
                 continue;

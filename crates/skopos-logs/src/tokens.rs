@@ -17,9 +17,8 @@
 //! could sit in such a token, so it narrows nothing; a piece with any other
 //! byte cannot, so the index stays exact.
 
-use std::collections::HashMap;
-
 use memchr::memmem;
+use skopos_model::fxhash::FxHashMap;
 
 /// Whether `b` belongs to a token.
 #[inline]
@@ -51,7 +50,7 @@ fn is_digits(t: &[u8]) -> bool {
 /// Collects tokens per block while a segment is written.
 #[derive(Default)]
 pub(crate) struct Builder {
-    postings: HashMap<Box<[u8]>, Vec<u32>>,
+    postings: FxHashMap<Box<[u8]>, Vec<u32>>,
 }
 
 impl Builder {

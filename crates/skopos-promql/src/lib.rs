@@ -39,7 +39,7 @@ mod binary;
 mod eval;
 mod format;
 mod functions;
-mod fxhash;
+use skopos_model::fxhash;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -116,13 +116,10 @@ fn generate(dir: &Path, bytes: u64) -> anyhow::Result<Corpus> {
         let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
         let target = bytes / 2;
         let mut written = 0u64;
-        let mut i = 0u64;
-        // Times spread evenly over the span; the file's line count is
-        // estimated from its first lines, and the last lines fill to the end.
-        let per_line_estimate = if job == "access" { 230 } else { 190 };
-        let n_est = (target / per_line_estimate).max(1);
+        // Times spread over the span by bytes written, so they keep rising
+        // whatever the line lengths.
         while written < target {
-            let ts = start_ns + (i.min(n_est - 1) as i64) * (span_ns / n_est as i64);
+            let ts = start_ns + (span_ns as f64 * written as f64 / target as f64) as i64;
             let rid = request_id(&mut r);
             let line = if job == "access" {
                 format!(
@@ -151,14 +148,13 @@ fn generate(dir: &Path, bytes: u64) -> anyhow::Result<Corpus> {
                     r.below(5_000)
                 )
             };
-            if job == "app" && i == n_est / 2 {
+            if job == "app" && needle.is_empty() && written >= target / 2 {
                 needle = rid.clone();
             }
             // The time travels in a prefix the pusher strips: `<ns> <line>`.
             writeln!(w, "{ts} {line}")?;
             written += line.len() as u64 + 1;
             lines += 1;
-            i += 1;
         }
         w.flush()?;
         total += written;

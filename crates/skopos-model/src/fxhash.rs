@@ -1,12 +1,13 @@
-//! A fast, unkeyed hasher for the evaluator's per-step maps (label sets,
-//! match signatures). Like Prometheus' xxhash of labels it is not
+//! A fast, unkeyed hasher for hot in-memory maps: the PromQL evaluator's
+//! per-step maps (label sets, match signatures), the log store's token
+//! index. Like Prometheus' xxhash of labels it is not
 //! collision-resistant against crafted input; keys are compared in full,
 //! so a collision costs time, never a wrong answer.
 
 use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
+pub struct FxHasher(u64);
 
 const K: u64 = 0x517c_c1b7_2722_0a95;
 
@@ -49,6 +50,6 @@ impl Hasher for FxHasher {
     }
 }
 
-pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
-pub(crate) type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
-pub(crate) type FxHashSet<K> = std::collections::HashSet<K, FxBuild>;
+pub type FxBuild = BuildHasherDefault<FxHasher>;
+pub type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
+pub type FxHashSet<K> = std::collections::HashSet<K, FxBuild>;
