@@ -16,7 +16,8 @@ use skopos_model::{
 
 use crate::ast::*;
 use crate::pipeline::{
-    label_filter, pushdown_contains, run_stages, unwrap_value, EntryLabels, ERROR_LABEL,
+    label_filter, pushdown_contains, pushdown_matches, run_stages, unwrap_value, EntryLabels,
+    ERROR_LABEL,
 };
 use crate::{CancelToken, EngineOptions, QueryError};
 
@@ -113,6 +114,7 @@ pub fn eval_log(
         start,
         end,
         contains: pushdown_contains(&log.stages),
+        matches: pushdown_matches(&log.stages),
     };
     let mut label_ids: HashMap<Labels, usize> = HashMap::new();
     let mut label_sets: Vec<Labels> = Vec::new();
@@ -282,6 +284,7 @@ fn range_agg(
         start: first.saturating_sub(lr.range).saturating_add(1),
         end: last.saturating_add(1),
         contains: pushdown_contains(&lr.log.stages),
+        matches: pushdown_matches(&lr.log.stages),
     };
     let (group_names, without) = match (&r.grouping, &lr.unwrap) {
         (Some(g), Some(u)) if g.without => {

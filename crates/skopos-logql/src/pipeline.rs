@@ -500,6 +500,22 @@ pub fn unwrap_value(u: &Unwrap, lbs: &mut EntryLabels<'_>) -> Option<f64> {
 /// filters (single value, non-empty) that run before anything rewrites the
 /// line. Parsers and label stages leave the line alone, so filters after
 /// them still see the stored text.
+/// The `|~` regexes a store may use the same way as [`pushdown_contains`].
+pub fn pushdown_matches(stages: &[Stage]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in stages {
+        if s.changes_line() {
+            break;
+        }
+        if let Stage::LineFilter(f) = s {
+            if f.op == LineOp::Match && f.values.len() == 1 {
+                out.push(f.values[0].clone());
+            }
+        }
+    }
+    out
+}
+
 pub fn pushdown_contains(stages: &[Stage]) -> Vec<String> {
     let mut out = Vec::new();
     for s in stages {

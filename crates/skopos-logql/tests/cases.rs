@@ -72,16 +72,19 @@ impl LogQueryable for MemStore {
             .collect();
         streams.sort_by(|a, b| a.labels.cmp(&b.labels));
         for s in streams {
-            let mut entries: Vec<LogEntry> = s
-                .entries
-                .iter()
-                .filter(|e| e.ts >= sel.start && e.ts < sel.end)
-                .filter(|e| {
-                    !self.honour_contains
-                        || sel.contains.iter().all(|c| e.line.contains(c.as_str()))
-                })
-                .cloned()
-                .collect();
+            let mut entries: Vec<LogEntry> =
+                s.entries
+                    .iter()
+                    .filter(|e| e.ts >= sel.start && e.ts < sel.end)
+                    .filter(|e| {
+                        !self.honour_contains
+                            || (sel.contains.iter().all(|c| e.line.contains(c.as_str()))
+                                && sel.matches.iter().all(|m| {
+                                    regex::Regex::new(m).is_ok_and(|r| r.is_match(&e.line))
+                                }))
+                    })
+                    .cloned()
+                    .collect();
             entries.sort_by_key(|e| e.ts);
             for part in entries.chunks(2) {
                 let go_on = f(LogStream {

@@ -568,19 +568,27 @@ impl Store {
         for l in head.keys() {
             by_stream.entry(l.clone()).or_default();
         }
-        let wanted = |e: &LogEntry| {
-            e.ts >= sel.start
-                && e.ts < sel.end
-                && sel.contains.iter().all(|c| e.line.contains(c.as_str()))
+        // The hints narrow what is copied out; a regex this store cannot
+        // compile narrows nothing (the engine filters again anyway).
+        let regexes: Vec<regex::Regex> = sel
+            .matches
+            .iter()
+            .filter_map(|m| regex::Regex::new(m).ok())
+            .collect();
+        let keep = |ts: i64, line: &str| {
+            ts >= sel.start
+                && ts < sel.end
+                && sel.contains.iter().all(|c| line.contains(c.as_str()))
+                && regexes.iter().all(|r| r.is_match(line))
         };
+        let wanted = |e: &LogEntry| keep(e.ts, &e.line);
         for (labels, srcs) in by_stream {
             let mut entries: Vec<LogEntry> = Vec::new();
             for src in srcs {
                 match src {
                     Src::Block(seg, si, bi) => {
                         self.blocks_read.fetch_add(1, Ordering::Relaxed);
-                        let got = seg.read_block(&seg.streams[si].blocks[bi])?;
-                        entries.extend(got.into_iter().filter(|e| wanted(e)));
+                        entries.extend(seg.read_block(&seg.streams[si].blocks[bi], &keep)?);
                     }
                     Src::Head(h, i) => {
                         entries.extend(h.streams[i].1.iter().filter(|e| wanted(e)).cloned());
@@ -590,9 +598,7 @@ impl Store {
             if let Some(h) = head.remove(&labels) {
                 entries.extend(h.into_iter().filter(|e| wanted(e)));
             }
-            entries.sort_by(|a, b| {
-                (a.ts, &a.line, &a.metadata).cmp(&(b.ts, &b.line, &b.metadata))
-            });
+            entries.sort_by(|a, b| (a.ts, &a.line, &a.metadata).cmp(&(b.ts, &b.line, &b.metadata)));
             entries.dedup_by(|a, b| a.ts == b.ts && a.line == b.line && a.metadata == b.metadata);
             if entries.is_empty() {
                 continue;

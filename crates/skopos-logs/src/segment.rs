@@ -319,8 +319,13 @@ impl Segment {
         })
     }
 
-    /// The entries of one block.
-    pub(crate) fn read_block(&self, b: &BlockMeta) -> Result<Vec<LogEntry>, LogsError> {
+    /// The entries of one block for which `keep(ts, line)` holds; the
+    /// others are skipped without being copied out.
+    pub(crate) fn read_block(
+        &self,
+        b: &BlockMeta,
+        keep: &dyn Fn(i64, &str) -> bool,
+    ) -> Result<Vec<LogEntry>, LogsError> {
         let mut z = vec![0u8; b.len as usize];
         self.file
             .read_exact_at(&mut z, b.offset)
@@ -333,11 +338,34 @@ impl Segment {
         }
         let raw = zstd::bulk::decompress(&z, b.raw as usize)
             .map_err(|e| corrupt(&self.path, e.to_string()))?;
+        let bad = || corrupt(&self.path, format!("block at {} is malformed", b.offset));
         let mut r = Reader::new(&raw);
-        let entries = decode_entries(&mut r, b.count as usize)
-            .filter(|e| e.len() as u64 == b.count && r.is_empty())
-            .ok_or_else(|| corrupt(&self.path, format!("block at {} is malformed", b.offset)))?;
-        Ok(entries)
+        let n = r.len(b.count as usize).ok_or_else(bad)?;
+        if n as u64 != b.count {
+            return Err(bad());
+        }
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let ts = r.varint().ok_or_else(bad)?;
+            let line = std::str::from_utf8(r.len_bytes().ok_or_else(bad)?).map_err(|_| bad())?;
+            if keep(ts, line) {
+                let metadata = read_labels(&mut r).ok_or_else(bad)?;
+                out.push(LogEntry {
+                    ts,
+                    line: line.to_string(),
+                    metadata,
+                });
+            } else {
+                let labels = r.len(r.remaining()).ok_or_else(bad)?;
+                for _ in 0..labels * 2 {
+                    r.len_bytes().ok_or_else(bad)?;
+                }
+            }
+        }
+        if !r.is_empty() {
+            return Err(bad());
+        }
+        Ok(out)
     }
 
     pub(crate) fn raw_bytes(&self) -> u64 {

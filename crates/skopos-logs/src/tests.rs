@@ -27,6 +27,7 @@ fn select(store: &Store, app: &str, start: i64, end: i64, contains: &[&str]) -> 
         start,
         end,
         contains: contains.iter().map(|s| s.to_string()).collect(),
+        matches: Vec::new(),
     };
     let mut out = Vec::new();
     store
@@ -318,4 +319,39 @@ fn late_batches_merge_in_order_and_duplicates_inside_them_drop() {
         .map(|(t, l)| format!("{t}{l}"))
         .collect();
     assert_eq!(lines, ["10a", "15y", "20b", "20b2", "25x", "30c"]);
+}
+
+#[test]
+fn regex_hints_narrow_what_is_read_from_segments_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store
+        .append(batch(
+            "a",
+            &[(1, "GET / 200"), (2, "GET / 503"), (3, "POST / 500")],
+        ))
+        .unwrap();
+    store.flush().unwrap();
+    store.append(batch("a", &[(4, "GET / 502")])).unwrap();
+    let sel = |matches: &[&str], contains: &[&str]| LogSelect {
+        matchers: vec![Matcher::equal("app", "a")],
+        start: i64::MIN,
+        end: i64::MAX,
+        contains: contains.iter().map(|s| s.to_string()).collect(),
+        matches: matches.iter().map(|s| s.to_string()).collect(),
+    };
+    let run = |s: LogSelect| {
+        let mut out = Vec::new();
+        store
+            .select(&s, &mut |st| {
+                out.extend(st.entries.into_iter().map(|e| e.ts));
+                true
+            })
+            .unwrap();
+        out
+    };
+    assert_eq!(run(sel(&[" 5[0-9]{2}$"], &[])), vec![2, 3, 4]);
+    assert_eq!(run(sel(&[" 5[0-9]{2}$"], &["GET"])), vec![2, 4]);
+    // A pattern the store cannot compile narrows nothing.
+    assert_eq!(run(sel(&["(unclosed"], &[])).len(), 4);
 }

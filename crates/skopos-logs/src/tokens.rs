@@ -8,8 +8,12 @@
 //! `p1 · p2 · … · pn` occurs in a line only if the line has a token ending
 //! with `p1`, tokens equal to `p2 … pn-1`, and a token starting with `pn`
 //! (one piece: a token containing it). The dictionary is kept in memory as
-//! one newline-separated string of sorted tokens, so each requirement is a
-//! `memmem` scan of it; the blocks of the matching tokens are candidates.
+//! one newline-separated string of the tokens sorted by length, then bytes:
+//! a token as long as the piece can only hold it by being equal to it (a
+//! binary search), and only the tokens longer than the piece are scanned
+//! with `memmem`; for a request id, whose tokens all have one length, that
+//! leaves almost nothing to scan. The blocks of the matching tokens are the
+//! candidates.
 //!
 //! Tokens made only of digits (timestamps, sizes, durations, counters) are
 //! not indexed: they are most of the distinct tokens of a typical log and
@@ -69,11 +73,11 @@ impl Builder {
         });
     }
 
-    /// The dictionary (sorted tokens, each followed by `\n`) and the
-    /// postings, in dictionary order.
+    /// The dictionary (tokens sorted by length then bytes, each followed by
+    /// `\n`) and the postings, in dictionary order.
     pub(crate) fn finish(self) -> (Vec<u8>, Vec<Vec<u32>>) {
         let mut all: Vec<(Box<[u8]>, Vec<u32>)> = self.postings.into_iter().collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all.sort_unstable_by(|a, b| (a.0.len(), &a.0).cmp(&(b.0.len(), &b.0)));
         let mut dict = Vec::with_capacity(all.iter().map(|(t, _)| t.len() + 1).sum());
         let mut postings = Vec::with_capacity(all.len());
         for (t, p) in all {
@@ -138,23 +142,57 @@ impl Index {
         self.dict.len() + 4 * (self.starts.len() + self.offsets.len() + self.blocks.len())
     }
 
+    fn token(&self, i: usize) -> &[u8] {
+        let start = self.starts[i] as usize;
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.dict.len(), |&s| s as usize);
+        &self.dict[start..end - 1]
+    }
+
+    /// The first token for which `before` is false (tokens are ordered).
+    fn lower_bound(&self, before: impl Fn(&[u8]) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.starts.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if before(self.token(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
     /// The tokens (by number) in which `piece` sits as `fit` asks.
     fn tokens(&self, piece: &[u8], fit: Fit) -> Vec<usize> {
         let mut out: Vec<usize> = Vec::new();
-        for pos in memmem::find_iter(&self.dict, piece) {
+        let key = (piece.len(), piece);
+        let exact = self.lower_bound(|t| (t.len(), t) < key);
+        if exact < self.starts.len() && self.token(exact) == piece {
+            out.push(exact);
+        }
+        if fit == Fit::Whole {
+            return out;
+        }
+        // Only a longer token can hold the piece otherwise.
+        let longer = self.lower_bound(|t| t.len() <= piece.len());
+        let Some(&from) = self.starts.get(longer) else {
+            return out;
+        };
+        let from = from as usize;
+        for pos in memmem::find_iter(&self.dict[from..], piece) {
+            let pos = from + pos;
             // The token holding this occurrence (tokens have no '\n').
             let tok = self.starts.partition_point(|&s| s as usize <= pos) - 1;
             let start = self.starts[tok] as usize;
-            let end = self
-                .starts
-                .get(tok + 1)
-                .map_or(self.dict.len(), |&s| s as usize)
-                - 1;
+            let end = start + self.token(tok).len();
             let ok = match fit {
                 Fit::Anywhere => true,
                 Fit::Prefix => pos == start,
                 Fit::Suffix => pos + piece.len() == end,
-                Fit::Whole => pos == start && pos + piece.len() == end,
+                Fit::Whole => false,
             };
             if ok && out.last() != Some(&tok) {
                 out.push(tok);

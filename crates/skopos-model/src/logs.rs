@@ -80,6 +80,9 @@ pub struct LogSelect {
     /// filters): a hint the store may answer from its full-text index. The
     /// caller still applies its filters; a store may ignore this.
     pub contains: Vec<String>,
+    /// Regular expressions (unanchored) that every wanted line matches
+    /// (from `|~` line filters): a hint like `contains`.
+    pub matches: Vec<String>,
 }
 
 /// What the LogQL engine reads: the seam between the log store and the

@@ -730,6 +730,7 @@ fn log_lines(h: &ServerHandle, app: &str) -> Vec<(i64, String, Option<String>)> 
         start: i64::MIN,
         end: i64::MAX,
         contains: Vec::new(),
+        matches: Vec::new(),
     };
     let mut out = Vec::new();
     h.logs()
