@@ -3,6 +3,7 @@
 //! only place that knows about flags, config files and exit codes.
 
 mod config;
+mod logs_cmd;
 mod query_cmd;
 mod tsdb_cmd;
 mod units;
@@ -63,10 +64,48 @@ enum Command {
         #[arg(long)]
         auth_token_file: Option<PathBuf>,
     },
+    /// Query logs with LogQL against a running server.
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
     /// Work with the metrics store on disk.
     Tsdb {
         #[command(subcommand)]
         command: TsdbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogsCommand {
+    /// Run a LogQL query (log lines, or a metric query's table).
+    Query {
+        /// The LogQL expression, e.g. '{app="web"} |= "error"'.
+        expr: String,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9700")]
+        url: String,
+        /// How far back to look, when --start is not given.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Start (RFC 3339, Unix seconds or ns).
+        #[arg(long)]
+        start: Option<String>,
+        /// End (RFC 3339, Unix seconds or ns) [default: now]
+        #[arg(long)]
+        end: Option<String>,
+        /// Most lines returned.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Oldest lines first (default: newest first).
+        #[arg(long)]
+        forward: bool,
+        /// Output: text or json (the raw API response).
+        #[arg(short = 'o', long, default_value = "text")]
+        output: String,
+        /// File holding the server's bearer token.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
     },
 }
 
@@ -164,27 +203,44 @@ fn main() -> std::process::ExitCode {
             step,
             output,
             auth_token_file,
-        } => {
-            let token = auth_token_file.map(|p| {
-                std::fs::read_to_string(&p)
-                    .map(|t| t.trim().to_string())
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot read auth token file {}: {e}", p.display())
-                    })
-            });
-            token.transpose().and_then(|token| {
-                query_cmd::run(query_cmd::QueryArgs {
+        } => read_token(auth_token_file).and_then(|token| {
+            query_cmd::run(query_cmd::QueryArgs {
+                expr,
+                url,
+                time,
+                start,
+                end,
+                step,
+                output,
+                token,
+            })
+        }),
+        Command::Logs {
+            command:
+                LogsCommand::Query {
                     expr,
                     url,
-                    time,
+                    since,
                     start,
                     end,
-                    step,
+                    limit,
+                    forward,
                     output,
-                    token,
-                })
+                    auth_token_file,
+                },
+        } => read_token(auth_token_file).and_then(|token| {
+            logs_cmd::query(logs_cmd::LogsQueryArgs {
+                expr,
+                url,
+                since,
+                start,
+                end,
+                limit,
+                forward,
+                output,
+                token,
             })
-        }
+        }),
         Command::Tsdb { command } => init_logging(cli.log_format.as_deref().unwrap_or("text"))
             .and_then(|_| match command {
                 TsdbCommand::Inspect { data_dir, output } => tsdb_cmd::inspect(&data_dir, &output),
@@ -235,4 +291,14 @@ fn run_server(flags: &config::ServerFlags) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         handle.shutdown().await
     })
+}
+
+/// The bearer token in `path`, if given.
+fn read_token(path: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    path.map(|p| {
+        std::fs::read_to_string(&p)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| anyhow::anyhow!("cannot read auth token file {}: {e}", p.display()))
+    })
+    .transpose()
 }

@@ -116,3 +116,69 @@ async fn query_prints_tables_and_json() {
     );
     common::stop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_query_prints_lines_tables_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = common::start(&tmp.path().join("data"), &[]);
+    let body = r#"{"streams":[{"stream":{"app":"web"},"values":[
+        ["1700000000000000000","GET /a 200"],["1700000001000000000","GET /b 500"],["1700000002000000000","GET /c 200"]]}]}"#;
+    let r = reqwest::Client::new()
+        .post(format!("{}/loki/api/v1/push", server.url))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let url = server.url.clone();
+    let run = move |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut all: Vec<&str> = vec!["logs", "query", "--url", &url];
+                all.extend(args.iter().map(String::as_str));
+                skopos(&all)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let window = |q: &str| -> Vec<String> {
+        vec![
+            q.to_string(),
+            "--start".into(),
+            "1699999999".into(),
+            "--end".into(),
+            "1700000003".into(),
+        ]
+    };
+    let out = run(window(r#"{app="web"} |= "200""#)).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text,
+        "2023-11-14T22:13:22.000Z {app=\"web\"} GET /c 200\n\
+         2023-11-14T22:13:20.000Z {app=\"web\"} GET /a 200\n"
+    );
+    let mut args = window(r#"{app="web"}"#);
+    args.extend(["--forward".to_string(), "--limit".into(), "1".into()]);
+    let out = run(args).await;
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .ends_with("GET /a 200\n"));
+    // A metric query prints the table.
+    let mut args = window(r#"sum(count_over_time({app="web"}[10s]))"#);
+    args.extend(["-o".to_string(), "json".into()]);
+    let out = run(args).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["resultType"], "matrix");
+    // The server's parse error becomes a CLI error.
+    let out = run(window(r#"{app="web"} |="#)).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad_data") && err.contains("parse error"),
+        "{err}"
+    );
+}
