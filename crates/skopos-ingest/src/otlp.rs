@@ -844,7 +844,9 @@ fn exponential_to_acc(p: &ExponentialHistogramDataPoint) -> Result<HistAcc, Stri
 
 /// Sanitises attribute keys; values of keys that collide are joined with
 /// `;` in the order of their original keys.
-pub(crate) fn sanitize_attributes<'a>(attrs: impl Iterator<Item = &'a KeyValue>) -> Vec<(String, String)> {
+pub(crate) fn sanitize_attributes<'a>(
+    attrs: impl Iterator<Item = &'a KeyValue>,
+) -> Vec<(String, String)> {
     let mut by_name: BTreeMap<String, Vec<(&'a str, String)>> = BTreeMap::new();
     for kv in attrs {
         let name = sanitize_label_name(&kv.key);

@@ -413,9 +413,11 @@ async fn main() -> anyhow::Result<()> {
             ],
         )
         .await?;
-        found = v["data"]["result"]
-            .as_array()
-            .map_or(0, |r| r.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum());
+        found = v["data"]["result"].as_array().map_or(0, |r| {
+            r.iter()
+                .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                .sum()
+        });
         if run > 0 {
             sk.push(secs);
         }
@@ -442,9 +444,7 @@ async fn main() -> anyhow::Result<()> {
     // Full scan: count the 5xx access lines with a regex.
     let re = r#"HTTP/1.1" 5[0-9][0-9] "#;
     let range_s = corpus.span_ns / 1_000_000_000 + 120;
-    let scan_q = format!(
-        "sum(count_over_time({{job=\"access\"}} |~ `{re}` [{range_s}s]))"
-    );
+    let scan_q = format!("sum(count_over_time({{job=\"access\"}} |~ `{re}` [{range_s}s]))");
     let mut sk = Vec::new();
     let mut count = String::new();
     for run in 0..=args.runs {
