@@ -582,23 +582,57 @@ impl Store {
                 && regexes.iter().all(|r| r.is_match(line))
         };
         let wanted = |e: &LogEntry| keep(e.ts, &e.line);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         for (labels, srcs) in by_stream {
             let mut entries: Vec<LogEntry> = Vec::new();
+            let mut blocks = Vec::new();
             for src in srcs {
                 match src {
-                    Src::Block(seg, si, bi) => {
-                        self.blocks_read.fetch_add(1, Ordering::Relaxed);
-                        entries.extend(seg.read_block(&seg.streams[si].blocks[bi], &keep)?);
-                    }
+                    Src::Block(seg, si, bi) => blocks.push((seg, si, bi)),
                     Src::Head(h, i) => {
                         entries.extend(h.streams[i].1.iter().filter(|e| wanted(e)).cloned());
                     }
                 }
             }
+            self.blocks_read
+                .fetch_add(blocks.len() as u64, Ordering::Relaxed);
+            let read = |part: &[(Arc<Segment>, usize, usize)]| -> Result<Vec<LogEntry>, LogsError> {
+                let mut out = Vec::new();
+                for (seg, si, bi) in part {
+                    out.extend(seg.read_block(&seg.streams[*si].blocks[*bi], &keep)?);
+                }
+                Ok(out)
+            };
+            if blocks.len() > 1 && threads > 1 {
+                // Blocks decompress independently: one contiguous share per core.
+                let share = blocks.len().div_ceil(threads);
+                let parts: Vec<Result<Vec<LogEntry>, LogsError>> = std::thread::scope(|sc| {
+                    let handles: Vec<_> = blocks
+                        .chunks(share)
+                        .map(|part| sc.spawn(|| read(part)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|_| Err(LogsError::Failed)))
+                        .collect()
+                });
+                for p in parts {
+                    entries.extend(p?);
+                }
+            } else {
+                entries.extend(read(&blocks)?);
+            }
             if let Some(h) = head.remove(&labels) {
                 entries.extend(h.into_iter().filter(|e| wanted(e)));
             }
-            entries.sort_by(|a, b| (a.ts, &a.line, &a.metadata).cmp(&(b.ts, &b.line, &b.metadata)));
+            let ordered = entries
+                .windows(2)
+                .all(|w| (w[0].ts, w[0].line.as_str()) < (w[1].ts, w[1].line.as_str()));
+            if !ordered {
+                entries.sort_by(|a, b| {
+                    (a.ts, &a.line, &a.metadata).cmp(&(b.ts, &b.line, &b.metadata))
+                });
+            }
             entries.dedup_by(|a, b| a.ts == b.ts && a.line == b.line && a.metadata == b.metadata);
             if entries.is_empty() {
                 continue;
