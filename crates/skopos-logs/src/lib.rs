@@ -613,7 +613,7 @@ impl Store {
                         .collect();
                     handles
                         .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|_| Err(LogsError::Failed)))
+                        .map(|h| h.join().unwrap_or(Err(LogsError::Failed)))
                         .collect()
                 });
                 for p in parts {
