@@ -613,7 +613,7 @@ impl Store {
                         .collect();
                     handles
                         .into_iter()
-                        .map(|h| h.join().unwrap_or(Err(LogsError::Failed)))
+                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                         .collect()
                 });
                 for p in parts {
