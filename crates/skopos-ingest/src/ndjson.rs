@@ -7,6 +7,7 @@
 use skopos_model::{is_valid_label_name, Labels, LabelsBuilder, LogBatch, LogEntry, LogStream};
 
 use crate::loki::PushError;
+use crate::otlp::sanitize_label_name;
 
 const TIME_KEYS: &[&str] = &["timestamp", "@timestamp", "ts", "time", "t", "date"];
 const LEVEL_KEYS: &[&str] = &["level", "lvl", "severity", "log.level", "loglevel"];
@@ -46,24 +47,6 @@ fn text(v: &serde_json::Value) -> String {
     }
 }
 
-/// Sanitises a field name into a label name (`log.level` → `log_level`).
-fn label_name(k: &str) -> String {
-    let mut s: String = k
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
-    s
-}
-
 /// Decodes `body` into streams labelled with `labels` (plus `level`);
 /// `now_ns` stamps lines without a time field. A line that is not a JSON
 /// object fails the whole body, naming the line.
@@ -98,7 +81,7 @@ pub fn decode(body: &[u8], labels: &Labels, now_ns: i64) -> Result<LogBatch, Pus
                 let skip = TIME_KEYS.contains(&k.as_str())
                     || level.as_ref().is_some_and(|(lk, _)| lk == k)
                     || message.as_ref().is_some_and(|(mk, _)| mk == k);
-                let name = label_name(k);
+                let name = sanitize_label_name(k);
                 if !skip && is_valid_label_name(&name) {
                     meta.set(name, text(v));
                 }

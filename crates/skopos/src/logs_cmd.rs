@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde_json::Value;
 
 pub struct LogsQueryArgs {
@@ -40,24 +40,7 @@ pub fn query(a: LogsQueryArgs) -> anyhow::Result<()> {
         form.push(("end", e.clone()));
     }
     let url = format!("{}/loki/api/v1/query_range", a.url.trim_end_matches('/'));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let body: Value = rt.block_on(async {
-        let mut req = reqwest::Client::new().post(&url).form(&form);
-        if let Some(t) = &a.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        serde_json::from_str::<Value>(&text).with_context(|| {
-            format!("{url} answered {status} with something that is not JSON: {text}")
-        })
-    })?;
+    let body = crate::query_cmd::post_form(&url, &form, a.token.as_deref())?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());

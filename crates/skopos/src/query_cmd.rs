@@ -33,24 +33,7 @@ pub fn run(a: QueryArgs) -> anyhow::Result<()> {
         "/api/v1/query"
     };
     let url = format!("{}{path}", a.url.trim_end_matches('/'));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let body: Value = rt.block_on(async {
-        let mut req = reqwest::Client::new().post(&url).form(&form);
-        if let Some(t) = &a.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        serde_json::from_str::<Value>(&text).with_context(|| {
-            format!("{url} answered {status} with something that is not JSON: {text}")
-        })
-    })?;
+    let body = post_form(&url, &form, a.token.as_deref())?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
@@ -67,6 +50,29 @@ pub fn run(a: QueryArgs) -> anyhow::Result<()> {
     }
     print!("{}", render_table(&body["data"]));
     Ok(())
+}
+
+/// POSTs `form` to `url` (with the bearer token, if any) and parses the
+/// JSON answer, whatever its status: API errors come back as JSON too.
+pub fn post_form(url: &str, form: &[(&str, String)], token: Option<&str>) -> anyhow::Result<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().post(url).form(form);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        serde_json::from_str::<Value>(&text).with_context(|| {
+            format!("{url} answered {status} with something that is not JSON: {text}")
+        })
+    })
 }
 
 fn metric_text(m: &Value) -> String {
