@@ -16,9 +16,12 @@
 //! segment: `|=` needles skip the blocks that cannot hold them), this file
 //! (`Store`: limits, head, flush, retention, queries).
 
+mod inspect;
 mod segment;
 mod tokens;
 mod wal;
+
+pub use inspect::{inspect, Report, SegmentInfo};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

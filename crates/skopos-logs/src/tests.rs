@@ -355,3 +355,34 @@ fn regex_hints_narrow_what_is_read_from_segments_and_head() {
     // A pattern the store cannot compile narrows nothing.
     assert_eq!(run(sel(&["(unclosed"], &[])).len(), 4);
 }
+
+#[test]
+fn inspect_reads_segments_and_wal_without_changing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let line = "GET /index.html 200 ".repeat(10);
+    let lines: Vec<(i64, &str)> = (0..1000)
+        .map(|i| (1_700_000_000_000_000_000 + i, line.as_str()))
+        .collect();
+    store.append(batch("a", &lines)).unwrap();
+    store.flush().unwrap();
+    store.append(batch("b", &[(5, "in the WAL")])).unwrap();
+    let before = dir_bytes(dir.path());
+    let r = crate::inspect(dir.path()).unwrap();
+    assert_eq!(dir_bytes(dir.path()), before);
+    assert_eq!(r.segments.len(), 1);
+    let s = &r.segments[0];
+    assert_eq!((s.streams, s.entries), (1, 1000));
+    assert_eq!(s.line_bytes, 1000 * line.len() as u64);
+    assert!(
+        s.file_bytes < s.line_bytes / 10,
+        "{} of {}",
+        s.file_bytes,
+        s.line_bytes
+    );
+    assert_eq!(r.streams, 1);
+    assert!(r.wal_bytes > 0);
+    let text = r.to_string();
+    assert!(text.contains("2023-11-14T22:13:20Z"), "{text}");
+    assert!(text.contains("1 segments, 1 streams"), "{text}");
+}

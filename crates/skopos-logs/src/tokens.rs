@@ -137,6 +137,11 @@ impl Index {
         })
     }
 
+    /// Distinct tokens.
+    pub(crate) fn len(&self) -> usize {
+        self.starts.len()
+    }
+
     /// Bytes held in memory.
     pub(crate) fn bytes(&self) -> usize {
         self.dict.len() + 4 * (self.starts.len() + self.offsets.len() + self.blocks.len())

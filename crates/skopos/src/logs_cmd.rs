@@ -8,6 +8,43 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::bail;
 use serde_json::Value;
 
+/// `skopos logs inspect`: the log store's segments and WAL, read-only.
+pub fn inspect(data_dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
+    let dir = data_dir.join("logs");
+    if !dir.is_dir() {
+        bail!(
+            "{} holds no log store (no logs/ directory)",
+            data_dir.display()
+        );
+    }
+    let r = skopos_logs::inspect(&dir)
+        .map_err(|e| anyhow::anyhow!("inspecting {}: {e}", dir.display()))?;
+    match output {
+        "text" => print!("{r}"),
+        "json" => {
+            let segments: Vec<Value> = r
+                .segments
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "file": s.file, "streams": s.streams, "blocks": s.blocks,
+                        "entries": s.entries, "lineBytes": s.line_bytes,
+                        "fileBytes": s.file_bytes, "minTime": s.min_ts,
+                        "maxTime": s.max_ts, "tokens": s.tokens,
+                    })
+                })
+                .collect();
+            let v = serde_json::json!({
+                "segments": segments, "streams": r.streams, "ratio": r.ratio(),
+                "walFiles": r.wal_files, "walBytes": r.wal_bytes,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        other => bail!("-o: {other:?} is not one of text, json"),
+    }
+    Ok(())
+}
+
 pub struct LogsQueryArgs {
     pub expr: String,
     pub url: String,

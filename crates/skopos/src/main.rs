@@ -78,6 +78,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LogsCommand {
+    /// Summarise the log store on disk: segments, streams, entries, bytes,
+    /// compression ratio (read-only; safe beside a running server).
+    Inspect {
+        #[arg(long, default_value = "./skopos-data")]
+        data_dir: PathBuf,
+        /// Output format: text or json.
+        #[arg(short = 'o', long, default_value = "text")]
+        output: String,
+    },
     /// Run a LogQL query (log lines, or a metric query's table).
     Query {
         /// The LogQL expression, e.g. '{app="web"} |= "error"'.
@@ -215,6 +224,9 @@ fn main() -> std::process::ExitCode {
                 token,
             })
         }),
+        Command::Logs {
+            command: LogsCommand::Inspect { data_dir, output },
+        } => logs_cmd::inspect(&data_dir, &output),
         Command::Logs {
             command:
                 LogsCommand::Query {

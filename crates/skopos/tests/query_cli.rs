@@ -181,4 +181,30 @@ async fn logs_query_prints_lines_tables_and_errors() {
         err.contains("bad_data") && err.contains("parse error"),
         "{err}"
     );
+
+    // `logs inspect` reads the store beside the running server: the lines
+    // are still in the WAL (no segment yet).
+    let data = tmp.path().join("data");
+    let out = skopos(&[
+        "logs",
+        "inspect",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["segments"], serde_json::json!([]));
+    assert!(v["walBytes"].as_u64().unwrap() > 0, "{v}");
+    let out = skopos(&[
+        "logs",
+        "inspect",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("holds no log store"));
 }
