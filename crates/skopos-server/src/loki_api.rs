@@ -128,13 +128,12 @@ fn parse_ns(name: &str, v: &str) -> Result<i64, ApiError> {
 /// `[start, end)` in ns from Loki's `start`/`end`/`since` parameters
 /// (default: the last hour).
 fn range(p: &Params) -> Result<(i64, i64), ApiError> {
-    let parse = parse_ns;
     let end = match p.get("end") {
-        Some(v) if !v.is_empty() => parse("end", v)?,
+        Some(v) if !v.is_empty() => parse_ns("end", v)?,
         _ => now_ns(),
     };
     let start = match (p.get("start"), p.get("since")) {
-        (Some(v), _) if !v.is_empty() => parse("start", v)?,
+        (Some(v), _) if !v.is_empty() => parse_ns("start", v)?,
         (_, Some(s)) if !s.is_empty() => {
             let d = crate::query_api::parse_duration_param("since", s)?;
             end.saturating_sub(d.saturating_mul(1_000_000))
@@ -271,14 +270,7 @@ fn limit_and_direction(p: &Params) -> Result<(usize, skopos_model::Direction), A
 }
 
 fn logql_error(e: skopos_logql::QueryError) -> ApiError {
-    let status = match e.error_type() {
-        "bad_data" => StatusCode::BAD_REQUEST,
-        "execution" => StatusCode::UNPROCESSABLE_ENTITY,
-        "timeout" => StatusCode::SERVICE_UNAVAILABLE,
-        "canceled" => StatusCode::from_u16(499).expect("valid status"),
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, e.error_type(), e.to_string())
+    crate::query_api::engine_error(e.error_type(), e.to_string())
 }
 
 /// Cancels the query when dropped: the client went away or the handler ended.
@@ -396,6 +388,14 @@ pub fn loki_body(v: &skopos_logql::Value, exec_secs: f64) -> String {
     .to_string()
 }
 
+/// The non-empty `query` parameter.
+fn required_query(p: &Params) -> Result<String, ApiError> {
+    p.get("query")
+        .filter(|q| !q.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_data("missing parameter \"query\""))
+}
+
 /// `GET|POST /loki/api/v1/query_range`.
 pub async fn query_range(
     State(st): State<Arc<AppState>>,
@@ -405,11 +405,7 @@ pub async fn query_range(
     body: Body,
 ) -> Result<Response, ApiError> {
     let p = Params::collect(&method, &headers, q, body).await?;
-    let expr = p
-        .get("query")
-        .filter(|q| !q.is_empty())
-        .ok_or_else(|| ApiError::bad_data("missing parameter \"query\""))?
-        .to_string();
+    let expr = required_query(&p)?;
     let w = window(&p)?;
     let (limit, direction) = limit_and_direction(&p)?;
     run_logql(&st, move |e, q, c| {
@@ -427,11 +423,7 @@ pub async fn query(
     body: Body,
 ) -> Result<Response, ApiError> {
     let p = Params::collect(&method, &headers, q, body).await?;
-    let expr = p
-        .get("query")
-        .filter(|q| !q.is_empty())
-        .ok_or_else(|| ApiError::bad_data("missing parameter \"query\""))?
-        .to_string();
+    let expr = required_query(&p)?;
     let time = match p.get("time") {
         Some(t) if !t.is_empty() => parse_ns("time", t)?,
         _ => now_ns(),

@@ -127,33 +127,49 @@ fn success(enc: Encoding, partial: Option<ExportMetricsPartialSuccess>) -> Respo
     }
 }
 
+/// The encoding and decoded request of an OTLP/HTTP export, or the error
+/// response (counted as rejected under `proto`).
+async fn read_request<T>(
+    st: &AppState,
+    proto: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+    decode: fn(&[u8], Encoding) -> Result<T, skopos_ingest::DecodeError>,
+) -> Result<(Encoding, T), Box<Response>> {
+    let enc = encoding(headers).map_err(|msg| {
+        st.metrics.rejected(proto, "content_type", 1);
+        Box::new((StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response())
+    })?;
+    let raw = crate::body::read_body(headers, body, st.max_body_bytes)
+        .await
+        .map_err(|e| {
+            st.metrics.rejected(proto, "body", 1);
+            Box::new(status_response(e.status, enc, INVALID_ARGUMENT, e.message))
+        })?;
+    let req = decode(&raw, enc).map_err(|e| {
+        st.metrics.rejected(proto, "malformed", 1);
+        Box::new(status_response(
+            StatusCode::BAD_REQUEST,
+            enc,
+            INVALID_ARGUMENT,
+            e.to_string(),
+        ))
+    })?;
+    Ok((enc, req))
+}
+
 pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    const PROTO: &str = "otlp";
-    let enc = match encoding(&headers) {
-        Ok(e) => e,
-        Err(msg) => {
-            st.metrics.rejected(PROTO, "content_type", 1);
-            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
-        }
-    };
-    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            st.metrics.rejected(PROTO, "body", 1);
-            return status_response(e.status, enc, INVALID_ARGUMENT, e.message);
-        }
-    };
-    let req = match skopos_ingest::otlp::decode_metrics_request(&raw, enc) {
-        Ok(r) => r,
-        Err(e) => {
-            st.metrics.rejected(PROTO, "malformed", 1);
-            return status_response(
-                StatusCode::BAD_REQUEST,
-                enc,
-                INVALID_ARGUMENT,
-                e.to_string(),
-            );
-        }
+    let (enc, req) = match read_request(
+        &st,
+        "otlp",
+        &headers,
+        body,
+        skopos_ingest::otlp::decode_metrics_request,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(resp) => return *resp,
     };
     match export(&st, &req).await {
         Ok(partial) => success(enc, partial),
@@ -212,32 +228,17 @@ const RESOURCE_EXHAUSTED: i32 = 8;
 
 /// `POST /v1/logs` (also `/otlp/v1/logs`, Loki's path).
 pub async fn logs(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    const PROTO: &str = "otlp_logs";
-    let enc = match encoding(&headers) {
-        Ok(e) => e,
-        Err(msg) => {
-            st.metrics.rejected(PROTO, "content_type", 1);
-            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
-        }
-    };
-    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            st.metrics.rejected(PROTO, "body", 1);
-            return status_response(e.status, enc, INVALID_ARGUMENT, e.message);
-        }
-    };
-    let req = match skopos_ingest::otlp_logs::decode_logs_request(&raw, enc) {
-        Ok(r) => r,
-        Err(e) => {
-            st.metrics.rejected(PROTO, "malformed", 1);
-            return status_response(
-                StatusCode::BAD_REQUEST,
-                enc,
-                INVALID_ARGUMENT,
-                e.to_string(),
-            );
-        }
+    let (enc, req) = match read_request(
+        &st,
+        "otlp_logs",
+        &headers,
+        body,
+        skopos_ingest::otlp_logs::decode_logs_request,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(resp) => return *resp,
     };
     match export_logs(&st, &req).await {
         Ok(partial) => match enc {

@@ -181,14 +181,20 @@ pub fn success_body(v: &Value) -> String {
 }
 
 fn query_error(e: QueryError) -> ApiError {
-    let status = match e.error_type() {
+    engine_error(e.error_type(), e.to_string())
+}
+
+/// A query engine's failure (PromQL or LogQL) with the status code its
+/// Prometheus-style `errorType` calls for.
+pub fn engine_error(error_type: &'static str, message: String) -> ApiError {
+    let status = match error_type {
         "bad_data" => StatusCode::BAD_REQUEST,
         "execution" => StatusCode::UNPROCESSABLE_ENTITY,
         "timeout" => StatusCode::SERVICE_UNAVAILABLE,
         "canceled" => StatusCode::from_u16(499).expect("valid status"),
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    ApiError::new(status, e.error_type(), e.to_string())
+    ApiError::new(status, error_type, message)
 }
 
 fn timeout(p: &Params, default: Duration) -> Result<Duration, ApiError> {
