@@ -69,6 +69,8 @@ enum Command {
         #[command(subcommand)]
         command: LogsCommand,
     },
+    /// Ship logs from files and Docker containers to a server (Loki push).
+    Agent(Box<skopos_agent::AgentArgs>),
     /// Work with the metrics store on disk.
     Tsdb {
         #[command(subcommand)]
@@ -253,6 +255,9 @@ fn main() -> std::process::ExitCode {
                 token,
             })
         }),
+        Command::Agent(args) => {
+            init_logging(cli.log_format.as_deref().unwrap_or("text")).and_then(|_| run_agent(*args))
+        }
         Command::Tsdb { command } => init_logging(cli.log_format.as_deref().unwrap_or("text"))
             .and_then(|_| match command {
                 TsdbCommand::Inspect { data_dir, output } => tsdb_cmd::inspect(&data_dir, &output),
@@ -302,6 +307,16 @@ fn run_server(flags: &config::ServerFlags) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
         handle.shutdown().await
+    })
+}
+
+fn run_agent(args: skopos_agent::AgentArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = shutdown_signal();
+        skopos_agent::run(args, shutdown).await
     })
 }
 
