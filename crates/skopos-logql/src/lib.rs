@@ -178,6 +178,19 @@ pub fn pushdown_contains(log: &LogExpr) -> Vec<String> {
     pipeline::pushdown_contains(&log.stages)
 }
 
+/// Runs a log query's pipeline over one entry of `stream` (live tailing,
+/// deletes): the entry's labels and line after the pipeline, or `None` when
+/// the pipeline drops it. The stream selector is not checked here.
+pub fn process_entry(
+    log: &LogExpr,
+    stream: &Labels,
+    entry: &skopos_model::LogEntry,
+) -> Option<(Labels, String)> {
+    let mut lbs = pipeline::EntryLabels::new(stream, &entry.metadata);
+    let line = pipeline::run_stages(&log.stages, entry.ts, &entry.line, &mut lbs)?;
+    Some((lbs.result(), line))
+}
+
 /// The LogQL engine: stateless apart from its options.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {

@@ -56,6 +56,12 @@ pub enum LogsError {
     /// An earlier WAL write failed; appends are refused until a restart.
     #[error("the log WAL failed earlier; refusing appends until restart")]
     Failed,
+    /// Another process (or `Store`) has the directory open.
+    #[error("{path}: the log store is in use by another process: {source}")]
+    Locked {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl LogsError {
@@ -221,13 +227,47 @@ pub struct SegmentStats {
     pub max_ts: i64,
 }
 
+/// What [`Store::delete`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub entries: u64,
+    /// Segments written again without the deleted lines.
+    pub segments_rewritten: usize,
+    /// Segments left empty, and so removed.
+    pub segments_removed: usize,
+    /// Segment bytes on disk before minus after.
+    pub bytes_freed: i64,
+}
+
+/// Takes an exclusive `flock` on `dir/lock`, held while the file is open.
+fn lock_dir(dir: &Path) -> Result<File, LogsError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogsError::io(&path, e))?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(LogsError::Locked {
+            path,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(f)
+}
+
 /// The log store of one data directory.
 pub struct Store {
     dir: PathBuf,
+    _lock: File,
     opts: Options,
     wal: Mutex<WalState>,
     parts: RwLock<Parts>,
-    /// One flush at a time.
+    /// One flush, retention pass or delete at a time.
     flush: Mutex<()>,
     next_segment: Mutex<u64>,
     blocks_read: AtomicU64,
@@ -242,6 +282,7 @@ impl Store {
         for d in [dir, &wal_dir, &seg_dir] {
             std::fs::create_dir_all(d).map_err(|e| LogsError::io(d, e))?;
         }
+        let lock = lock_dir(dir)?;
         let mut segments = Vec::new();
         let mut next = 1u64;
         let mut covered = 0u64;
@@ -285,6 +326,7 @@ impl Store {
         let file = wal::create_segment(&wal_dir, seg)?;
         Ok(Store {
             dir: dir.to_path_buf(),
+            _lock: lock,
             opts,
             wal: Mutex::new(WalState {
                 dir: wal_dir,
@@ -301,6 +343,11 @@ impl Store {
             next_segment: Mutex::new(next),
             blocks_read: AtomicU64::new(0),
         })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn options(&self) -> &Options {
@@ -390,6 +437,10 @@ impl Store {
     /// Writes the head to a segment and drops the WAL it covers.
     pub fn flush(&self) -> Result<(), LogsError> {
         let _one = self.flush.lock();
+        self.flush_locked()
+    }
+
+    fn flush_locked(&self) -> Result<(), LogsError> {
         let (head, upto) = {
             let mut w = self.wal.lock();
             let mut parts = self.parts.write();
@@ -449,6 +500,7 @@ impl Store {
     /// Deletes segments past the retention time (`now_ns`) or size; returns
     /// how many were deleted.
     pub fn apply_retention(&self, now_ns: i64) -> Result<usize, LogsError> {
+        let _one = self.flush.lock();
         let mut doomed = Vec::new();
         {
             let mut parts = self.parts.write();
@@ -475,6 +527,83 @@ impl Store {
             std::fs::remove_file(&s.path).map_err(|e| LogsError::io(&s.path, e))?;
         }
         Ok(doomed.len())
+    }
+
+    /// Deletes the lines of the streams matching `matchers` in
+    /// `[start, end)` for which `doomed` holds, for good: the head is
+    /// flushed first (so the WAL that holds its lines is gone), then every
+    /// segment holding such a line is written again without it and put in
+    /// place of the old one by a rename, so a crash leaves either the old
+    /// segment or the new one, never a mix. A segment left empty is
+    /// removed. Lines appended while the delete runs are not touched.
+    pub fn delete(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        doomed: &dyn Fn(&LogEntry) -> bool,
+    ) -> Result<Deleted, LogsError> {
+        let _one = self.flush.lock();
+        self.flush_locked()?;
+        let matches = |l: &Labels| matchers.iter().all(|m| m.matches_labels(l));
+        let segments = self.parts.read().segments.clone();
+        let mut out = Deleted::default();
+        for seg in segments {
+            let hit = seg.max_ts >= start
+                && seg.min_ts < end
+                && seg.streams.iter().any(|s| {
+                    matches(&s.labels)
+                        && s.blocks.iter().any(|b| b.max_ts >= start && b.min_ts < end)
+                });
+            if !hit {
+                continue;
+            }
+            let mut kept: Vec<(Labels, Vec<LogEntry>)> = Vec::with_capacity(seg.streams.len());
+            let mut removed = 0u64;
+            for s in &seg.streams {
+                let mut entries = Vec::new();
+                for b in &s.blocks {
+                    entries.extend(seg.read_block(b, &|_, _| true)?);
+                }
+                if matches(&s.labels) {
+                    let before = entries.len();
+                    entries.retain(|e| !(e.ts >= start && e.ts < end && doomed(e)));
+                    removed += (before - entries.len()) as u64;
+                }
+                if !entries.is_empty() {
+                    kept.push((s.labels.clone(), entries));
+                }
+            }
+            if removed == 0 {
+                continue;
+            }
+            out.entries += removed;
+            let replacement = if kept.is_empty() {
+                std::fs::remove_file(&seg.path).map_err(|e| LogsError::io(&seg.path, e))?;
+                crate::wal::sync_dir(&self.dir.join("segments"))?;
+                out.segments_removed += 1;
+                out.bytes_freed += seg.file_bytes as i64;
+                None
+            } else {
+                let streams: Vec<(&Labels, &[LogEntry])> =
+                    kept.iter().map(|(l, e)| (l, e.as_slice())).collect();
+                let name = seg
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let new =
+                    segment::write(&self.dir.join("segments"), &name, seg.wal_upto, &streams)?;
+                out.segments_rewritten += 1;
+                out.bytes_freed += seg.file_bytes as i64 - new.file_bytes as i64;
+                Some(Arc::new(new))
+            };
+            let mut parts = self.parts.write();
+            parts.segments.retain(|s| !Arc::ptr_eq(s, &seg));
+            parts.segments.extend(replacement);
+            parts.segments.sort_by_key(|s| s.min_ts);
+        }
+        Ok(out)
     }
 
     /// Figures for `skopos logs inspect`.

@@ -386,3 +386,69 @@ fn inspect_reads_segments_and_wal_without_changing_them() {
     assert!(text.contains("2023-11-14T22:13:20Z"), "{text}");
     assert!(text.contains("1 segments, 1 streams"), "{text}");
 }
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let err = Store::open(dir.path(), opts())
+        .err()
+        .expect("second open must fail");
+    assert!(matches!(err, LogsError::Locked { .. }), "{err}");
+    drop(store);
+    Store::open(dir.path(), opts()).unwrap();
+}
+
+#[test]
+fn delete_removes_matching_lines_for_good_and_frees_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<(i64, String)> = (0..20_000)
+        .map(|i| (i, format!("request {i} secret={:08x} done", i * 7919)))
+        .collect();
+    let lines: Vec<(i64, &str)> = big.iter().map(|(t, l)| (*t, l.as_str())).collect();
+    {
+        let store = Store::open(dir.path(), opts()).unwrap();
+        store.append(batch("a", &lines)).unwrap();
+        store.append(batch("b", &[(5, "bee secret")])).unwrap();
+        store.flush().unwrap();
+        // Still in the head and the WAL when the delete comes.
+        store
+            .append(batch("a", &[(30_000, "late secret")]))
+            .unwrap();
+        store.append(batch("c", &[(1, "only c")])).unwrap();
+        let before = dir_bytes(&dir.path().join("segments"));
+        let a = [Matcher::equal("app", "a")];
+        // Nothing matches: nothing is rewritten.
+        let none = store
+            .delete(&a, 0, i64::MAX, &|e| e.line.contains("absent"))
+            .unwrap();
+        assert_eq!(none.entries, 0);
+        assert_eq!(none.segments_rewritten, 0);
+        let got = store
+            .delete(&a, 10_000, i64::MAX, &|e| e.line.contains("secret"))
+            .unwrap();
+        assert_eq!(got.entries, 10_001);
+        assert!(got.bytes_freed > 0, "{got:?}");
+        assert!(dir_bytes(&dir.path().join("segments")) < before);
+        let left = all(&store, "a");
+        assert_eq!(left.len(), 10_000);
+        assert!(left.iter().all(|(t, _)| *t < 10_000));
+        // Other streams and the lines outside the range are untouched.
+        assert_eq!(all(&store, "b"), vec![(5, "bee secret".to_string())]);
+        assert_eq!(all(&store, "c"), vec![(1, "only c".to_string())]);
+        // A stream deleted whole leaves no segment behind for it.
+        let gone = store
+            .delete(&[Matcher::equal("app", "c")], 0, i64::MAX, &|_| true)
+            .unwrap();
+        assert_eq!(gone.entries, 1);
+        assert!(all(&store, "c").is_empty());
+    }
+    // Nothing comes back from the WAL or an old segment after a restart.
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let left = all(&store, "a");
+    assert_eq!(left.len(), 10_000);
+    assert_eq!(left[9_999], big[9_999]);
+    assert!(all(&store, "c").is_empty());
+    assert_eq!(all(&store, "b").len(), 1);
+    assert!(select(&store, "a", 0, i64::MAX, &["late"]).is_empty());
+}

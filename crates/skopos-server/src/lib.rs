@@ -18,6 +18,7 @@ mod query_api;
 mod remote_write;
 mod selfmon;
 mod server;
+mod tail;
 
 pub use api::parse_selector;
 pub use selfmon::SelfMetrics;

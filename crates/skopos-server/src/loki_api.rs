@@ -22,7 +22,7 @@ use crate::server::AppState;
 
 const PROTO: &str = "loki_push";
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -80,8 +80,7 @@ pub async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
 
 /// Appends off the runtime; answers 204, or the status the error calls for.
 async fn store(st: &AppState, proto: &'static str, batch: LogBatch) -> Response {
-    let logs = st.logs.clone();
-    match tokio::task::spawn_blocking(move || logs.append(batch)).await {
+    match st.append_logs(batch).await {
         Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(LogsError::Limit(msg))) => {
             st.metrics.rejected(proto, "limit", 1);
@@ -127,7 +126,7 @@ fn parse_ns(name: &str, v: &str) -> Result<i64, ApiError> {
 
 /// `[start, end)` in ns from Loki's `start`/`end`/`since` parameters
 /// (default: the last hour).
-fn range(p: &Params) -> Result<(i64, i64), ApiError> {
+pub(crate) fn range(p: &Params) -> Result<(i64, i64), ApiError> {
     let end = match p.get("end") {
         Some(v) if !v.is_empty() => parse_ns("end", v)?,
         _ => now_ns(),
@@ -250,7 +249,9 @@ fn window(p: &Params) -> Result<QueryWindow, ApiError> {
     Ok(QueryWindow { start, end, step })
 }
 
-fn limit_and_direction(p: &Params) -> Result<(usize, skopos_model::Direction), ApiError> {
+pub(crate) fn limit_and_direction(
+    p: &Params,
+) -> Result<(usize, skopos_model::Direction), ApiError> {
     let limit = match p.get("limit") {
         Some(s) if !s.is_empty() => s.parse::<usize>().map_err(|_| {
             ApiError::bad_data(format!("invalid limit {s:?}: want a positive integer"))
@@ -269,7 +270,7 @@ fn limit_and_direction(p: &Params) -> Result<(usize, skopos_model::Direction), A
     Ok((limit, direction))
 }
 
-fn logql_error(e: skopos_logql::QueryError) -> ApiError {
+pub(crate) fn logql_error(e: skopos_logql::QueryError) -> ApiError {
     crate::query_api::engine_error(e.error_type(), e.to_string())
 }
 
@@ -280,6 +281,15 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
     }
+}
+
+/// The LogQL engine with the server's query limits.
+pub(crate) fn engine(st: &AppState) -> skopos_logql::Engine {
+    skopos_logql::Engine::new(skopos_logql::EngineOptions {
+        timeout: st.query.opts.timeout,
+        max_samples: st.query.opts.max_samples,
+        ..skopos_logql::EngineOptions::default()
+    })
 }
 
 async fn run_logql(
@@ -301,11 +311,7 @@ async fn run_logql(
     })?;
     let token = skopos_logql::CancelToken::new();
     let guard = CancelOnDrop(token.clone());
-    let engine = skopos_logql::Engine::new(skopos_logql::EngineOptions {
-        timeout: st.query.opts.timeout,
-        max_samples: st.query.opts.max_samples,
-        ..skopos_logql::EngineOptions::default()
-    });
+    let engine = engine(st);
     let logs = st.logs.clone();
     let began = std::time::Instant::now();
     let value = tokio::task::spawn_blocking(move || run(&engine, logs.as_ref(), &token))
@@ -389,7 +395,7 @@ pub fn loki_body(v: &skopos_logql::Value, exec_secs: f64) -> String {
 }
 
 /// The non-empty `query` parameter.
-fn required_query(p: &Params) -> Result<String, ApiError> {
+pub(crate) fn required_query(p: &Params) -> Result<String, ApiError> {
     p.get("query")
         .filter(|q| !q.is_empty())
         .map(str::to_string)
@@ -494,4 +500,115 @@ pub async fn index_stats(
         "bytes": s.bytes,
     }))
     .into_response())
+}
+
+/// Where processed delete requests are recorded, one JSON object a line.
+const DELETE_LOG: &str = "delete_requests.jsonl";
+
+/// `POST /loki/api/v1/delete?query=...&start=...&end=...`: deletes for good
+/// the lines a selector (with optional line filters) picks in `[start,
+/// end)`. Loki queues such requests for its compactor; here the delete is
+/// done before the answer (204), and recorded for `GET`.
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    let expr = required_query(&p)?;
+    let log = match skopos_logql::parse(&expr).map_err(logql_error)? {
+        skopos_logql::Expr::Log(log) => log,
+        _ => return Err(ApiError::bad_data(
+            "a delete query is a stream selector with optional line filters, not a metric query",
+        )),
+    };
+    if !log
+        .stages
+        .iter()
+        .all(|s| matches!(s, skopos_logql::Stage::LineFilter(_)))
+    {
+        return Err(ApiError::bad_data(
+            "a delete query may hold only line filters (|=, !=, |~, !~) after its selector",
+        ));
+    }
+    let start = match p.get("start") {
+        Some(v) if !v.is_empty() => parse_ns("start", v)?,
+        _ => return Err(ApiError::bad_data("missing parameter \"start\"")),
+    };
+    let end = match p.get("end") {
+        Some(v) if !v.is_empty() => parse_ns("end", v)?,
+        _ => now_ns(),
+    };
+    if end < start {
+        return Err(ApiError::bad_data("end must not be before start"));
+    }
+    let logs = st.logs.clone();
+    let created = now_ns();
+    let report = tokio::task::spawn_blocking(move || {
+        let doomed = |e: &skopos_model::LogEntry| {
+            log.stages.iter().all(|s| match s {
+                skopos_logql::Stage::LineFilter(f) => f.matches(&e.line),
+                _ => true,
+            })
+        };
+        // `end` is inclusive in Loki's delete API.
+        let deleted = logs.delete(&log.matchers, start, end.saturating_add(1), &doomed)?;
+        let record = json!({
+            "request_id": format!("{created:x}"),
+            "query": expr,
+            "start_time": start as f64 / 1e9,
+            "end_time": end as f64 / 1e9,
+            "created_at": created as f64 / 1e9,
+            "status": "processed",
+            "deleted_lines": deleted.entries,
+            "bytes_freed": deleted.bytes_freed,
+        });
+        let path = logs.dir().join(DELETE_LOG);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| LogsError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+        std::io::Write::write_all(&mut f, format!("{record}\n").as_bytes())
+            .map_err(|e| LogsError::Io { path, source: e })?;
+        Ok::<_, LogsError>(deleted)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    tracing::info!(
+        lines = report.entries,
+        segments_rewritten = report.segments_rewritten,
+        segments_removed = report.segments_removed,
+        bytes_freed = report.bytes_freed,
+        "log lines deleted"
+    );
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /loki/api/v1/delete`: the delete requests processed so far.
+pub async fn delete_requests(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let path = st.logs.dir().join(DELETE_LOG);
+    let text = match tokio::fs::read_to_string(&path).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("{}: {e}", path.display()),
+            ))
+        }
+    };
+    // A line torn by a crash is skipped, not an error.
+    let requests: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Ok(axum::Json(requests).into_response())
 }

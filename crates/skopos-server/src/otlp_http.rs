@@ -206,9 +206,8 @@ pub async fn export_logs(
         st.metrics
             .rejected("otlp_logs", "malformed", t.rejected_records as usize);
     }
-    let logs = st.logs.clone();
-    let batch = t.batch;
-    let stored = tokio::task::spawn_blocking(move || logs.append(batch))
+    let stored = st
+        .append_logs(t.batch)
         .await
         .map_err(|e| LogsExportError::Unavailable(e.to_string()))?;
     match stored {

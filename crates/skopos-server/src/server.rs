@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use skopos_ingest::otlp::{Translator, TranslatorOptions};
 use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
-use skopos_model::{AppendError, AppendOutcome, SampleSink, WriteBatch};
+use skopos_model::{AppendError, AppendOutcome, LogBatch, SampleSink, WriteBatch};
 use skopos_tsdb::Db;
 use tokio::task::JoinHandle;
 
@@ -118,6 +118,11 @@ pub struct AppState {
     pub auth_token: Option<String>,
     pub query: QueryState,
     pub metadata: crate::metadata::MetadataStore,
+    /// Open `/loki/api/v1/tail` sockets, offered every stored log batch.
+    pub tail: Arc<crate::tail::TailHub>,
+    /// Set to true when the server begins shutting down, so long-lived
+    /// connections (tails) close instead of holding the shutdown up.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the query handlers share: engine limits and the concurrency gate.
@@ -135,6 +140,21 @@ pub enum StoreError {
 }
 
 impl AppState {
+    /// Appends a log batch off the async runtime, then offers it to the
+    /// open tails.
+    pub async fn append_logs(
+        &self,
+        batch: LogBatch,
+    ) -> Result<Result<skopos_logs::Appended, skopos_logs::LogsError>, tokio::task::JoinError> {
+        let copy = self.tail.active().then(|| batch.clone());
+        let logs = self.logs.clone();
+        let result = tokio::task::spawn_blocking(move || logs.append(batch)).await?;
+        if let (Ok(_), Some(batch)) = (&result, copy) {
+            self.tail.publish(&batch);
+        }
+        Ok(result)
+    }
+
     /// Appends a batch off the async runtime and counts the outcome.
     pub async fn store(
         &self,
@@ -263,6 +283,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
             )),
         },
         metadata: crate::metadata::MetadataStore::default(),
+        tail: Arc::default(),
+        closing: tokio::sync::watch::Sender::new(false),
     });
 
     let main_listener = bind(config.listen, "--listen")?;
@@ -456,6 +478,7 @@ impl ServerHandle {
     /// stops scraping (writing staleness markers), then closes the TSDB,
     /// which flushes and fsyncs the WAL.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.closing.send_replace(true);
         for (h, _) in &self.http {
             h.graceful_shutdown(Some(Duration::from_secs(10)));
         }
@@ -509,6 +532,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/write", post(crate::remote_write::write))
         .route("/loki/api/v1/push", post(crate::loki_api::push))
         .route("/api/v1/logs/ndjson", post(crate::loki_api::ndjson))
+        .route("/loki/api/v1/tail", get(crate::tail::tail))
+        .route(
+            "/loki/api/v1/delete",
+            post(crate::loki_api::delete).get(crate::loki_api::delete_requests),
+        )
         .route(
             "/loki/api/v1/query_range",
             get(crate::loki_api::query_range).post(crate::loki_api::query_range),

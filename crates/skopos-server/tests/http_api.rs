@@ -972,3 +972,276 @@ async fn loki_push_stores_json_and_protobuf_and_refuses_bad_bodies() {
     assert_eq!(log_lines(&h, "api"), want);
     h.shutdown().await.unwrap();
 }
+
+/// Percent-encodes everything but ASCII letters and digits.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn loki_json(app: &str, lines: &[(i64, &str)]) -> Vec<u8> {
+    let values: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|(t, l)| serde_json::json!([t.to_string(), l]))
+        .collect();
+    serde_json::json!({"streams": [{"stream": {"app": app}, "values": values}]})
+        .to_string()
+        .into_bytes()
+}
+
+/// The next text message of a tail, parsed; fails after 10 s.
+async fn next_tail_message<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("no tail message within 10 s")
+            .expect("tail socket ended")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// `(labels, ts, line)` of every entry of a tail message or query result.
+fn tail_entries(streams: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for s in streams.as_array().unwrap() {
+        for v in s["values"].as_array().unwrap() {
+            out.push((
+                s["stream"].to_string(),
+                v[0].as_str().unwrap().to_string(),
+                v[1].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn loki_tail_sends_stored_lines_then_new_ones_through_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |_| {}).await;
+    let addr = h.listen;
+    let now = now_ms() * 1_000_000;
+    let (code, msg) = post(
+        addr,
+        "/loki/api/v1/push",
+        "application/json",
+        loki_json(
+            "web",
+            &[
+                (now - 3_000, "level=error msg=\"disk full\""),
+                (now - 2_000, "level=info msg=ok"),
+            ],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 204, "{msg}");
+
+    // Bad requests are refused before any upgrade, with a message.
+    let query = r#"{app="web"} | logfmt | level="error" | line_format "{{.msg}}""#;
+    let plain = reqwest::get(format!(
+        "http://{addr}/loki/api/v1/tail?query={}",
+        enc(query)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(plain.status().as_u16(), 400);
+    assert!(plain.text().await.unwrap().contains("WebSocket"));
+    for (q, needle) in [
+        (r#"count_over_time({app="web"}[1m])"#, "log query"),
+        (r#"{app="web""#, "parse"),
+    ] {
+        let r = reqwest::get(format!("http://{addr}/loki/api/v1/tail?query={}", enc(q)))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{q}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(needle), "{q}: {body}");
+    }
+    let r = reqwest::get(format!(
+        "http://{addr}/loki/api/v1/tail?query={}&delay_for=9",
+        enc(query)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    let url = format!(
+        "ws://{addr}/loki/api/v1/tail?query={}&start={}",
+        enc(query),
+        now - 60_000_000_000
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // First the stored line the pipeline keeps, rewritten by line_format.
+    let first = next_tail_message(&mut ws).await;
+    let got = tail_entries(&first["streams"]);
+    assert_eq!(got.len(), 1, "{first}");
+    assert_eq!(got[0].2, "disk full");
+    assert_eq!(got[0].1, (now - 3_000).to_string());
+    assert!(got[0].0.contains(r#""level":"error""#), "{}", got[0].0);
+
+    // Then new lines as they are stored: another stream and filtered lines
+    // are not sent.
+    for (app, lines) in [
+        ("db", vec![(now - 500, "level=error msg=\"db down\"")]),
+        (
+            "web",
+            vec![
+                (now - 400, "level=info msg=fine"),
+                (now - 300, "level=error msg=\"oom\""),
+            ],
+        ),
+    ] {
+        let (code, msg) = post(
+            addr,
+            "/loki/api/v1/push",
+            "application/json",
+            loki_json(app, &lines),
+            &[],
+        )
+        .await;
+        assert_eq!(code, 204, "{msg}");
+    }
+    let live = next_tail_message(&mut ws).await;
+    let got = tail_entries(&live["streams"]);
+    assert_eq!(got.len(), 1, "{live}");
+    assert_eq!(got[0].2, "oom");
+    assert_eq!(got[0].1, (now - 300).to_string());
+
+    // Shutting down closes the tail instead of waiting for it.
+    let began = std::time::Instant::now();
+    h.shutdown().await.unwrap();
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown waited {:?} for the tail",
+        began.elapsed()
+    );
+    use futures_util::StreamExt;
+    let mut closed = false;
+    while let Ok(Some(m)) = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await
+    {
+        match m {
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(closed, "the tail was not closed at shutdown");
+}
+
+#[tokio::test]
+async fn loki_delete_removes_lines_for_good_and_refuses_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms() * 1_000_000;
+    let query_all = |addr: SocketAddr| async move {
+        let r = reqwest::get(format!(
+            "http://{addr}/loki/api/v1/query_range?query={}&start={}&end={}&limit=1000&direction=forward",
+            enc(r#"{app=~".+"}"#),
+            now - 60_000_000_000,
+            now + 1
+        ))
+        .await
+        .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        let mut lines: Vec<String> = tail_entries(&v["data"]["result"])
+            .into_iter()
+            .map(|(_, _, l)| l)
+            .collect();
+        lines.sort();
+        lines
+    };
+    {
+        let h = start(dir.path(), |_| {}).await;
+        let addr = h.listen;
+        for (app, lines) in [
+            (
+                "web",
+                vec![
+                    (now - 5_000, "GET /a token=s3cret"),
+                    (now - 4_000, "GET /b"),
+                ],
+            ),
+            ("db", vec![(now - 3_000, "query token=s3cret")]),
+        ] {
+            let (code, msg) = post(
+                addr,
+                "/loki/api/v1/push",
+                "application/json",
+                loki_json(app, &lines),
+                &[],
+            )
+            .await;
+            assert_eq!(code, 204, "{msg}");
+        }
+        let delete = |q: &str, range: String| {
+            let body = format!("query={}{range}", enc(q));
+            async move {
+                post(
+                    addr,
+                    "/loki/api/v1/delete",
+                    "application/x-www-form-urlencoded",
+                    body.into_bytes(),
+                    &[],
+                )
+                .await
+            }
+        };
+        let range = format!("&start={}&end={}", now - 60_000_000_000, now);
+        for (q, r, needle) in [
+            (r#"rate({app="web"}[1m])"#, range.clone(), "metric"),
+            (r#"{app="web"} | logfmt"#, range.clone(), "line filters"),
+            (r#"{app="web"} |= "s3cret""#, String::new(), "start"),
+            (r#"{app="web""#, range.clone(), "parse"),
+        ] {
+            let (code, msg) = delete(q, r).await;
+            assert_eq!(code, 400, "{q}: {msg}");
+            assert!(msg.contains(needle), "{q}: {msg}");
+        }
+        assert_eq!(
+            query_all(addr).await.len(),
+            3,
+            "a refused delete deleted something"
+        );
+        let (code, msg) = delete(r#"{app="web"} |= "s3cret""#, range.clone()).await;
+        assert_eq!(code, 204, "{msg}");
+        assert_eq!(query_all(addr).await, vec!["GET /b", "query token=s3cret"]);
+        let listed: serde_json::Value = reqwest::get(format!("http://{addr}/loki/api/v1/delete"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(listed[0]["status"], "processed");
+        assert_eq!(listed[0]["deleted_lines"], 1);
+        h.shutdown().await.unwrap();
+    }
+    // Still gone after a restart: not in the WAL, not in a segment.
+    let h = start(dir.path(), |_| {}).await;
+    assert_eq!(
+        query_all(h.listen).await,
+        vec!["GET /b", "query token=s3cret"]
+    );
+    h.shutdown().await.unwrap();
+}
