@@ -289,6 +289,15 @@ impl Agent {
         self.wait().await
     }
 
+    /// Ends the agent abruptly, as a crash would: no flush, no final save
+    /// of positions (for tests of what survives).
+    pub fn abort(self) {
+        self.task.abort();
+        if let Some(m) = &self.metrics_task {
+            m.abort();
+        }
+    }
+
     /// Waits for the agent to finish by itself (`--once`).
     pub async fn wait(mut self) -> anyhow::Result<Report> {
         let r = (&mut self.task).await.context("agent task failed")?;

@@ -43,6 +43,14 @@ pub fn inc(c: &AtomicU64, n: u64) {
 }
 
 impl Metrics {
+    /// Lines read by all sources.
+    pub fn lines_read_total(&self) -> u64 {
+        self.sources
+            .iter()
+            .map(|s| s.lines_read.load(Relaxed))
+            .sum()
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {

@@ -111,10 +111,15 @@ impl FileSource {
                 self.scan();
                 next_scan = Instant::now() + self.cfg.refresh_interval;
             }
+            let rotations = self.metrics.rotations.load(Relaxed);
             let read = match self.poll(once).await {
                 Ok(n) => n,
                 Err(Closed) => break, // the shipper is gone: stopping
             };
+            if self.metrics.rotations.load(Relaxed) != rotations {
+                // Look for the file that replaced it right away.
+                next_scan = Instant::now();
+            }
             if once && read == 0 {
                 break;
             }
