@@ -76,6 +76,17 @@ impl DiskBuffer {
         })
     }
 
+    /// A buffer that holds nothing and refuses every batch (`--dry-run`).
+    pub fn disabled() -> DiskBuffer {
+        DiskBuffer {
+            dir: PathBuf::new(),
+            max_bytes: 0,
+            queue: VecDeque::new(),
+            bytes: 0,
+            next_seq: 0,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -101,6 +112,9 @@ impl DiskBuffer {
     ///
     /// [`fits`]: DiskBuffer::fits
     pub fn push(&mut self, lines: u32, body: &[u8]) -> std::io::Result<()> {
+        if self.dir.as_os_str().is_empty() {
+            return Err(std::io::Error::other("the disk buffer is disabled"));
+        }
         let seq = self.next_seq;
         let path = self.file(seq);
         let tmp = path.with_extension("tmp");

@@ -142,8 +142,14 @@ impl Agent {
                 .with_context(|| format!("cannot read {}", positions_path.display()))?,
         ));
         let buffer_dir = cfg.state_dir.join("buffer");
-        let buffer = buffer::DiskBuffer::open(&buffer_dir, cfg.buffer_max_bytes)
-            .with_context(|| format!("cannot open the disk buffer {}", buffer_dir.display()))?;
+        let buffer = if opts.dry_run {
+            // Printing never fails, and a dry run must not consume what
+            // a real run buffered.
+            buffer::DiskBuffer::disabled()
+        } else {
+            buffer::DiskBuffer::open(&buffer_dir, cfg.buffer_max_bytes)
+                .with_context(|| format!("cannot open the disk buffer {}", buffer_dir.display()))?
+        };
         if !buffer.is_empty() {
             tracing::info!(
                 batches = buffer.len(),
@@ -325,19 +331,21 @@ pub async fn run(
     if let Some(a) = agent.metrics_addr() {
         tracing::info!("agent metrics on http://{a}/metrics");
     }
-    let report = if once {
-        agent.wait().await?
-    } else {
-        let finished = tokio::select! {
-            r = &mut agent.task => Some(r),
-            _ = shutdown => None,
-        };
-        match finished {
-            Some(r) => r.context("agent task failed")?,
-            None => {
-                tracing::info!("stopping: flushing and saving positions");
-                agent.stop().await?
+    // With --once the agent ends by itself; a signal stops it either way.
+    let finished = tokio::select! {
+        r = &mut agent.task => Some(r),
+        _ = shutdown => None,
+    };
+    let report = match finished {
+        Some(r) => {
+            if let Some(m) = agent.metrics_task.take() {
+                m.abort();
             }
+            r.context("agent task failed")?
+        }
+        None => {
+            tracing::info!("stopping: flushing and saving positions");
+            agent.stop().await?
         }
     };
     for e in &report.source_errors {

@@ -209,6 +209,30 @@ sources:
     agent.stop().await.unwrap();
     assert_eq!(rx.lines().len(), 7, "{:?}", rx.lines());
 
+    // --once with a fresh state: the logs up to now, then it returns.
+    let rx2 = receiver().await;
+    let yaml2 = yaml.replace(&rx.url, &rx2.url).replace(
+        &dir.path().join("state").display().to_string(),
+        &dir.path().join("state2").display().to_string(),
+    );
+    let once = skopos_agent::RunOptions {
+        once: true,
+        once_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let report = skopos_agent::Agent::start(Config::parse(&yaml2).unwrap(), once)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(report.ok(), "{report:?}");
+    let mut again = rx2.lines();
+    again.sort();
+    let mut first = rx.lines();
+    first.sort();
+    assert_eq!(again, first);
+
     docker(&["rm", "-f", &name]);
     cleanup.containers.clear();
 }

@@ -298,3 +298,62 @@ async fn running_agent_serves_its_metrics_and_stops_cleanly_on_sigterm() {
     assert!(positions.contains("\"offset\": 20"), "{positions}");
     common::stop(server);
 }
+
+#[test]
+fn dry_run_prints_batches_and_keeps_no_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        &tmp.path().join("a.log"),
+        "level=info msg=one\nlevel=warn msg=two\n",
+    );
+    let config = tmp.path().join("agent.yaml");
+    let state = tmp.path().join("state");
+    write(
+        &config,
+        &format!(
+            "server: http://127.0.0.1:{}\nstate_dir: {}\nmetrics_listen: \"off\"\nsources:\n  - type: file\n    include: [\"{}/*.log\"]\n    format: logfmt\n    fields_to_labels: [level]\n",
+            free_port(),
+            state.display(),
+            tmp.path().display()
+        ),
+    );
+    let out = agent(&["--config", config.to_str().unwrap(), "--once", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut streams: Vec<(String, Vec<String>)> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let lines = v["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e[1].as_str().unwrap().to_string())
+                .collect();
+            (v["stream"].as_str().unwrap().to_string(), lines)
+        })
+        .collect();
+    streams.sort();
+    let file = tmp.path().join("a.log").display().to_string();
+    assert_eq!(
+        streams,
+        vec![
+            (
+                format!("{{filename=\"{file}\", level=\"info\"}}"),
+                vec!["level=info msg=one".to_string()]
+            ),
+            (
+                format!("{{filename=\"{file}\", level=\"warn\"}}"),
+                vec!["level=warn msg=two".to_string()]
+            ),
+        ]
+    );
+    assert!(!state.join("positions.json").exists());
+    assert!(!state.join("buffer").exists());
+}
