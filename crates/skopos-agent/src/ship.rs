@@ -350,17 +350,13 @@ impl Shipper {
                     || closed
                     || flush_at.is_some_and(|t| t <= Instant::now()));
             let far = Instant::now() + Duration::from_secs(3600);
+            let give_up_at = closed_at.zip(drain_deadline).map(|(t, d)| t + d);
+            // Replay comes before new records: the buffer drains first, so
+            // a steady stream cannot starve it.
             tokio::select! {
                 biased;
                 _ = crate::stopped(&mut stop) => break,
-                r = rx.recv(), if !closed && !blocked => match r {
-                    Some(rec) => batch.push(rec),
-                    None => {
-                        closed = true;
-                        closed_at = Some(Instant::now());
-                    }
-                },
-                _ = tokio::time::sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() && !blocked => {}
+                _ = tokio::time::sleep_until(give_up_at.unwrap_or(far)), if give_up_at.is_some() => break,
                 _ = tokio::time::sleep_until(replay_at), if !self.buffer.is_empty() => {
                     match self.replay_one(&mut rejected).await {
                         Ok(true) => {
@@ -374,6 +370,14 @@ impl Shipper {
                         }
                     }
                 }
+                r = rx.recv(), if !closed && !blocked => match r {
+                    Some(rec) => batch.push(rec),
+                    None => {
+                        closed = true;
+                        closed_at = Some(Instant::now());
+                    }
+                },
+                _ = tokio::time::sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() && !blocked => {}
                 // A held batch is retried after a replay or at least every 100ms.
                 _ = tokio::time::sleep(Duration::from_millis(100)), if blocked => {}
             }
