@@ -410,8 +410,10 @@ impl Shipper {
         if self.buffer.is_empty() {
             match self.sender.send(&body).await {
                 SendOutcome::Ok => {
-                    self.shipped(b.lines, b.bytes);
+                    // Positions first: whoever sees the counter move may
+                    // rely on them being saved.
                     self.ack(&b);
+                    self.shipped(b.lines, b.bytes);
                     return None;
                 }
                 SendOutcome::Reject(why) => {
@@ -431,9 +433,9 @@ impl Shipper {
         }
         match self.buffer.push(b.lines, &body) {
             Ok(()) => {
+                self.ack(&b);
                 inc(&self.metrics.batches_buffered, 1);
                 self.update_buffer_gauges();
-                self.ack(&b);
                 None
             }
             Err(e) => {

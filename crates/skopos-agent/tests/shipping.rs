@@ -38,12 +38,14 @@ async fn outage_is_buffered_to_disk_and_replayed_in_order() {
     assert!(m.buffer_batches.load(Relaxed) >= 5);
     assert!(m.buffer_bytes.load(Relaxed) > 0);
     assert!(m.send_failures.load(Relaxed) >= 5);
-    let positions = std::fs::read_to_string(state.join("positions.json")).unwrap();
     let size = std::fs::metadata(&log).unwrap().len();
-    assert!(
-        positions.contains(&format!("\"offset\": {size}")),
-        "{positions}"
-    );
+    let positions = || std::fs::read_to_string(state.join("positions.json")).unwrap_or_default();
+    wait_until(
+        WAIT,
+        || positions().contains(&format!("\"offset\": {size}")),
+        positions,
+    )
+    .await;
     assert!(rx.lines().is_empty());
 
     rx.set_failing(false);
