@@ -122,7 +122,6 @@ metrics_listen: "off"
 sources:
   - type: docker
     name: containers
-    host: unix:///var/run/docker.sock
     filters: {{name: ["{name}"]}}
     labels: {{job: docker}}
     refresh_interval: 200ms
