@@ -63,6 +63,9 @@ pub struct FileSource {
     metrics: Arc<SourceMetrics>,
     files: BTreeMap<FileKey, Tracked>,
     last_ts: i64,
+    exclude: Vec<glob::Pattern>,
+    /// Read buffer, reused across files and polls.
+    buf: Vec<u8>,
 }
 
 fn key_of(m: &std::fs::Metadata) -> FileKey {
@@ -92,6 +95,13 @@ impl FileSource {
     ) -> FileSource {
         FileSource {
             parser: LineParser::new(cfg.parse_config()),
+            // Checked when the config was loaded.
+            exclude: cfg
+                .exclude
+                .iter()
+                .filter_map(|g| glob::Pattern::new(g).ok())
+                .collect(),
+            buf: vec![0; 64 << 10],
             cfg,
             tx,
             positions,
@@ -139,11 +149,9 @@ impl FileSource {
 
     fn excluded(&self, path: &Path) -> bool {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        self.cfg.exclude.iter().any(|g| {
-            glob::Pattern::new(g).is_ok_and(|p| {
-                p.matches_path(path) || name.as_deref().is_some_and(|n| p.matches(n))
-            })
-        })
+        self.exclude
+            .iter()
+            .any(|p| p.matches_path(path) || name.as_deref().is_some_and(|n| p.matches(n)))
     }
 
     fn labels_for(&self, path: &Path) -> Arc<str> {
@@ -269,7 +277,7 @@ impl FileSource {
                 READ_BUDGET
             };
             let mut lines = Vec::new();
-            let n = match read_lines(t, max_line, budget, &mut lines) {
+            let n = match read_lines(t, &mut self.buf, max_line, budget, &mut lines) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(path = %t.path.display(), "read failed: {e}");
@@ -392,14 +400,14 @@ fn append_capped(t: &mut Tracked, piece: &[u8], max: usize) {
 /// collecting complete lines.
 fn read_lines(
     t: &mut Tracked,
+    buf: &mut [u8],
     max_line: usize,
     budget: u64,
     out: &mut Vec<Line>,
 ) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 64 << 10];
     let mut total = 0u64;
     while total < budget {
-        let n = t.file.read_at(&mut buf, t.offset)?;
+        let n = t.file.read_at(buf, t.offset)?;
         if n == 0 {
             break;
         }
