@@ -507,8 +507,10 @@ const DELETE_LOG: &str = "delete_requests.jsonl";
 
 /// `POST /loki/api/v1/delete?query=...&start=...&end=...`: deletes for good
 /// the lines a selector (with optional line filters) picks in `[start,
-/// end)`. Loki queues such requests for its compactor; here the delete is
-/// done before the answer (204), and recorded for `GET`.
+/// end]`. Loki queues such requests for its compactor; here the delete is
+/// done before the answer (204), and recorded for `GET`. With
+/// `dry_run=true` (not Loki's) it answers `{"lines": N}`, the count it
+/// would delete, and deletes nothing.
 pub async fn delete(
     State(st): State<Arc<AppState>>,
     method: Method,
@@ -544,17 +546,40 @@ pub async fn delete(
     if end < start {
         return Err(ApiError::bad_data("end must not be before start"));
     }
+    let matchers = log.matchers.clone();
     let logs = st.logs.clone();
     let created = now_ns();
-    let report = tokio::task::spawn_blocking(move || {
-        let doomed = |e: &skopos_model::LogEntry| {
-            log.stages.iter().all(|s| match s {
-                skopos_logql::Stage::LineFilter(f) => f.matches(&e.line),
-                _ => true,
-            })
+    let doomed = move |e: &skopos_model::LogEntry| {
+        log.stages.iter().all(|s| match s {
+            skopos_logql::Stage::LineFilter(f) => f.matches(&e.line),
+            _ => true,
+        })
+    };
+    if p.get("dry_run") == Some("true") {
+        // Counts what a delete would remove, removing nothing.
+        let sel = skopos_model::LogSelect {
+            matchers,
+            start,
+            end: end.saturating_add(1),
+            contains: Vec::new(),
+            matches: Vec::new(),
         };
+        let lines = tokio::task::spawn_blocking(move || {
+            let mut n = 0u64;
+            logs.select(&sel, &mut |s| {
+                n += s.entries.iter().filter(|e| doomed(e)).count() as u64;
+                true
+            })
+            .map(|()| n)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        return Ok(axum::Json(json!({ "lines": lines })).into_response());
+    }
+    let report = tokio::task::spawn_blocking(move || {
         // `end` is inclusive in Loki's delete API.
-        let deleted = logs.delete(&log.matchers, start, end.saturating_add(1), &doomed)?;
+        let deleted = logs.delete(&matchers, start, end.saturating_add(1), &doomed)?;
         let record = json!({
             "request_id": format!("{created:x}"),
             "query": expr,

@@ -1223,6 +1223,18 @@ async fn loki_delete_removes_lines_for_good_and_refuses_bad_requests() {
             3,
             "a refused delete deleted something"
         );
+        let (code, msg) = delete(
+            r#"{app=~".+"} |= "s3cret""#,
+            format!("{range}&dry_run=true"),
+        )
+        .await;
+        assert_eq!(code, 200, "{msg}");
+        assert_eq!(msg, r#"{"lines":2}"#);
+        assert_eq!(
+            query_all(addr).await.len(),
+            3,
+            "a dry run deleted something"
+        );
         let (code, msg) = delete(r#"{app="web"} |= "s3cret""#, range.clone()).await;
         assert_eq!(code, 204, "{msg}");
         assert_eq!(query_all(addr).await, vec!["GET /b", "query token=s3cret"]);

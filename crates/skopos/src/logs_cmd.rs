@@ -1,6 +1,8 @@
-//! `skopos logs query`: LogQL against a running server's Loki API. Log
-//! queries print one line per entry (time, stream labels, line), coloured
-//! on a terminal; metric queries print the same table as `skopos query`.
+//! `skopos logs query|tail|delete|inspect`: LogQL against a running
+//! server's Loki API (query, live tail over its WebSocket, delete), and the
+//! store on disk (inspect). Log lines print one per entry (time, stream
+//! labels, line), coloured on a terminal; metric queries print the same
+//! table as `skopos query`.
 
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
@@ -98,6 +100,207 @@ pub fn query(a: LogsQueryArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", crate::query_cmd::render_table(data));
     }
+    Ok(())
+}
+
+pub struct LogsTailArgs {
+    pub expr: String,
+    pub url: String,
+    pub since: String,
+    pub limit: usize,
+    pub delay_for: u64,
+    pub output: String,
+    pub token: Option<String>,
+}
+
+/// The WebSocket URL of the server's tail endpoint for `a`.
+fn tail_url(a: &LogsTailArgs) -> anyhow::Result<reqwest::Url> {
+    let since = humantime::parse_duration(&a.since)
+        .map_err(|e| anyhow::anyhow!("--since {:?}: {e}", a.since))?;
+    let start = std::time::SystemTime::now()
+        .checked_sub(since)
+        .unwrap_or(UNIX_EPOCH)
+        .duration_since(UNIX_EPOCH)?
+        .as_nanos();
+    let base = a.url.trim_end_matches('/');
+    let mut url = reqwest::Url::parse(&format!("{base}/loki/api/v1/tail"))
+        .map_err(|e| anyhow::anyhow!("--url {:?}: {e}", a.url))?;
+    let scheme = match url.scheme() {
+        "http" => "ws",
+        "https" => "wss",
+        other => bail!("--url: scheme {other:?} is not http or https"),
+    };
+    url.set_scheme(scheme)
+        .map_err(|()| anyhow::anyhow!("--url {:?}: cannot use {scheme}", a.url))?;
+    url.query_pairs_mut()
+        .append_pair("query", &a.expr)
+        .append_pair("start", &start.to_string())
+        .append_pair("limit", &a.limit.to_string())
+        .append_pair("delay_for", &a.delay_for.to_string());
+    Ok(url)
+}
+
+/// `skopos logs tail`: the newest lines, then new ones as they arrive,
+/// until interrupted or the server closes the socket.
+pub fn tail(a: LogsTailArgs) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    if a.output != "text" && a.output != "json" {
+        bail!("-o: {:?} is not one of text, json", a.output);
+    }
+    let url = tail_url(&a)?;
+    let mut req = url.as_str().into_client_request()?;
+    if let Some(t) = &a.token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse()?);
+    }
+    let colour = std::io::stdout().is_terminal();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+            Ok(x) => x,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let msg = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| body.trim().to_string());
+                bail!("{} refused the tail ({}): {msg}", a.url, resp.status());
+            }
+            Err(e) => bail!("cannot reach {}: {e}", a.url),
+        };
+        while let Some(msg) = ws.next().await {
+            let text = match msg? {
+                Message::Text(t) => t,
+                Message::Close(Some(f)) if !matches!(u16::from(f.code), 1000 | 1001) => {
+                    bail!("the server ended the tail: {}", f.reason)
+                }
+                Message::Close(_) => return Ok(()),
+                _ => continue,
+            };
+            if a.output == "json" {
+                println!("{text}");
+                continue;
+            }
+            let v: Value = serde_json::from_str(&text)?;
+            let data = serde_json::json!({ "result": v["streams"] });
+            if data["result"].as_array().is_some_and(|r| !r.is_empty()) {
+                print!("{}", render_lines(&data, true, colour));
+            }
+            if let Some(d) = v["dropped_entries"].as_array().filter(|d| !d.is_empty()) {
+                eprintln!(
+                    "skopos: {} lines were dropped: the tail could not keep up",
+                    d.len()
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+pub struct LogsDeleteArgs {
+    pub expr: String,
+    pub url: String,
+    pub start: Option<String>,
+    pub since: Option<String>,
+    pub end: Option<String>,
+    pub yes: bool,
+    pub token: Option<String>,
+}
+
+/// A time argument as Unix ns: RFC 3339, Unix seconds or ns.
+fn time_ns(flag: &str, v: &str) -> anyhow::Result<i128> {
+    if let Ok(n) = v.parse::<i128>() {
+        return Ok(if v.len() <= 10 { n * 1_000_000_000 } else { n });
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return Ok((f * 1e9) as i128);
+    }
+    let t = humantime::parse_rfc3339_weak(v)
+        .map_err(|e| anyhow::anyhow!("{flag} {v:?}: want RFC 3339, Unix seconds or ns ({e})"))?;
+    Ok(t.duration_since(UNIX_EPOCH)?.as_nanos() as i128)
+}
+
+/// `skopos logs delete`: counts the lines a selector (with optional line
+/// filters) picks in the range; deletes them for good only with `--yes`.
+pub fn delete(a: LogsDeleteArgs) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)?
+        .as_nanos() as i128;
+    let start = match (&a.start, &a.since) {
+        (Some(s), None) => time_ns("--start", s)?,
+        (None, Some(d)) => {
+            let d =
+                humantime::parse_duration(d).map_err(|e| anyhow::anyhow!("--since {d:?}: {e}"))?;
+            now - d.as_nanos() as i128
+        }
+        _ => bail!("give the range to delete with --start or --since (one of them)"),
+    };
+    let end = match &a.end {
+        Some(e) => time_ns("--end", e)?,
+        None => now,
+    };
+    if end < start {
+        bail!("--end is before the start of the range");
+    }
+    let base = a.url.trim_end_matches('/');
+    let url = format!("{base}/loki/api/v1/delete");
+    let form = vec![
+        ("query", a.expr.clone()),
+        ("start", start.to_string()),
+        ("end", end.to_string()),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let post = |form: Vec<(&'static str, String)>| {
+        rt.block_on(async {
+            let mut req = reqwest::Client::new().post(&url).form(&form);
+            if let Some(t) = &a.token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                let msg = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or(text);
+                bail!("{url} answered {status}: {}", msg.trim());
+            }
+            Ok(text)
+        })
+    };
+    // What would go: the server counts it, line filters included.
+    let mut dry = form.clone();
+    dry.push(("dry_run", "true".into()));
+    let counted: Value = serde_json::from_str(&post(dry)?)?;
+    let lines = counted["lines"].as_u64().unwrap_or(0);
+    let fmt = |t: i128| {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_nanos(t.max(0) as u64))
+    };
+    let range = format!("{} to {}", fmt(start), fmt(end));
+    if !a.yes {
+        println!(
+            "{lines} lines match {} from {range}; nothing deleted: run again with --yes to delete them",
+            a.expr
+        );
+        return Ok(());
+    }
+    post(form)?;
+    println!("deleted {lines} lines matching {} from {range}", a.expr);
     Ok(())
 }
 

@@ -118,6 +118,55 @@ enum LogsCommand {
         #[arg(long)]
         auth_token_file: Option<PathBuf>,
     },
+    /// Follow a LogQL log query live: the newest lines, then new ones as
+    /// they arrive (the server's /loki/api/v1/tail WebSocket).
+    Tail {
+        /// The LogQL log query, e.g. '{app="web"} |= "error"'.
+        expr: String,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9700")]
+        url: String,
+        /// How far back the first lines may come from.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Most stored lines shown before following.
+        #[arg(long, default_value_t = 30)]
+        limit: usize,
+        /// Seconds the server waits to put late lines in order (0 to 5).
+        #[arg(long, default_value_t = 0)]
+        delay_for: u64,
+        /// Output: text or json (each raw tail message).
+        #[arg(short = 'o', long, default_value = "text")]
+        output: String,
+        /// File holding the server's bearer token.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+    },
+    /// Delete for good the lines a selector (with optional line filters)
+    /// picks in a time range. Without --yes, only counts them.
+    Delete {
+        /// A stream selector with optional line filters, e.g.
+        /// '{app="web"} |= "password="'.
+        expr: String,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9700")]
+        url: String,
+        /// Start of the range (RFC 3339, Unix seconds or ns).
+        #[arg(long, conflicts_with = "since")]
+        start: Option<String>,
+        /// Start of the range as a duration before now, e.g. 24h.
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the range (RFC 3339, Unix seconds or ns) [default: now]
+        #[arg(long)]
+        end: Option<String>,
+        /// Delete; without it the command only counts what would go.
+        #[arg(long)]
+        yes: bool,
+        /// File holding the server's bearer token.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -252,6 +301,50 @@ fn main() -> std::process::ExitCode {
                 limit,
                 forward,
                 output,
+                token,
+            })
+        }),
+        Command::Logs {
+            command:
+                LogsCommand::Tail {
+                    expr,
+                    url,
+                    since,
+                    limit,
+                    delay_for,
+                    output,
+                    auth_token_file,
+                },
+        } => read_token(auth_token_file).and_then(|token| {
+            logs_cmd::tail(logs_cmd::LogsTailArgs {
+                expr,
+                url,
+                since,
+                limit,
+                delay_for,
+                output,
+                token,
+            })
+        }),
+        Command::Logs {
+            command:
+                LogsCommand::Delete {
+                    expr,
+                    url,
+                    start,
+                    since,
+                    end,
+                    yes,
+                    auth_token_file,
+                },
+        } => read_token(auth_token_file).and_then(|token| {
+            logs_cmd::delete(logs_cmd::LogsDeleteArgs {
+                expr,
+                url,
+                start,
+                since,
+                end,
+                yes,
                 token,
             })
         }),
