@@ -1,5 +1,5 @@
 //! Shared data types of skopos: labels, samples, matchers, write batches,
-//! log records and the limits every write path enforces.
+//! log records, spans and the limits every write path enforces.
 //!
 //! The one design decision to know: this crate does no I/O. Decoders
 //! (`skopos-ingest`) produce these types, storage engines (`skopos-tsdb`)
@@ -15,6 +15,7 @@ mod logs;
 mod matcher;
 mod query;
 mod sample;
+mod traces;
 mod write;
 
 pub use labels::{is_valid_label_name, is_valid_metric_name, Label, Labels, LabelsBuilder};
@@ -23,6 +24,11 @@ pub use logs::{Direction, LogBatch, LogEntry, LogQueryable, LogSelect, LogStream
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use query::{Queryable, StorageError};
 pub use sample::{is_stale_nan, Sample, STALE_NAN, STALE_NAN_BITS};
+pub use traces::{
+    find_attr, parse_hex_id, to_hex, AttrValue, Attribute, Resource, Scope, Span, SpanBatch,
+    SpanEvent, SpanField, SpanId, SpanKind, SpanLink, StatusCode, TagNames, Trace, TraceId,
+    TraceQueryable, TraceSelect, UNKNOWN_SERVICE,
+};
 pub use write::{AppendError, AppendOutcome, SampleSink, SeriesSamples, WriteBatch};
 
 /// The label that carries a series' metric name.
