@@ -29,7 +29,9 @@ pub use traces::{
     SpanEvent, SpanField, SpanId, SpanKind, SpanLink, StatusCode, TagNames, Trace, TraceId,
     TraceQueryable, TraceSelect, UNKNOWN_SERVICE,
 };
-pub use write::{AppendError, AppendOutcome, SampleSink, SeriesSamples, WriteBatch};
+pub use write::{
+    AppendError, AppendOutcome, Exemplar, SampleSink, SeriesExemplars, SeriesSamples, WriteBatch,
+};
 
 /// The label that carries a series' metric name.
 pub const METRIC_NAME: &str = "__name__";

@@ -79,3 +79,21 @@ impl AppendError {
 pub trait SampleSink: Send + Sync {
     fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError>;
 }
+
+/// An exemplar: a sample of a series annotated with labels pointing at what
+/// produced it (usually `trace_id`), as Prometheus' exemplars API returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    /// The exemplar's own labels, e.g. `{trace_id="..."}`.
+    pub labels: Labels,
+    pub value: f64,
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+}
+
+/// Exemplars of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesExemplars {
+    pub series: Labels,
+    pub exemplars: Vec<Exemplar>,
+}
