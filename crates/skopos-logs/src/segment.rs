@@ -1,15 +1,17 @@
 //! Immutable segments: what the head holds when it is flushed, compressed.
 //!
-//! # Format (`segments/NNNNNNNNNNNN.seg`, version 2)
+//! # Format (`segments/NNNNNNNNNNNN.seg`, version 3)
 //!
 //! ```text
-//! header:  magic "SKLS" | version u32 LE (=2; 1 is still read)
+//! header:  magic "SKLS" | version u32 LE (=3; 1 and 2 are still read)
 //! blocks:  zstd(block)*            one or more per stream, in time order
 //! footer:  zstd(index)
 //! trailer: footer offset u64 LE | footer length u64 LE | crc32(footer) u32 LE | magic "SKLS"
 //! block:   n v | first ts z | (ts - previous ts) z * (n-1) | line length v * n
 //!          | per entry: nmeta v | (name, value)* | the lines, back to back
-//! (v1 block: n v | per entry: ts z | line | nmeta v | (name, value)*)
+//!          (a line's length is its length as stored, references included)
+//! (v2 block: the same without references; v1 block: n v | per entry:
+//!  ts z | line | nmeta v | (name, value)*)
 //! index:   wal_upto v | nstreams v | per stream: nlabels v | (name, value)*
 //!          | nblocks v | per block: offset v | length v | count v
 //!          | min_ts z | max_ts z | raw bytes v | crc32 v | line bytes v
@@ -19,7 +21,10 @@
 //! A block is laid out by column so that the lines sit together and the
 //! compressor sees one line after another rather than lines broken up by
 //! timestamps (on the benchmark corpus, 14% smaller blocks than version 1's
-//! entry-by-entry layout). Blocks are numbered in the order the index lists them; the token part
+//! entry-by-entry layout). In version 3 every indexed token of 12 bytes or
+//! more is written in the lines as byte 0xFF (never in UTF-8) and its
+//! number in the dictionary: a request or trace id, random and so hardly
+//! compressible, is then stored once, in the index, instead of twice. Blocks are numbered in the order the index lists them; the token part
 //! is the full-text index (`tokens.rs`).
 //! `wal_upto` is the last WAL segment whose entries the segment holds: on
 //! open, those WAL segments are not replayed again. A segment is written to
@@ -30,14 +35,14 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use skopos_model::codec::{put_bytes, put_uvarint, put_varint, Reader};
+use skopos_model::codec::{put_bytes, put_uvarint, put_varint, zigzag, Reader};
 use skopos_model::{Labels, LabelsBuilder, LogEntry};
 
 use crate::tokens::{Builder, Index};
 use crate::LogsError;
 
 const MAGIC: &[u8; 4] = b"SKLS";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Raw bytes of entries per compressed block.
 const BLOCK_BYTES: usize = 256 * 1024;
 
@@ -115,27 +120,44 @@ pub(crate) fn decode_entries(r: &mut Reader, max: usize) -> Option<Vec<LogEntry>
     Some(out)
 }
 
-/// A block of version 2: timestamps, lengths, metadata, then the lines.
-fn encode_block(buf: &mut Vec<u8>, entries: &[LogEntry]) {
+/// A block of version 2 or 3: timestamps, lengths, metadata, then the
+/// lines; with `rank` (version 3), long tokens of the lines become
+/// references to the segment's dictionary. `text` is scratch space.
+fn encode_block(
+    buf: &mut Vec<u8>,
+    text: &mut Vec<u8>,
+    entries: &[LogEntry],
+    rank: Option<&dyn Fn(&[u8]) -> Option<u32>>,
+) {
     put_uvarint(buf, entries.len() as u64);
     let mut prev = 0i64;
     for e in entries {
         put_varint(buf, e.ts.wrapping_sub(prev));
         prev = e.ts;
     }
+    text.clear();
     for e in entries {
-        put_uvarint(buf, e.line.len() as u64);
+        let before = text.len();
+        match rank {
+            Some(rank) => crate::tokens::encode_line(text, e.line.as_bytes(), rank),
+            None => text.extend_from_slice(e.line.as_bytes()),
+        }
+        put_uvarint(buf, (text.len() - before) as u64);
     }
     for e in entries {
         put_labels(buf, &e.metadata);
     }
-    for e in entries {
-        buf.extend_from_slice(e.line.as_bytes());
-    }
+    buf.extend_from_slice(text);
 }
 
-/// The entries of a version 2 block for which `keep(ts, line)` holds.
-fn decode_block(raw: &[u8], count: u64, keep: &dyn Fn(i64, &str) -> bool) -> Option<Vec<LogEntry>> {
+/// The entries of a version 2 or 3 block for which `keep(ts, line)` holds;
+/// references are resolved through the segment's dictionary `index`.
+fn decode_block(
+    raw: &[u8],
+    count: u64,
+    index: &Index,
+    keep: &dyn Fn(i64, &str) -> bool,
+) -> Option<Vec<LogEntry>> {
     let mut r = Reader::new(raw);
     let n = r.len(raw.len())?;
     if n as u64 != count {
@@ -162,16 +184,27 @@ fn decode_block(raw: &[u8], count: u64, keep: &dyn Fn(i64, &str) -> bool) -> Opt
     if lines.len() != total {
         return None;
     }
-    let text = std::str::from_utf8(lines).ok()?;
+    // Without references the whole text is checked as UTF-8 at once.
+    let plain = match memchr::memchr(crate::tokens::REF, lines) {
+        None => Some(std::str::from_utf8(lines).ok()?),
+        Some(_) => None,
+    };
     let mut out = Vec::new();
     let mut at = 0usize;
     for ((ts, len), metadata) in ts.into_iter().zip(lens).zip(meta) {
-        let line = text.get(at..at + len)?;
+        let bytes = &lines[at..at + len];
+        let line: std::borrow::Cow<'_, str> = match plain {
+            Some(text) => text.get(at..at + len)?.into(),
+            None if memchr::memchr(crate::tokens::REF, bytes).is_none() => {
+                std::str::from_utf8(bytes).ok()?.into()
+            }
+            None => crate::tokens::decode_line(bytes, index)?.into(),
+        };
         at += len;
-        if keep(ts, line) {
+        if keep(ts, &line) {
             out.push(LogEntry {
                 ts,
-                line: line.to_string(),
+                line: line.into_owned(),
                 metadata,
             });
         }
@@ -215,14 +248,11 @@ pub(crate) fn write_version(
     let mut index = Vec::new();
     put_uvarint(&mut index, wal_upto);
     put_uvarint(&mut index, streams.len() as u64);
-    let mut raw = Vec::with_capacity(BLOCK_BYTES * 2);
-    // Bytes already written to the file (`out` holds what follows).
-    let mut base = 0u64;
+    // Pass 1: cut the streams into blocks and index their tokens, so that
+    // the dictionary is complete before any block refers to it.
     let mut tokens = Builder::default();
-    let mut ordinal = 0u32;
-    for (labels, entries) in streams {
-        put_labels(&mut index, labels);
-        let mut blocks = Vec::new();
+    let mut parts: Vec<(usize, usize, usize)> = Vec::new();
+    for (si, (_, entries)) in streams.iter().enumerate() {
         let mut start = 0;
         while start < entries.len() {
             let mut end = start;
@@ -231,49 +261,59 @@ pub(crate) fn write_version(
                 bytes += entries[end].line.len() + 16;
                 end += 1;
             }
-            let part = &entries[start..end];
-            for e in part {
+            let ordinal = parts.len() as u32;
+            for e in &entries[start..end] {
                 tokens.add_line(ordinal, &e.line);
             }
-            ordinal += 1;
-            raw.clear();
-            if version == 1 {
-                encode_entries(&mut raw, part);
-            } else {
-                encode_block(&mut raw, part);
-            }
-            let z = zstd::bulk::compress(&raw, 3).map_err(io)?;
-            blocks.push((
-                part.iter().map(|e| e.line.len() as u64).sum::<u64>(),
-                base + out.len() as u64,
-                z.len() as u64,
-                part.len() as u64,
-                part[0].ts,
-                part[part.len() - 1].ts,
-                raw.len() as u64,
-                crc32fast::hash(&z),
-            ));
-            out.extend_from_slice(&z);
-            if out.len() > 8 << 20 {
-                f.write_all(&out).map_err(io)?;
-                base += out.len() as u64;
-                out.clear();
-            }
+            parts.push((si, start, end));
             start = end;
-        }
-        put_uvarint(&mut index, blocks.len() as u64);
-        for (line_bytes, off, len, count, lo, hi, rawlen, crc) in blocks {
-            put_uvarint(&mut index, off);
-            put_uvarint(&mut index, len);
-            put_uvarint(&mut index, count);
-            put_varint(&mut index, lo);
-            put_varint(&mut index, hi);
-            put_uvarint(&mut index, rawlen);
-            put_uvarint(&mut index, u64::from(crc));
-            put_uvarint(&mut index, line_bytes);
         }
     }
     let (dict, postings) = tokens.finish();
+    let rank = |t: &[u8]| tokens.rank(t);
+    // Pass 2: encode, compress and write the blocks.
+    let mut raw = Vec::with_capacity(BLOCK_BYTES * 2);
+    let mut text = Vec::with_capacity(BLOCK_BYTES * 2);
+    // Bytes already written to the file (`out` holds what follows).
+    let mut base = 0u64;
+    let mut metas: Vec<Vec<[u64; 8]>> = vec![Vec::new(); streams.len()];
+    for (si, start, end) in parts {
+        let part = &streams[si].1[start..end];
+        raw.clear();
+        match version {
+            1 => encode_entries(&mut raw, part),
+            2 => encode_block(&mut raw, &mut text, part, None),
+            _ => encode_block(&mut raw, &mut text, part, Some(&rank)),
+        }
+        let z = zstd::bulk::compress(&raw, 3).map_err(io)?;
+        metas[si].push([
+            base + out.len() as u64,
+            z.len() as u64,
+            part.len() as u64,
+            zigzag(part[0].ts),
+            zigzag(part[part.len() - 1].ts),
+            raw.len() as u64,
+            u64::from(crc32fast::hash(&z)),
+            part.iter().map(|e| e.line.len() as u64).sum::<u64>(),
+        ]);
+        out.extend_from_slice(&z);
+        if out.len() > 8 << 20 {
+            f.write_all(&out).map_err(io)?;
+            base += out.len() as u64;
+            out.clear();
+        }
+    }
+    for ((labels, _), blocks) in streams.iter().zip(metas) {
+        put_labels(&mut index, labels);
+        put_uvarint(&mut index, blocks.len() as u64);
+        for fields in blocks {
+            // offset, length, count, min ts (zigzag), max ts (zigzag), raw
+            // length, crc, line bytes: all varints.
+            for v in fields {
+                put_uvarint(&mut index, v);
+            }
+        }
+    }
     put_uvarint(&mut index, postings.len() as u64);
     put_bytes(&mut index, &dict);
     for p in &postings {
@@ -432,7 +472,7 @@ impl Segment {
             .map_err(|e| corrupt(&self.path, e.to_string()))?;
         let bad = || corrupt(&self.path, format!("block at {} is malformed", b.offset));
         if self.version >= 2 {
-            return decode_block(&raw, b.count, keep).ok_or_else(bad);
+            return decode_block(&raw, b.count, &self.index, keep).ok_or_else(bad);
         }
         let mut r = Reader::new(&raw);
         let n = r.len(b.count as usize).ok_or_else(bad)?;

@@ -454,11 +454,14 @@ fn delete_removes_matching_lines_for_good_and_frees_disk() {
 }
 
 #[test]
-fn version_1_segments_still_read_beside_version_2() {
+fn older_segment_versions_still_read_beside_the_current_one() {
     let dir = tempfile::tempdir().unwrap();
     let lines: Vec<LogEntry> = (0..3000)
         .map(|i| {
-            let mut e = LogEntry::new(1_000 + i * 7, format!("old line {i} id=ab{i:04}cd"));
+            let mut e = LogEntry::new(
+                1_000 + i * 7,
+                format!("old line {i} id=ab{i:04}cdef0123456789 naïve-crème-brûlée-longer"),
+            );
             if i % 100 == 0 {
                 e.metadata = Labels::from_pairs([("trace_id", format!("t{i}"))]);
             }
@@ -475,13 +478,28 @@ fn version_1_segments_still_read_beside_version_2() {
         1,
     )
     .unwrap();
+    let c = labels("c");
+    crate::segment::write_version(
+        &dir.path().join("segments"),
+        "000000000002.seg",
+        0,
+        &[(&c, &lines)],
+        2,
+    )
+    .unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
     store.append(batch("a", &[(5, "new line")])).unwrap();
     store.flush().unwrap();
     let got = all(&store, "a");
     assert_eq!(got.len(), 3001);
     assert_eq!(got[0], (5, "new line".to_string()));
-    assert_eq!(got[1], (1_000, "old line 0 id=ab0000cd".to_string()));
+    assert_eq!(
+        got[1],
+        (
+            1_000,
+            "old line 0 id=ab0000cdef0123456789 naïve-crème-brûlée-longer".to_string()
+        )
+    );
     // The token index and the metadata of the old layout work too.
     assert_eq!(select(&store, "a", 0, i64::MAX, &["ab2999cd"]).len(), 1);
     let sel = LogSelect {
@@ -520,4 +538,9 @@ fn version_1_segments_still_read_beside_version_2() {
     });
     assert_eq!(new, lines);
     assert_eq!(&old[1..], &lines[..]);
+    let v2 = entries(&LogSelect {
+        matchers: vec![Matcher::equal("app", "c")],
+        ..sel.clone()
+    });
+    assert_eq!(v2, lines);
 }

@@ -54,7 +54,11 @@ fn is_digits(t: &[u8]) -> bool {
 /// Collects tokens per block while a segment is written.
 #[derive(Default)]
 pub(crate) struct Builder {
-    postings: FxHashMap<Box<[u8]>, Vec<u32>>,
+    /// Token to its slot in `postings` (the order tokens were first seen).
+    slots: FxHashMap<Box<[u8]>, u32>,
+    postings: Vec<Vec<u32>>,
+    /// Slot to the token's number in the sorted dictionary, once finished.
+    rank: Vec<u32>,
 }
 
 impl Builder {
@@ -63,30 +67,104 @@ impl Builder {
             if is_digits(t) {
                 return;
             }
-            if let Some(p) = self.postings.get_mut(t) {
+            if let Some(&slot) = self.slots.get(t) {
+                let p = &mut self.postings[slot as usize];
                 if p.last() != Some(&block) {
                     p.push(block);
                 }
             } else {
-                self.postings.insert(t.into(), vec![block]);
+                self.slots.insert(t.into(), self.postings.len() as u32);
+                self.postings.push(vec![block]);
             }
         });
     }
 
     /// The dictionary (tokens sorted by length then bytes, each followed by
-    /// `\n`) and the postings, in dictionary order.
-    pub(crate) fn finish(self) -> (Vec<u8>, Vec<Vec<u32>>) {
-        let mut all: Vec<(Box<[u8]>, Vec<u32>)> = self.postings.into_iter().collect();
-        all.sort_unstable_by(|a, b| (a.0.len(), &a.0).cmp(&(b.0.len(), &b.0)));
-        let mut dict = Vec::with_capacity(all.iter().map(|(t, _)| t.len() + 1).sum());
-        let mut postings = Vec::with_capacity(all.len());
-        for (t, p) in all {
-            dict.extend_from_slice(&t);
+    /// `\n`) and the postings, in dictionary order. The builder then
+    /// answers [`Builder::rank`].
+    pub(crate) fn finish(&mut self) -> (Vec<u8>, Vec<Vec<u32>>) {
+        let mut order: Vec<(&[u8], u32)> = self.slots.iter().map(|(t, &s)| (&**t, s)).collect();
+        order.sort_unstable_by(|a, b| (a.0.len(), a.0).cmp(&(b.0.len(), b.0)));
+        let mut dict = Vec::with_capacity(order.iter().map(|(t, _)| t.len() + 1).sum());
+        let mut postings = Vec::with_capacity(order.len());
+        let mut rank = vec![0u32; self.postings.len()];
+        for (i, (t, slot)) in order.into_iter().enumerate() {
+            dict.extend_from_slice(t);
             dict.push(b'\n');
-            postings.push(p);
+            postings.push(std::mem::take(&mut self.postings[slot as usize]));
+            rank[slot as usize] = i as u32;
         }
+        self.rank = rank;
         (dict, postings)
     }
+
+    /// The number of `token` in the finished dictionary.
+    pub(crate) fn rank(&self, token: &[u8]) -> Option<u32> {
+        self.slots
+            .get(token)
+            .and_then(|&s| self.rank.get(s as usize).copied())
+    }
+}
+
+/// Tokens at least this long are written into blocks as a reference to the
+/// dictionary instead of their bytes: request and trace ids, which are most
+/// of a segment's distinct tokens, are then stored once, in the index.
+pub(crate) const MIN_REF_LEN: usize = 12;
+
+/// Marks a reference in a block's line text: a byte that UTF-8 never holds,
+/// followed by the token's number as a varint.
+pub(crate) const REF: u8 = 0xFF;
+
+/// Appends `line` to `out` with every indexed token of [`MIN_REF_LEN`] bytes
+/// or more replaced by [`REF`] and its number in the dictionary.
+pub(crate) fn encode_line(out: &mut Vec<u8>, line: &[u8], rank: &dyn Fn(&[u8]) -> Option<u32>) {
+    let mut i = 0;
+    let mut copied = 0;
+    while i < line.len() {
+        while i < line.len() && !is_token_byte(line[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < line.len() && is_token_byte(line[i]) {
+            i += 1;
+        }
+        let t = &line[start..i];
+        if t.len() >= MIN_REF_LEN && !is_digits(t) {
+            if let Some(r) = rank(t) {
+                out.extend_from_slice(&line[copied..start]);
+                out.push(REF);
+                skopos_model::codec::put_uvarint(out, u64::from(r));
+                copied = i;
+            }
+        }
+    }
+    out.extend_from_slice(&line[copied..]);
+}
+
+/// Undoes [`encode_line`]: the line with its references replaced by the
+/// tokens of `index`; `None` when a reference is malformed or the result
+/// is not UTF-8.
+pub(crate) fn decode_line(text: &[u8], index: &Index) -> Option<String> {
+    let Some(first) = memchr::memchr(REF, text) else {
+        return std::str::from_utf8(text).ok().map(str::to_string);
+    };
+    let mut out = Vec::with_capacity(text.len() + 32);
+    out.extend_from_slice(&text[..first]);
+    let mut i = first;
+    while i < text.len() {
+        // At a reference.
+        let mut r = skopos_model::codec::Reader::new(&text[i + 1..]);
+        let n = usize::try_from(r.uvarint()?).ok()?;
+        if n >= index.len() {
+            return None;
+        }
+        out.extend_from_slice(index.token(n));
+        i = text.len() - r.remaining();
+        let next = memchr::memchr(REF, &text[i..]).map_or(text.len(), |p| i + p);
+        out.extend_from_slice(&text[i..next]);
+        i = next;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A segment's index in memory.
@@ -147,7 +225,7 @@ impl Index {
         self.dict.len() + 4 * (self.starts.len() + self.offsets.len() + self.blocks.len())
     }
 
-    fn token(&self, i: usize) -> &[u8] {
+    pub(crate) fn token(&self, i: usize) -> &[u8] {
         let start = self.starts[i] as usize;
         let end = self
             .starts
@@ -268,6 +346,10 @@ mod tests {
     use super::*;
 
     fn index(blocks: &[&[&str]]) -> Index {
+        builder(blocks).1
+    }
+
+    fn builder(blocks: &[&[&str]]) -> (Builder, Index) {
         let mut b = Builder::default();
         for (i, lines) in blocks.iter().enumerate() {
             for l in *lines {
@@ -275,7 +357,35 @@ mod tests {
             }
         }
         let (dict, postings) = b.finish();
-        Index::new(dict, postings).unwrap()
+        (b, Index::new(dict, postings).unwrap())
+    }
+
+    #[test]
+    fn long_tokens_become_references_and_come_back() {
+        let lines: &[&str] = &[
+            "req=00122ef15db0fdcb000736ff14b8c99e done in 12345678901234 ms",
+            "naïve-café-crème-brûlée-über-longtoken id=abcdefabcdef",
+            "short words only",
+            "",
+            "00122ef15db0fdcb000736ff14b8c99e",
+        ];
+        let (b, idx) = builder(&[lines]);
+        for l in lines {
+            let mut enc = Vec::new();
+            encode_line(&mut enc, l.as_bytes(), &|t| b.rank(t));
+            assert_eq!(decode_line(&enc, &idx).as_deref(), Some(*l));
+            if l.contains("00122ef1") {
+                assert!(enc.len() < l.len() - 20, "{l}: not referenced");
+            }
+        }
+        // Digit-only tokens are not indexed, so they stay as they are.
+        let mut enc = Vec::new();
+        encode_line(&mut enc, lines[0].as_bytes(), &|t| b.rank(t));
+        assert!(enc.windows(14).any(|w| w == b"12345678901234"));
+        // A reference past the dictionary is refused, not a panic.
+        let bad = [b'x', REF, 0xff, 0xff, 0x7f];
+        assert_eq!(decode_line(&bad, &idx), None);
+        assert_eq!(decode_line(&[b'a', REF], &idx), None);
     }
 
     /// Brute force: blocks with a line containing every needle.
