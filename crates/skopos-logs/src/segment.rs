@@ -120,6 +120,9 @@ pub(crate) fn decode_entries(r: &mut Reader, max: usize) -> Option<Vec<LogEntry>
     Some(out)
 }
 
+/// A token's number in the segment's dictionary.
+type Rank = dyn Fn(&[u8]) -> Option<u32>;
+
 /// A block of version 2 or 3: timestamps, lengths, metadata, then the
 /// lines; with `rank` (version 3), long tokens of the lines become
 /// references to the segment's dictionary. `text` is scratch space.
@@ -127,7 +130,7 @@ fn encode_block(
     buf: &mut Vec<u8>,
     text: &mut Vec<u8>,
     entries: &[LogEntry],
-    rank: Option<&dyn Fn(&[u8]) -> Option<u32>>,
+    rank: Option<&Rank>,
 ) {
     put_uvarint(buf, entries.len() as u64);
     let mut prev = 0i64;
