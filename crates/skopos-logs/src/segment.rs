@@ -121,7 +121,7 @@ pub(crate) fn decode_entries(r: &mut Reader, max: usize) -> Option<Vec<LogEntry>
 }
 
 /// A token's number in the segment's dictionary.
-type Rank = dyn Fn(&[u8]) -> Option<u32>;
+type Rank<'a> = dyn Fn(&[u8]) -> Option<u32> + 'a;
 
 /// A block of version 2 or 3: timestamps, lengths, metadata, then the
 /// lines; with `rank` (version 3), long tokens of the lines become
@@ -130,7 +130,7 @@ fn encode_block(
     buf: &mut Vec<u8>,
     text: &mut Vec<u8>,
     entries: &[LogEntry],
-    rank: Option<&Rank>,
+    rank: Option<&Rank<'_>>,
 ) {
     put_uvarint(buf, entries.len() as u64);
     let mut prev = 0i64;
