@@ -30,6 +30,7 @@ pub mod loki;
 pub mod ndjson;
 pub mod otlp;
 pub mod otlp_logs;
+pub mod otlp_traces;
 pub mod relabel;
 pub mod remote_write;
 pub mod scrape;
