@@ -1,0 +1,212 @@
+//! Tempo's pre-TraceQL search parameters (`tags`, `minDuration`,
+//! `maxDuration`), which `/api/search` still takes, turned into a TraceQL
+//! query so there is one search path.
+//!
+//! `tags` is logfmt: `service.name=api http.status_code=500
+//! db.statement="select 1"`. Each tag must hold somewhere in the trace
+//! (one spanset per tag, joined with `&&`), as Tempo's tag search matched
+//! traces. The well-known keys map to intrinsics: `service.name` to
+//! `resource.service.name`, `name` to the span name, `status.code` and
+//! `error=true` to `status`. Other keys are unscoped attributes; a value
+//! that reads as a number or boolean also matches that type
+//! (`(.k = 500 || .k = "500")`), because the text form does not say which
+//! type the instrumentation used. `minDuration`/`maxDuration` bound the
+//! trace's duration.
+
+use crate::ast::{AttrRef, AttrScope, BinOp, FieldExpr, Intrinsic, Query, SpansetOp, Static};
+use crate::lexer::{lex, Tok};
+use crate::QueryError;
+use skopos_model::StatusCode;
+
+/// The TraceQL query equivalent to Tempo's legacy search parameters
+/// (`{ }` when all are empty), in canonical form.
+pub fn legacy_query(
+    tags: Option<&str>,
+    min_duration: Option<&str>,
+    max_duration: Option<&str>,
+) -> Result<String, QueryError> {
+    let mut conds: Vec<FieldExpr> = Vec::new();
+    if let Some(tags) = tags {
+        for (k, v) in parse_logfmt(tags)? {
+            conds.push(tag_condition(&k, v.as_deref())?);
+        }
+    }
+    for (param, value, op) in [
+        ("minDuration", min_duration, BinOp::Gte),
+        ("maxDuration", max_duration, BinOp::Lte),
+    ] {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let ns = parse_duration(value)
+            .map_err(|e| QueryError::BadRequest(format!("invalid {param} {value:?}: {e}")))?;
+        conds.push(bin(
+            op,
+            FieldExpr::Intrinsic(Intrinsic::TraceDuration),
+            FieldExpr::Static(Static::Duration(ns)),
+        ));
+    }
+    let mut q: Option<Query> = None;
+    for c in conds {
+        let f = Query::Filter(Some(c));
+        q = Some(match q {
+            None => f,
+            Some(prev) => Query::Binary {
+                op: SpansetOp::And,
+                lhs: Box::new(prev),
+                rhs: Box::new(f),
+            },
+        });
+    }
+    Ok(q.unwrap_or(Query::Filter(None)).to_string())
+}
+
+/// A Go duration (`100ms`, `1.5s`, `1h30m`; `0` alone is allowed).
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let toks = lex(s.trim()).map_err(|e| e.message)?;
+    match toks.as_slice() {
+        [t, end] if end.tok == Tok::Eof => match t.tok {
+            Tok::Duration(d) => Ok(d),
+            Tok::Int(0) => Ok(0),
+            Tok::Int(_) | Tok::Float(_) => Err("missing unit (ns, us, ms, s, m or h)".into()),
+            _ => Err("expected a duration such as 100ms or 1.5s".into()),
+        },
+        _ => Err("expected a duration such as 100ms or 1.5s".into()),
+    }
+}
+
+fn bin(op: BinOp, lhs: FieldExpr, rhs: FieldExpr) -> FieldExpr {
+    FieldExpr::Binary {
+        op,
+        lhs: Box::new(lhs),
+        rhs: Box::new(rhs),
+    }
+}
+
+fn unscoped(k: &str) -> FieldExpr {
+    FieldExpr::Attr(AttrRef {
+        scope: AttrScope::Unscoped,
+        name: k.to_string(),
+    })
+}
+
+fn tag_condition(k: &str, v: Option<&str>) -> Result<FieldExpr, QueryError> {
+    let Some(v) = v else {
+        // A bare key: the attribute is present.
+        return Ok(bin(BinOp::Neq, unscoped(k), FieldExpr::Static(Static::Nil)));
+    };
+    let string = |e: FieldExpr| bin(BinOp::Eq, e, FieldExpr::Static(Static::Str(v.to_string())));
+    Ok(match k {
+        "service.name" => string(FieldExpr::Attr(AttrRef {
+            scope: AttrScope::Resource,
+            name: k.to_string(),
+        })),
+        "name" => string(FieldExpr::Intrinsic(Intrinsic::Name)),
+        "status.code" | "status" => {
+            let code = match v.to_ascii_lowercase().as_str() {
+                "error" | "2" | "status_code_error" => StatusCode::Error,
+                "ok" | "1" | "status_code_ok" => StatusCode::Ok,
+                "unset" | "0" | "status_code_unset" => StatusCode::Unset,
+                _ => {
+                    return Err(QueryError::BadRequest(format!(
+                        "invalid tag {k}={v:?}: expected error, ok or unset"
+                    )))
+                }
+            };
+            bin(
+                BinOp::Eq,
+                FieldExpr::Intrinsic(Intrinsic::Status),
+                FieldExpr::Static(Static::Status(code)),
+            )
+        }
+        "error" if v == "true" => bin(
+            BinOp::Eq,
+            FieldExpr::Intrinsic(Intrinsic::Status),
+            FieldExpr::Static(Static::Status(StatusCode::Error)),
+        ),
+        _ => {
+            let typed = if let Ok(i) = v.parse::<i64>() {
+                Some(Static::Int(i))
+            } else if let Some(f) = v.parse::<f64>().ok().filter(|f| f.is_finite()) {
+                Some(Static::Float(f))
+            } else if v == "true" || v == "false" {
+                Some(Static::Bool(v == "true"))
+            } else {
+                None
+            };
+            let as_string = string(unscoped(k));
+            match typed {
+                Some(t) => bin(
+                    BinOp::Or,
+                    bin(BinOp::Eq, unscoped(k), FieldExpr::Static(t)),
+                    as_string,
+                ),
+                None => as_string,
+            }
+        }
+    })
+}
+
+/// `key=value` pairs of logfmt; values may be double-quoted with `\`
+/// escapes; a key without `=` has no value.
+pub fn parse_logfmt(s: &str) -> Result<Vec<(String, Option<String>)>, QueryError> {
+    let bad = |msg: String| QueryError::BadRequest(format!("invalid tags {s:?}: {msg}"));
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            if c == '"' {
+                return Err(bad(format!("unexpected quote in key {key:?}")));
+            }
+            key.push(c);
+            chars.next();
+        }
+        if chars.peek() != Some(&'=') {
+            out.push((key, None));
+            continue;
+        }
+        chars.next();
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(bad(format!("unterminated quoted value of {key}"))),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some('n') => value.push('\n'),
+                        Some('t') => value.push('\t'),
+                        Some(c) => value.push(c),
+                        None => return Err(bad(format!("unterminated quoted value of {key}"))),
+                    },
+                    Some(c) => value.push(c),
+                }
+            }
+            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+                return Err(bad(format!("expected a space after the value of {key}")));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        if key.is_empty() {
+            return Err(bad("a tag has an empty key".into()));
+        }
+        out.push((key, Some(value)));
+    }
+}
