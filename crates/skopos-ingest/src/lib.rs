@@ -6,6 +6,8 @@
 //! | [`remote_write`] | Prometheus remote write 1.0 (snappy + protobuf) | [`WriteBatch`](skopos_model::WriteBatch) |
 //! | [`exposition`] | Prometheus text 0.0.4 / OpenMetrics 1.0 text | labelled samples |
 //! | [`otlp`] | OTLP metrics (protobuf or JSON) | [`WriteBatch`](skopos_model::WriteBatch) |
+//! | [`otlp_traces`] | OTLP traces (protobuf or JSON) | [`SpanBatch`](skopos_model::SpanBatch) |
+//! | [`zipkin`] | Zipkin v2 JSON span lists | [`SpanBatch`](skopos_model::SpanBatch) |
 //! | [`relabel`] | Prometheus `relabel_configs` | rewritten label sets |
 //! | [`scrape`] | `scrape_configs` | samples pushed into a [`SampleSink`](skopos_model::SampleSink) |
 //!
@@ -34,6 +36,7 @@ pub mod otlp_traces;
 pub mod relabel;
 pub mod remote_write;
 pub mod scrape;
+pub mod zipkin;
 
 mod floatfmt;
 mod md5;
@@ -61,6 +64,9 @@ pub enum DecodeError {
         message: &'static str,
         error: String,
     },
+    /// The body is not a Zipkin v2 JSON span list.
+    #[error("body is not a valid Zipkin v2 JSON span list: {0}")]
+    Zipkin(String),
     /// A series carries the same label name twice.
     #[error("series {index} has duplicate label name {name:?}")]
     DuplicateLabel { index: usize, name: String },
