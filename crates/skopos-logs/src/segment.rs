@@ -194,20 +194,19 @@ fn decode_block(
     };
     let mut out = Vec::new();
     let mut at = 0usize;
+    // Lines with references are rebuilt here; only kept ones are copied out.
+    let mut scratch = Vec::new();
     for ((ts, len), metadata) in ts.into_iter().zip(lens).zip(meta) {
         let bytes = &lines[at..at + len];
-        let line: std::borrow::Cow<'_, str> = match plain {
-            Some(text) => text.get(at..at + len)?.into(),
-            None if memchr::memchr(crate::tokens::REF, bytes).is_none() => {
-                std::str::from_utf8(bytes).ok()?.into()
-            }
-            None => crate::tokens::decode_line(bytes, index)?.into(),
+        let line: &str = match plain {
+            Some(text) => text.get(at..at + len)?,
+            None => crate::tokens::decode_line(bytes, index, &mut scratch)?,
         };
         at += len;
-        if keep(ts, &line) {
+        if keep(ts, line) {
             out.push(LogEntry {
                 ts,
-                line: line.into_owned(),
+                line: line.to_string(),
                 metadata,
             });
         }

@@ -141,30 +141,27 @@ pub(crate) fn encode_line(out: &mut Vec<u8>, line: &[u8], rank: &dyn Fn(&[u8]) -
     out.extend_from_slice(&line[copied..]);
 }
 
-/// Undoes [`encode_line`]: the line with its references replaced by the
-/// tokens of `index`; `None` when a reference is malformed or the result
-/// is not UTF-8.
-pub(crate) fn decode_line(text: &[u8], index: &Index) -> Option<String> {
-    let Some(first) = memchr::memchr(REF, text) else {
-        return std::str::from_utf8(text).ok().map(str::to_string);
-    };
-    let mut out = Vec::with_capacity(text.len() + 32);
-    out.extend_from_slice(&text[..first]);
-    let mut i = first;
+/// Undoes [`encode_line`] into `out` (cleared first): the line with its
+/// references replaced by the tokens of `index`; `None` when a reference
+/// is malformed or the result is not UTF-8.
+pub(crate) fn decode_line<'o>(text: &[u8], index: &Index, out: &'o mut Vec<u8>) -> Option<&'o str> {
+    out.clear();
+    let mut i = 0;
     while i < text.len() {
-        // At a reference.
-        let mut r = skopos_model::codec::Reader::new(&text[i + 1..]);
+        let next = memchr::memchr(REF, &text[i..]).map_or(text.len(), |p| i + p);
+        out.extend_from_slice(&text[i..next]);
+        if next == text.len() {
+            break;
+        }
+        let mut r = skopos_model::codec::Reader::new(&text[next + 1..]);
         let n = usize::try_from(r.uvarint()?).ok()?;
         if n >= index.len() {
             return None;
         }
         out.extend_from_slice(index.token(n));
         i = text.len() - r.remaining();
-        let next = memchr::memchr(REF, &text[i..]).map_or(text.len(), |p| i + p);
-        out.extend_from_slice(&text[i..next]);
-        i = next;
     }
-    String::from_utf8(out).ok()
+    std::str::from_utf8(out).ok()
 }
 
 /// A segment's index in memory.
@@ -373,7 +370,7 @@ mod tests {
         for l in lines {
             let mut enc = Vec::new();
             encode_line(&mut enc, l.as_bytes(), &|t| b.rank(t));
-            assert_eq!(decode_line(&enc, &idx).as_deref(), Some(*l));
+            assert_eq!(decode_line(&enc, &idx, &mut Vec::new()), Some(*l));
             if l.contains("00122ef1") {
                 assert!(enc.len() < l.len() - 20, "{l}: not referenced");
             }
@@ -384,8 +381,8 @@ mod tests {
         assert!(enc.windows(14).any(|w| w == b"12345678901234"));
         // A reference past the dictionary is refused, not a panic.
         let bad = [b'x', REF, 0xff, 0xff, 0x7f];
-        assert_eq!(decode_line(&bad, &idx), None);
-        assert_eq!(decode_line(&[b'a', REF], &idx), None);
+        assert_eq!(decode_line(&bad, &idx, &mut Vec::new()), None);
+        assert_eq!(decode_line(&[b'a', REF], &idx, &mut Vec::new()), None);
     }
 
     /// Brute force: blocks with a line containing every needle.
