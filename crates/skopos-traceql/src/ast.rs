@@ -456,6 +456,10 @@ impl fmt::Display for FieldExpr {
 fn write_filter(f: &mut fmt::Formatter<'_>, e: &Option<FieldExpr>) -> fmt::Result {
     match e {
         None => f.write_str("{ }"),
+        // The outermost operation needs no parentheses inside the braces.
+        Some(FieldExpr::Binary { op, lhs, rhs }) => {
+            write!(f, "{{ {lhs} {} {rhs} }}", op.symbol())
+        }
         Some(e) => write!(f, "{{ {e} }}"),
     }
 }

@@ -5,8 +5,9 @@
 //! sides' spans; stages filter, split or annotate spansets. A trace matches
 //! when at least one non-empty spanset is left.
 //!
-//! Comparison semantics follow Tempo: a missing attribute compares false
-//! except with `nil` (`= nil` is "absent", `!= nil` "present"); values of
+//! Comparison semantics follow Tempo: a missing attribute compares false,
+//! even with `!=` and `!~`, except with the `nil` literal (`= nil` is
+//! "absent", `!= nil` "present"); values of
 //! different types compare false (a string is never equal to a number);
 //! integers, floats and durations compare numerically; regexes are fully
 //! anchored.
@@ -457,6 +458,12 @@ impl Evaluator {
                 op if op.is_arithmetic() => {
                     arithmetic(*op, &self.field(lhs, span, cx), &self.field(rhs, span, cx))
                 }
+                BinOp::Eq | BinOp::Neq if is_nil(lhs) || is_nil(rhs) => {
+                    // A presence test: `= nil` is absent, `!= nil` present.
+                    let other = if is_nil(lhs) { rhs } else { lhs };
+                    let absent = matches!(self.field(other, span, cx), Value::Nil);
+                    Value::Bool(absent == (*op == BinOp::Eq))
+                }
                 op => {
                     let l = self.field(lhs, span, cx);
                     let r = self.field(rhs, span, cx);
@@ -532,13 +539,9 @@ fn arithmetic<'a>(op: BinOp, l: &Value, r: &Value) -> Value<'a> {
 /// Tempo's comparison: see the module doc.
 pub(crate) fn compare(op: BinOp, l: &Value, r: &Value, re: Option<&Regex>) -> bool {
     use std::cmp::Ordering;
+    // Missing values compare false (`nil` literals are handled by the caller).
     if matches!(l, Value::Nil) || matches!(r, Value::Nil) {
-        let both = matches!(l, Value::Nil) && matches!(r, Value::Nil);
-        return match op {
-            BinOp::Eq => both,
-            BinOp::Neq => !both,
-            _ => false,
-        };
+        return false;
     }
     let ord: Option<Ordering> = match (l, r) {
         (Value::Str(a), Value::Str(b)) => {
@@ -570,6 +573,10 @@ pub(crate) fn compare(op: BinOp, l: &Value, r: &Value, re: Option<&Regex>) -> bo
         BinOp::Lte => ord != Ordering::Greater,
         _ => false,
     }
+}
+
+fn is_nil(e: &FieldExpr) -> bool {
+    matches!(e, FieldExpr::Static(Static::Nil))
 }
 
 fn one(spans: Vec<usize>) -> Vec<Spanset> {
