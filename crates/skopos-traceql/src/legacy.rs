@@ -11,7 +11,8 @@
 //! that reads as a number or boolean also matches that type
 //! (`(.k = 500 || .k = "500")`), because the text form does not say which
 //! type the instrumentation used. `minDuration`/`maxDuration` bound the
-//! trace's duration.
+//! trace's duration (`traceDuration`), as Grafana's search form describes
+//! them.
 
 use crate::ast::{AttrRef, AttrScope, BinOp, FieldExpr, Intrinsic, Query, SpansetOp, Static};
 use crate::lexer::{lex, Tok};
@@ -31,6 +32,9 @@ pub fn legacy_query(
             conds.push(tag_condition(&k, v.as_deref())?);
         }
     }
+    // Trace-duration bounds hold for every span of a trace alike: joined
+    // into each tag's filter they keep the matched spans those of the tags.
+    let mut bounds: Option<FieldExpr> = None;
     for (param, value, op) in [
         ("minDuration", min_duration, BinOp::Gte),
         ("maxDuration", max_duration, BinOp::Lte),
@@ -40,11 +44,25 @@ pub fn legacy_query(
         };
         let ns = parse_duration(value)
             .map_err(|e| QueryError::BadRequest(format!("invalid {param} {value:?}: {e}")))?;
-        conds.push(bin(
+        let c = bin(
             op,
             FieldExpr::Intrinsic(Intrinsic::TraceDuration),
             FieldExpr::Static(Static::Duration(ns)),
-        ));
+        );
+        bounds = Some(match bounds {
+            None => c,
+            Some(b) => bin(BinOp::And, b, c),
+        });
+    }
+    if let Some(b) = bounds {
+        if conds.is_empty() {
+            conds.push(b);
+        } else {
+            conds = conds
+                .into_iter()
+                .map(|c| bin(BinOp::And, c, b.clone()))
+                .collect();
+        }
     }
     let mut q: Option<Query> = None;
     for c in conds {

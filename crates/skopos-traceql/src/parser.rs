@@ -221,7 +221,7 @@ impl Parser<'_> {
             return Err(self.err_at(
                 start,
                 format!(
-                    "a spanset filter must be a condition, not a {} value: `{e}`",
+                    "a spanset filter must be a condition, not {} value: `{e}`",
                     type_name(t)
                 ),
             ));
@@ -248,7 +248,7 @@ impl Parser<'_> {
                                 return Err(self.err_at(
                                     fstart,
                                     format!(
-                                        "{w}() needs a numeric field, not a {} value: `{e}`",
+                                        "{w}() needs a numeric field, not {} value: `{e}`",
                                         type_name(t)
                                     ),
                                 ));
@@ -504,7 +504,7 @@ impl Parser<'_> {
                     return Err(self.err_at(
                         pos,
                         format!(
-                            "`!` needs a condition, not a {} value: `{inner}`",
+                            "`!` needs a condition, not {} value: `{inner}`",
                             type_name(t)
                         ),
                     ));
@@ -516,10 +516,7 @@ impl Parser<'_> {
                 if !(t.is_numeric() || t == ValueType::Any) {
                     return Err(self.err_at(
                         pos,
-                        format!(
-                            "`-` needs a number, not a {} value: `{inner}`",
-                            type_name(t)
-                        ),
+                        format!("`-` needs a number, not {} value: `{inner}`", type_name(t)),
                     ));
                 }
                 t
@@ -534,7 +531,7 @@ impl Parser<'_> {
                                 return Err(self.err_at(
                                     pos,
                                     format!(
-                                        "`{}` joins conditions, but `{side}` is a {} value",
+                                        "`{}` joins conditions, but `{side}` is {} value",
                                         op.symbol(),
                                         type_name(t)
                                     ),
@@ -557,16 +554,27 @@ impl Parser<'_> {
                             return Err(self.err_at(
                                 pos,
                                 format!(
-                                    "`{}` matches strings, but `{lhs}` is a {} value",
+                                    "`{}` matches strings, but `{lhs}` is {} value",
                                     op.symbol(),
                                     type_name(lt)
                                 ),
                             ));
                         }
-                        if let Err(e) = crate::eval::compile_regex(pattern) {
+                        if let Err(e) = regex::Regex::new(pattern)
+                            .and_then(|_| crate::eval::compile_regex(pattern))
+                        {
+                            // The library's message is a drawing over
+                            // several lines; its last line names the problem.
+                            let text = e.to_string();
+                            let why = text
+                                .lines()
+                                .last()
+                                .unwrap_or_default()
+                                .trim_start_matches("error: ")
+                                .to_string();
                             return Err(self.err_at(
                                 pos,
-                                format!("invalid regular expression {pattern:?}: {e}"),
+                                format!("invalid regular expression {pattern:?}: {why}"),
                             ));
                         }
                         ValueType::Bool
@@ -576,7 +584,7 @@ impl Parser<'_> {
                             return Err(self.err_at(
                                 pos,
                                 format!(
-                                    "cannot compare a {} value with a {} value: `{e}`",
+                                    "cannot compare {} with {}: `{e}`",
                                     type_name(lt),
                                     type_name(rt)
                                 ),
@@ -606,7 +614,7 @@ impl Parser<'_> {
                                 return Err(self.err_at(
                                     pos,
                                     format!(
-                                        "`{}` needs numbers, but `{side}` is a {} value",
+                                        "`{}` needs numbers, but `{side}` is {} value",
                                         op.symbol(),
                                         type_name(t)
                                     ),
@@ -640,15 +648,15 @@ fn comparable(a: ValueType, b: ValueType) -> bool {
 
 fn type_name(t: ValueType) -> &'static str {
     match t {
-        ValueType::Str => "string",
-        ValueType::Int => "integer",
-        ValueType::Float => "float",
-        ValueType::Duration => "duration",
-        ValueType::Bool => "boolean",
-        ValueType::Status => "status",
-        ValueType::Kind => "kind",
+        ValueType::Str => "a string",
+        ValueType::Int => "an integer",
+        ValueType::Float => "a float",
+        ValueType::Duration => "a duration",
+        ValueType::Bool => "a boolean",
+        ValueType::Status => "a status",
+        ValueType::Kind => "a kind",
         ValueType::Nil => "nil",
-        ValueType::Any => "attribute",
+        ValueType::Any => "an attribute",
     }
 }
 
