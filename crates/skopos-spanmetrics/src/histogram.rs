@@ -25,6 +25,11 @@ impl Histogram {
         }
     }
 
+    /// Observations so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
     /// Records `v` in the first bucket whose upper bound is at least `v`
     /// (Prometheus' `le`), with `trace` as that bucket's exemplar.
     pub(crate) fn observe(&mut self, bounds: &[f64], v: f64, trace: Option<(&TraceId, i64)>) {

@@ -15,10 +15,15 @@
 //! documentation so dashboards written for Tempo work unchanged.
 
 mod histogram;
+mod servicegraph;
 mod spanmetrics;
 #[cfg(test)]
 mod testutil;
 
+pub use servicegraph::{
+    ConnectionType, ServiceGraph, ServiceGraphConfig, ServiceGraphStats,
+    DEFAULT_SERVICE_GRAPH_BUCKETS,
+};
 pub use spanmetrics::{
     span_kind_label, status_code_label, SpanMetrics, SpanMetricsConfig, SpanMetricsStats,
     DEFAULT_LATENCY_BUCKETS,
