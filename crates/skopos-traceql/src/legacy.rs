@@ -79,6 +79,62 @@ pub fn legacy_query(
     Ok(q.unwrap_or(Query::Filter(None)).to_string())
 }
 
+/// The TraceQL query for a Jaeger `/api/traces` search: one span of
+/// `service` named `operation` carrying every tag (span or resource
+/// attribute, compared as [`legacy_query`] compares tags) and lasting
+/// between `min_duration` and `max_duration` — Jaeger matches all of them
+/// on the same span.
+pub fn jaeger_query(
+    service: Option<&str>,
+    operation: Option<&str>,
+    tags: &[(String, String)],
+    min_duration: Option<&str>,
+    max_duration: Option<&str>,
+) -> Result<String, QueryError> {
+    let mut conds: Vec<FieldExpr> = Vec::new();
+    if let Some(s) = nonempty(service) {
+        conds.push(bin(
+            BinOp::Eq,
+            FieldExpr::Attr(AttrRef {
+                scope: AttrScope::Resource,
+                name: "service.name".into(),
+            }),
+            FieldExpr::Static(Static::Str(s.to_string())),
+        ));
+    }
+    if let Some(op) = nonempty(operation) {
+        conds.push(bin(
+            BinOp::Eq,
+            FieldExpr::Intrinsic(Intrinsic::Name),
+            FieldExpr::Static(Static::Str(op.to_string())),
+        ));
+    }
+    for (k, v) in tags {
+        conds.push(tag_condition(k, Some(v))?);
+    }
+    for (param, value, op) in [
+        ("minDuration", min_duration, BinOp::Gte),
+        ("maxDuration", max_duration, BinOp::Lte),
+    ] {
+        let Some(value) = nonempty(value) else {
+            continue;
+        };
+        let ns = parse_duration(value)
+            .map_err(|e| QueryError::BadRequest(format!("invalid {param} {value:?}: {e}")))?;
+        conds.push(bin(
+            op,
+            FieldExpr::Intrinsic(Intrinsic::Duration),
+            FieldExpr::Static(Static::Duration(ns)),
+        ));
+    }
+    let e = conds.into_iter().reduce(|a, b| bin(BinOp::And, a, b));
+    Ok(Query::Filter(e).to_string())
+}
+
+fn nonempty(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
 /// A Go duration (`100ms`, `1.5s`, `1h30m`; `0` alone is allowed).
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let toks = lex(s.trim()).map_err(|e| e.message)?;

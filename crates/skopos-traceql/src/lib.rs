@@ -42,9 +42,9 @@ use ast::{AttrRef, FieldExpr, Intrinsic, Query, Stage};
 use eval::{Evaluator, TraceCtx};
 
 pub use ast::Query as TraceQlQuery;
-pub use legacy::{legacy_query, parse_duration, parse_logfmt};
+pub use legacy::{jaeger_query, legacy_query, parse_duration, parse_logfmt};
 pub use lexer::MAX_QUERY_BYTES;
-pub use parser::{parse, ParseError};
+pub use parser::{parse, ParseError, MAX_NESTING, MAX_OPERATORS};
 
 /// What Tempo shows as the root service of a trace whose root span has
 /// not arrived.
@@ -422,6 +422,7 @@ impl Engine {
         let sel = compiled.select(req.start_ns, req.end_ns);
         let mut out = SearchResponse::default();
         let mut failure: Option<QueryError> = None;
+        let mut seen: std::collections::HashSet<TraceId> = std::collections::HashSet::new();
         let max_inspected = self.opts.max_traces_inspected;
         q.select_traces(&sel, &mut |trace: Trace| {
             if cancel.is_cancelled() {
@@ -444,8 +445,10 @@ impl Engine {
                 .iter()
                 .any(|s| s.start_ns >= req.start_ns && s.start_ns < req.end_ns);
             if in_range {
-                if let Some(m) = compiled.evaluate(&trace, spss) {
-                    if !out.traces.iter().any(|t| t.trace_id == m.trace_id) {
+                // A store may hand a trace over twice (from two partitions).
+                if !seen.contains(&trace.trace_id) {
+                    if let Some(m) = compiled.evaluate(&trace, spss) {
+                        seen.insert(m.trace_id);
                         out.traces.push(m);
                     }
                 }

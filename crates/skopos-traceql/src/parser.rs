@@ -58,7 +58,13 @@ impl std::error::Error for ParseError {}
 /// Parses a TraceQL query.
 pub fn parse(src: &str) -> Result<Query, ParseError> {
     let toks = lex(src)?;
-    let mut p = Parser { src, toks, i: 0 };
+    let mut p = Parser {
+        src,
+        toks,
+        i: 0,
+        ops: 0,
+        depth: 0,
+    };
     if p.peek() == &Tok::Eof {
         return Err(p.err_here("empty query: expected a spanset such as `{ }`"));
     }
@@ -73,7 +79,17 @@ struct Parser<'a> {
     src: &'a str,
     toks: Vec<Token>,
     i: usize,
+    /// Operators so far and open parentheses: both bounded, so that no
+    /// query can make the recursive parser, printer or evaluator overflow
+    /// the stack.
+    ops: usize,
+    depth: usize,
 }
+
+/// Most operators (binary, unary, stages) in one query.
+pub const MAX_OPERATORS: usize = 256;
+/// Deepest nesting of parentheses and prefix operators.
+pub const MAX_NESTING: usize = 64;
 
 fn spanset_op(t: &Tok) -> Option<(SpansetOp, u8)> {
     Some(match t {
@@ -145,6 +161,23 @@ impl Parser<'_> {
         }
     }
 
+    /// Counts one more operator.
+    fn op(&mut self) -> Result<(), ParseError> {
+        self.ops += 1;
+        if self.ops > MAX_OPERATORS {
+            return Err(self.err_here(format!("query has more than {MAX_OPERATORS} operators")));
+        }
+        Ok(())
+    }
+
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.err_here(format!("query nests more than {MAX_NESTING} levels deep")));
+        }
+        Ok(())
+    }
+
     // ---- spanset level ----
 
     fn query(&mut self) -> Result<Query, ParseError> {
@@ -153,6 +186,7 @@ impl Parser<'_> {
             if self.peek() == &Tok::Pipe {
                 self.next();
                 let stage = self.stage()?;
+                self.op()?;
                 lhs = Query::Pipe {
                     input: Box::new(lhs),
                     stage,
@@ -162,6 +196,8 @@ impl Parser<'_> {
                 // whole pipeline so far as its left-hand side.
                 self.next();
                 let rhs = self.spanset_expr(prec + 1)?;
+                self.op()?;
+                self.op()?;
                 lhs = Query::Binary {
                     op,
                     lhs: Box::new(lhs),
@@ -181,6 +217,7 @@ impl Parser<'_> {
             }
             self.next();
             let rhs = self.spanset_expr(prec + 1)?;
+            self.op()?;
             lhs = Query::Binary {
                 op,
                 lhs: Box::new(lhs),
@@ -195,7 +232,9 @@ impl Parser<'_> {
             Tok::LBrace => Ok(Query::Filter(self.filter()?)),
             Tok::LParen => {
                 self.next();
+                self.enter()?;
                 let q = self.query()?;
+                self.depth -= 1;
                 self.expect(Tok::RParen, "`)` closing the group")?;
                 Ok(q)
             }
@@ -355,6 +394,7 @@ impl Parser<'_> {
         while self.peek() == &Tok::OrOr {
             self.next();
             let rhs = self.and_expr()?;
+            self.op()?;
             lhs = bin(BinOp::Or, lhs, rhs);
         }
         Ok(lhs)
@@ -365,6 +405,7 @@ impl Parser<'_> {
         while self.peek() == &Tok::AndAnd {
             self.next();
             let rhs = self.cmp_expr()?;
+            self.op()?;
             lhs = bin(BinOp::And, lhs, rhs);
         }
         Ok(lhs)
@@ -380,6 +421,7 @@ impl Parser<'_> {
                     self.err_here("comparisons cannot be chained; use `&&` and parentheses")
                 );
             }
+            self.op()?;
             return Ok(bin(op, lhs, rhs));
         }
         Ok(lhs)
@@ -395,6 +437,7 @@ impl Parser<'_> {
             };
             self.next();
             let rhs = self.mul_expr()?;
+            self.op()?;
             lhs = bin(op, lhs, rhs);
         }
     }
@@ -410,6 +453,7 @@ impl Parser<'_> {
             };
             self.next();
             let rhs = self.unary()?;
+            self.op()?;
             lhs = bin(op, lhs, rhs);
         }
     }
@@ -418,11 +462,19 @@ impl Parser<'_> {
         match self.peek() {
             Tok::Bang => {
                 self.next();
-                Ok(FieldExpr::Not(Box::new(self.unary()?)))
+                self.op()?;
+                self.enter()?;
+                let e = self.unary()?;
+                self.depth -= 1;
+                Ok(FieldExpr::Not(Box::new(e)))
             }
             Tok::Minus => {
                 self.next();
-                Ok(match self.unary()? {
+                self.op()?;
+                self.enter()?;
+                let e = self.unary()?;
+                self.depth -= 1;
+                Ok(match e {
                     FieldExpr::Static(Static::Int(i)) => FieldExpr::Static(Static::Int(-i)),
                     FieldExpr::Static(Static::Float(f)) => FieldExpr::Static(Static::Float(-f)),
                     FieldExpr::Static(Static::Duration(d)) => {
@@ -446,8 +498,10 @@ impl Parser<'_> {
         }
         let e = match self.next() {
             Tok::LParen => {
+                self.enter()?;
                 let e = self.field_expr()?;
                 self.expect(Tok::RParen, "`)`")?;
+                self.depth -= 1;
                 return Ok(e);
             }
             Tok::Str(s) => FieldExpr::Static(Static::Str(s)),
