@@ -218,6 +218,10 @@ pub enum Intrinsic {
     TraceDuration,
     SpanId,
     TraceId,
+    /// The parent's span id in hex; missing on a root span.
+    ParentId,
+    InstrumentationName,
+    InstrumentationVersion,
 }
 
 impl Intrinsic {
@@ -234,6 +238,9 @@ impl Intrinsic {
             Intrinsic::TraceDuration => "traceDuration",
             Intrinsic::SpanId => "span:id",
             Intrinsic::TraceId => "trace:id",
+            Intrinsic::ParentId => "span:parentID",
+            Intrinsic::InstrumentationName => "instrumentation:name",
+            Intrinsic::InstrumentationVersion => "instrumentation:version",
         }
     }
 
@@ -252,6 +259,9 @@ impl Intrinsic {
             "traceDuration" | "trace:duration" => Intrinsic::TraceDuration,
             "span:id" => Intrinsic::SpanId,
             "trace:id" => Intrinsic::TraceId,
+            "span:parentID" => Intrinsic::ParentId,
+            "instrumentation:name" => Intrinsic::InstrumentationName,
+            "instrumentation:version" => Intrinsic::InstrumentationVersion,
             _ => return None,
         })
     }
@@ -264,7 +274,10 @@ impl Intrinsic {
             | Intrinsic::RootName
             | Intrinsic::RootServiceName
             | Intrinsic::SpanId
-            | Intrinsic::TraceId => ValueType::Str,
+            | Intrinsic::TraceId
+            | Intrinsic::ParentId
+            | Intrinsic::InstrumentationName
+            | Intrinsic::InstrumentationVersion => ValueType::Str,
             Intrinsic::Status => ValueType::Status,
             Intrinsic::Kind => ValueType::Kind,
             Intrinsic::Duration | Intrinsic::TraceDuration => ValueType::Duration,
@@ -408,7 +421,8 @@ impl fmt::Display for Static {
             Static::Str(s) => f.write_str(&quote(s)),
             Static::Int(i) => write!(f, "{i}"),
             Static::Float(x) => {
-                if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 {
+                // Integral floats keep a `.0` so they read back as floats.
+                if x.is_finite() && x.fract() == 0.0 {
                     write!(f, "{x:.1}")
                 } else {
                     write!(f, "{x}")

@@ -166,6 +166,42 @@ impl<'t> TraceCtx<'t> {
         self.trace.spans.len()
     }
 
+    /// For every span, whether one of its ancestors is flagged in `l`;
+    /// linear in the spans however deep the tree (each answer is kept).
+    fn under_left(&self, l: &[bool]) -> Vec<bool> {
+        let n = self.len();
+        let mut memo: Vec<Option<bool>> = vec![None; n];
+        let mut path = Vec::new();
+        for start in 0..n {
+            // Walk up to a known answer, a flagged parent or the root.
+            let mut cur = start;
+            let answer = loop {
+                if let Some(a) = memo[cur] {
+                    // `cur` answers for its own ancestors; its children
+                    // on the path also count `cur` itself.
+                    break if cur == start { a } else { a || l[cur] };
+                }
+                path.push(cur);
+                match self.parent[cur] {
+                    None => break false,
+                    Some(p) if l[p] => break true,
+                    // A cycle of parent ids: nothing above it is flagged.
+                    Some(_) if path.len() > n => break false,
+                    Some(p) => cur = p,
+                }
+            };
+            // Everything on the path shares the answer, except that a
+            // flagged span passes `true` to its children, not to itself.
+            let mut a = answer;
+            for &i in path.iter().rev() {
+                memo[i] = Some(a);
+                a = a || l[i];
+            }
+            path.clear();
+        }
+        memo.into_iter().map(|m| m.unwrap_or(false)).collect()
+    }
+
     /// The ancestors of span `i`, nearest first (cycle-safe).
     fn ancestors(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         let mut cur = self.parent[i];
@@ -262,9 +298,9 @@ impl Evaluator {
                     .collect()
             }
             SpansetOp::Descendant | SpansetOp::NotDescendant => {
+                let under = cx.under_left(l);
                 let want = op == SpansetOp::Descendant;
-                rs.filter(|&i| cx.ancestors(i).any(|a| l[a]) == want)
-                    .collect()
+                rs.filter(|&i| under[i] == want).collect()
             }
             SpansetOp::Parent | SpansetOp::NotParent => {
                 let mut is_parent = vec![false; n];
@@ -496,6 +532,11 @@ fn intrinsic<'a>(i: Intrinsic, span: &'a Span, cx: &'a TraceCtx) -> Value<'a> {
         Intrinsic::TraceDuration => Value::Duration(cx.duration_ns),
         Intrinsic::SpanId => Value::Str(Cow::Owned(to_hex(&span.span_id))),
         Intrinsic::TraceId => Value::Str(Cow::Owned(to_hex(&span.trace_id))),
+        Intrinsic::ParentId => span
+            .parent_span_id
+            .map_or(Value::Nil, |p| Value::Str(Cow::Owned(to_hex(&p)))),
+        Intrinsic::InstrumentationName => Value::Str(Cow::Borrowed(&span.scope.name)),
+        Intrinsic::InstrumentationVersion => Value::Str(Cow::Borrowed(&span.scope.version)),
     }
 }
 
