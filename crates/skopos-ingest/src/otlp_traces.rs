@@ -572,4 +572,32 @@ mod tests {
         let t = translate_traces(&decode_traces_request(b"", Encoding::Protobuf).unwrap());
         assert!(t.batch.spans.is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            for enc in [Encoding::Protobuf, Encoding::Json] {
+                if let Ok(req) = decode_traces_request(&body, enc) {
+                    let t = translate_traces(&req);
+                    proptest::prop_assert!(t.rejected_spans >= 0);
+                }
+            }
+        }
+
+        #[test]
+        fn damaged_protobuf_is_refused_or_translated_without_panic(
+            at in 0usize..10_000,
+            byte in proptest::prelude::any::<u8>(),
+            cut in 0usize..10_000,
+        ) {
+            let mut body = request(vec![full_span(), full_span()]).encode_to_vec();
+            let n = body.len();
+            body[at % n] = byte;
+            body.truncate(n - cut % n);
+            if let Ok(req) = decode_traces_request(&body, Encoding::Protobuf) {
+                let t = translate_traces(&req);
+                proptest::prop_assert!(t.batch.spans.len() as i64 + t.rejected_spans <= 2);
+            }
+        }
+    }
 }

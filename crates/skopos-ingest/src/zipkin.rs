@@ -476,4 +476,28 @@ mod tests {
         }
         assert!(decode_zipkin_v2(b"[]").unwrap().batch.spans.is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode_zipkin_v2(&body);
+        }
+
+        #[test]
+        fn damaged_json_is_refused_or_translated_without_panic(
+            at in 0usize..10_000,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut body = br#"[{"traceId":"463ac35c9f6413ad48485a3953bb6124","id":"6b221d5bc9e6496c",
+              "parentId":"6b221d5bc9e6496d","name":"x","kind":"CLIENT","timestamp":1556604172355737,
+              "duration":1431,"localEndpoint":{"serviceName":"a","ipv4":"1.2.3.4","port":80},
+              "remoteEndpoint":{"serviceName":"b"},"annotations":[{"timestamp":1,"value":"v"}],
+              "tags":{"error":"e","k":"v"},"shared":true,"debug":false}]"#.to_vec();
+            let n = body.len();
+            body[at % n] = byte;
+            if let Ok(t) = decode_zipkin_v2(&body) {
+                proptest::prop_assert!(t.batch.spans.len() as i64 + t.rejected_spans <= 1);
+            }
+        }
+    }
 }

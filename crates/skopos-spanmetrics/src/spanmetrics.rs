@@ -58,6 +58,11 @@ pub struct SpanMetricsConfig {
     /// one past it are dropped and counted. Each combination writes one
     /// counter and `histogram_buckets.len() + 3` histogram series.
     pub max_series: usize,
+    /// A series no span has updated for longer than this (measured by the
+    /// `now_ms` of `collect`) is forgotten, freeing its slot; if it comes
+    /// back it starts again from zero, which PromQL's `rate` reads as a
+    /// counter reset. Tempo's `stale_duration`: 15 minutes.
+    pub stale_after_ms: i64,
 }
 
 impl Default for SpanMetricsConfig {
@@ -67,6 +72,7 @@ impl Default for SpanMetricsConfig {
             dimensions: Vec::new(),
             namespace: "traces_spanmetrics".into(),
             max_series: 10_000,
+            stale_after_ms: 15 * 60 * 1000,
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct SpanMetricsStats {
     pub dropped_spans: u64,
     /// Label combinations held.
     pub series: usize,
+    /// Label combinations forgotten after `stale_after_ms` without spans.
+    pub stale_series_removed: u64,
 }
 
 /// One label combination: its key, its labels and its counters.
@@ -94,6 +102,10 @@ struct Series {
     calls: u64,
     calls_exemplar: Option<Exemplar>,
     latency: Histogram,
+    /// Whether a span came since the last collect.
+    touched: bool,
+    /// The `now_ms` of the last collect after a span came.
+    last_ms: i64,
 }
 
 /// The span metrics processor. Not thread-safe by itself: wrap it in a
@@ -168,12 +180,14 @@ impl SpanMetrics {
             dims.extend(self.cfg.dimensions.iter().map(|d| dim_value(span, d)));
             let service = span.service_name();
             let mut h = FxHasher::default();
-            service.hash(&mut h);
-            span.name.hash(&mut h);
-            (span.kind as u8, span.status as u8).hash(&mut h);
-            for d in &dims {
-                d.as_deref().hash(&mut h);
-            }
+            Self::hash_key(
+                &mut h,
+                service,
+                &span.name,
+                span.kind,
+                span.status,
+                dims.iter().map(|d| d.as_deref()),
+            );
             let hash = h.finish();
             let found = self.index.get(&hash).and_then(|ids| {
                 ids.iter().copied().find(|&i| {
@@ -219,6 +233,8 @@ impl SpanMetrics {
                         calls: 0,
                         calls_exemplar: None,
                         latency: Histogram::new(&self.cfg.histogram_buckets),
+                        touched: true,
+                        last_ms: i64::MIN,
                     });
                     let i = self.series.len() - 1;
                     self.index.entry(hash).or_default().push(i);
@@ -228,6 +244,7 @@ impl SpanMetrics {
             let s = &mut self.series[i];
             let ts_ms = ns_to_ms(span.end_ns);
             s.calls += 1;
+            s.touched = true;
             s.calls_exemplar = Some(exemplar(&span.trace_id, 1.0, ts_ms));
             s.latency.observe(
                 &self.cfg.histogram_buckets,
@@ -239,9 +256,11 @@ impl SpanMetrics {
     }
 
     /// Every series' cumulative value at `now_ms`, ordered by service, span
-    /// name, kind, status and dimensions, and
-    /// the exemplars gathered since the last collect (latest per series).
+    /// name, kind, status and dimensions, and the exemplars gathered since
+    /// the last collect (latest per series). Series idle for longer than
+    /// `stale_after_ms` are forgotten first.
     pub fn collect(&mut self, now_ms: i64) -> (WriteBatch, Vec<SeriesExemplars>) {
+        self.forget_stale(now_ms);
         let mut order: Vec<usize> = (0..self.series.len()).collect();
         fn key(s: &Series) -> (&str, &str, SpanKind, StatusCode, &[Option<String>]) {
             (&s.service, &s.span_name, s.kind, s.status, &s.dims)
@@ -275,6 +294,55 @@ impl SpanMetrics {
             .iter()
             .all(|s| s.labels.get(METRIC_NAME).is_some()));
         (out, exemplars)
+    }
+
+    fn forget_stale(&mut self, now_ms: i64) {
+        for s in &mut self.series {
+            if s.touched {
+                s.touched = false;
+                s.last_ms = now_ms;
+            }
+        }
+        let stale_after = self.cfg.stale_after_ms;
+        let before = self.series.len();
+        self.series
+            .retain(|s| now_ms.saturating_sub(s.last_ms) <= stale_after);
+        let removed = before - self.series.len();
+        if removed == 0 {
+            return;
+        }
+        self.stats.stale_series_removed += removed as u64;
+        self.index.clear();
+        for (i, s) in self.series.iter().enumerate() {
+            let mut h = FxHasher::default();
+            Self::hash_key(
+                &mut h,
+                &s.service,
+                &s.span_name,
+                s.kind,
+                s.status,
+                s.dims.iter().map(Option::as_deref),
+            );
+            self.index.entry(h.finish()).or_default().push(i);
+        }
+    }
+
+    /// The hash of a series key, the same whether the parts are borrowed
+    /// from a span or owned by a series.
+    fn hash_key<'a>(
+        h: &mut FxHasher,
+        service: &str,
+        span_name: &str,
+        kind: SpanKind,
+        status: StatusCode,
+        dims: impl Iterator<Item = Option<&'a str>>,
+    ) {
+        service.hash(h);
+        span_name.hash(h);
+        (kind as u8, status as u8).hash(h);
+        for d in dims {
+            d.hash(h);
+        }
     }
 }
 
@@ -411,7 +479,8 @@ traces_spanmetrics_latency_count{deployment_env="prod", service="payments", span
             SpanMetricsStats {
                 spans: 6,
                 dropped_spans: 0,
-                series: 4
+                series: 4,
+                stale_series_removed: 0,
             }
         );
     }
@@ -497,7 +566,8 @@ traces_spanmetrics_latency_count{deployment_env="prod", service="payments", span
             SpanMetricsStats {
                 spans: 4,
                 dropped_spans: 1,
-                series: 2
+                series: 2,
+                stale_series_removed: 0,
             }
         );
         let (wb, _) = m.collect(0);
@@ -509,6 +579,49 @@ traces_spanmetrics_latency_count{deployment_env="prod", service="payments", span
             spans: vec![span("svc", "op0", SpanKind::Server, 1, 9, None, 0, 1)],
         });
         assert_eq!(m.stats().spans, 5);
+    }
+
+    #[test]
+    fn idle_series_are_forgotten_after_the_stale_duration() {
+        let mut m = SpanMetrics::new(SpanMetricsConfig {
+            max_series: 1,
+            stale_after_ms: 1_000,
+            ..Default::default()
+        });
+        let a = || span("svc", "a", SpanKind::Server, 1, 1, None, 0, 1);
+        let b = || span("svc", "b", SpanKind::Server, 1, 2, None, 0, 1);
+        m.push(&SpanBatch {
+            spans: vec![a(), a()],
+        });
+        assert_eq!(m.collect(0).0.series.len(), 16);
+        // The slot is taken: b is dropped.
+        m.push(&SpanBatch { spans: vec![b()] });
+        assert_eq!(m.stats().dropped_spans, 1);
+        // Still fresh at exactly the stale duration.
+        assert_eq!(m.collect(1_000).0.series.len(), 16);
+        let (wb, _) = m.collect(1_001);
+        assert!(wb.series.is_empty());
+        assert_eq!(m.stats().series, 0);
+        assert_eq!(m.stats().stale_series_removed, 1);
+        // The freed slot takes b; a comes back from zero once b is stale.
+        m.push(&SpanBatch { spans: vec![b()] });
+        let text = render(&m.collect(2_000).0);
+        assert!(
+            text.contains(r#"span_name="b", status_code="STATUS_CODE_UNSET"} 1"#),
+            "{text}"
+        );
+        m.collect(3_001);
+        m.push(&SpanBatch { spans: vec![a()] });
+        let text = render(&m.collect(3_002).0);
+        assert!(text.contains(r#"traces_spanmetrics_calls_total{service="svc", span_kind="SPAN_KIND_SERVER", span_name="a", status_code="STATUS_CODE_UNSET"} 1"#), "{text}");
+        // Touched series stay, and lookups still find them after a rebuild.
+        m.push(&SpanBatch { spans: vec![a()] });
+        let text = render(&m.collect(3_500).0);
+        assert!(
+            text.contains(r#"span_name="a", status_code="STATUS_CODE_UNSET"} 2"#),
+            "{text}"
+        );
+        assert_eq!(m.stats().series, 1);
     }
 
     #[test]
