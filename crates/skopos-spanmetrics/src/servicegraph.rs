@@ -21,8 +21,8 @@ use std::collections::VecDeque;
 
 use skopos_model::fxhash::FxHashMap;
 use skopos_model::{
-    find_attr, Labels, LabelsBuilder, Sample, SeriesExemplars, Span, SpanBatch, SpanId, SpanKind,
-    StatusCode, TraceId, WriteBatch,
+    find_attr, AttrValue, Labels, LabelsBuilder, Sample, SeriesExemplars, Span, SpanBatch, SpanId,
+    SpanKind, StatusCode, TraceId, WriteBatch,
 };
 
 use crate::histogram::{named, ns_to_ms, seconds, Histogram};
@@ -274,7 +274,18 @@ impl ServiceGraph {
                 }
                 SpanKind::Server | SpanKind::Consumer => {
                     let side = self.side(span);
-                    match span.parent_span_id {
+                    // A Zipkin shared span (B3 single-id RPC) is the server
+                    // half under the client span's own id.
+                    let shared = matches!(
+                        find_attr(&span.attributes, "zipkin.shared"),
+                        Some(AttrValue::Bool(true))
+                    );
+                    let client_id = if shared {
+                        Some(span.span_id)
+                    } else {
+                        span.parent_span_id
+                    };
+                    match client_id {
                         Some(parent) => self.upsert(
                             (span.trace_id, parent),
                             None,
@@ -517,7 +528,7 @@ enum Counter {
 mod tests {
     use super::*;
     use crate::testutil::{render, render_exemplars, span, tid};
-    use skopos_model::{AttrValue, Attribute};
+    use skopos_model::Attribute;
 
     fn graph() -> ServiceGraph {
         ServiceGraph::new(ServiceGraphConfig {
@@ -781,6 +792,30 @@ traces_service_graph_unpaired_spans_total{client="frontend"} 1
             assert!(text.contains(want), "missing {want}\n{text}");
         }
         assert_eq!(g.stats().pending, 0);
+    }
+
+    #[test]
+    fn a_zipkin_shared_server_span_pairs_with_the_client_of_the_same_id() {
+        let mut g = graph();
+        let client = span("web", "get", SpanKind::Client, 9, 2, Some(1), 0, 300);
+        let mut server = span("api", "get", SpanKind::Server, 9, 2, Some(1), 10, 200);
+        server
+            .attributes
+            .push(Attribute::new("zipkin.shared", AttrValue::Bool(true)));
+        g.push(
+            &SpanBatch {
+                spans: vec![server, client],
+            },
+            0,
+        );
+        assert_eq!(g.stats().paired, 1);
+        let text = render(&g.collect(0).0);
+        assert!(
+            text.contains(
+                r#"traces_service_graph_request_server_seconds_sum{client="web", server="api"} 0.2"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]
