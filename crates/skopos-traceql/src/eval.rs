@@ -132,34 +132,42 @@ pub(crate) struct TraceCtx<'t> {
     root: Option<&'t Span>,
     duration_ns: i64,
     /// The index of each span's parent within the trace, if present.
-    parent: Vec<Option<usize>>,
+    parent: std::cell::OnceCell<Vec<Option<usize>>>,
 }
 
 impl<'t> TraceCtx<'t> {
     pub(crate) fn new(trace: &'t Trace) -> Self {
-        let by_id: HashMap<[u8; 8], usize> = trace
-            .spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.span_id, i))
-            .collect();
-        let parent = trace
-            .spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                s.parent_span_id
-                    .and_then(|p| by_id.get(&p).copied())
-                    .filter(|&p| p != i)
-            })
-            .collect();
         let (start, end) = trace.bounds();
         TraceCtx {
             trace,
             root: trace.root(),
             duration_ns: end.saturating_sub(start).max(0),
-            parent,
+            parent: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Parent indices, built on first use (only structural operators
+    /// need them).
+    fn parents(&self) -> &[Option<usize>] {
+        self.parent.get_or_init(|| {
+            let by_id: HashMap<[u8; 8], usize> = self
+                .trace
+                .spans
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.span_id, i))
+                .collect();
+            self.trace
+                .spans
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    s.parent_span_id
+                        .and_then(|p| by_id.get(&p).copied())
+                        .filter(|&p| p != i)
+                })
+                .collect()
+        })
     }
 
     fn len(&self) -> usize {
@@ -170,6 +178,7 @@ impl<'t> TraceCtx<'t> {
     /// linear in the spans however deep the tree (each answer is kept).
     fn under_left(&self, l: &[bool]) -> Vec<bool> {
         let n = self.len();
+        let parent = self.parents();
         let mut memo: Vec<Option<bool>> = vec![None; n];
         let mut path = Vec::new();
         for start in 0..n {
@@ -182,7 +191,7 @@ impl<'t> TraceCtx<'t> {
                     break if cur == start { a } else { a || l[cur] };
                 }
                 path.push(cur);
-                match self.parent[cur] {
+                match parent[cur] {
                     None => break false,
                     Some(p) if l[p] => break true,
                     // A cycle of parent ids: nothing above it is flagged.
@@ -204,15 +213,16 @@ impl<'t> TraceCtx<'t> {
 
     /// The ancestors of span `i`, nearest first (cycle-safe).
     fn ancestors(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        let mut cur = self.parent[i];
+        let parent = self.parents();
+        let mut cur = parent[i];
         let mut steps = 0;
         std::iter::from_fn(move || {
             let p = cur?;
             steps += 1;
-            if steps > self.parent.len() {
+            if steps > parent.len() {
                 return None;
             }
-            cur = self.parent[p];
+            cur = parent[p];
             Some(p)
         })
     }
@@ -294,7 +304,7 @@ impl Evaluator {
             SpansetOp::Or => (0..n).filter(|&i| l[i] || r[i]).collect(),
             SpansetOp::Child | SpansetOp::NotChild => {
                 let want = op == SpansetOp::Child;
-                rs.filter(|&i| cx.parent[i].is_some_and(|p| l[p]) == want)
+                rs.filter(|&i| cx.parents()[i].is_some_and(|p| l[p]) == want)
                     .collect()
             }
             SpansetOp::Descendant | SpansetOp::NotDescendant => {
@@ -305,7 +315,7 @@ impl Evaluator {
             SpansetOp::Parent | SpansetOp::NotParent => {
                 let mut is_parent = vec![false; n];
                 for i in (0..n).filter(|&i| l[i]) {
-                    if let Some(p) = cx.parent[i] {
+                    if let Some(p) = cx.parents()[i] {
                         is_parent[p] = true;
                     }
                 }
@@ -329,13 +339,13 @@ impl Evaluator {
                 // Per parent: how many left-hand spans sit under it.
                 let mut left_children: HashMap<usize, Vec<usize>> = HashMap::new();
                 for i in (0..n).filter(|&i| l[i]) {
-                    if let Some(p) = cx.parent[i] {
+                    if let Some(p) = cx.parents()[i] {
                         left_children.entry(p).or_default().push(i);
                     }
                 }
                 let want = op == SpansetOp::Sibling;
                 rs.filter(|&i| {
-                    let has = cx.parent[i].is_some_and(|p| {
+                    let has = cx.parents()[i].is_some_and(|p| {
                         left_children
                             .get(&p)
                             .is_some_and(|kids| kids.iter().any(|&k| k != i))
