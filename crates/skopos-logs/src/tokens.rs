@@ -8,12 +8,18 @@
 //! `p1 · p2 · … · pn` occurs in a line only if the line has a token ending
 //! with `p1`, tokens equal to `p2 … pn-1`, and a token starting with `pn`
 //! (one piece: a token containing it). The dictionary is kept in memory as
-//! one newline-separated string of the tokens sorted by length, then bytes:
-//! a token as long as the piece can only hold it by being equal to it (a
-//! binary search), and only the tokens longer than the piece are scanned
-//! with `memmem`; for a request id, whose tokens all have one length, that
-//! leaves almost nothing to scan. The blocks of the matching tokens are the
-//! candidates.
+//! one newline-separated string of the tokens grouped by length, shortest
+//! first: a token as long as the piece can only hold it by being equal to
+//! it (a binary search, through a permutation sorted by bytes that is built
+//! when the segment opens), and only the tokens longer than the piece are
+//! scanned with `memmem`; for a request id, whose tokens all have one
+//! length, that leaves almost nothing to scan. The blocks of the matching
+//! tokens are the candidates. Within a length, tokens are in the order they
+//! first occur in the segment's blocks: blocks refer to long tokens by
+//! their number (see [`encode_line`]), and in this order a block's
+//! references fall close together in the dictionary, so a full scan reads
+//! it nearly in sequence instead of jumping about a dictionary of tens of
+//! megabytes for every line.
 //!
 //! Tokens made only of digits (timestamps, sizes, durations, counters) are
 //! not indexed: they are most of the distinct tokens of a typical log and
@@ -57,7 +63,7 @@ pub(crate) struct Builder {
     /// Token to its slot in `postings` (the order tokens were first seen).
     slots: FxHashMap<Box<[u8]>, u32>,
     postings: Vec<Vec<u32>>,
-    /// Slot to the token's number in the sorted dictionary, once finished.
+    /// Slot to the token's number in the dictionary, once finished.
     rank: Vec<u32>,
 }
 
@@ -79,12 +85,12 @@ impl Builder {
         });
     }
 
-    /// The dictionary (tokens sorted by length then bytes, each followed by
-    /// `\n`) and the postings, in dictionary order. The builder then
-    /// answers [`Builder::rank`].
+    /// The dictionary (tokens by length, then in order of first occurrence,
+    /// each followed by `\n`) and the postings, in dictionary order. The
+    /// builder then answers [`Builder::rank`].
     pub(crate) fn finish(&mut self) -> (Vec<u8>, Vec<Vec<u32>>) {
         let mut order: Vec<(&[u8], u32)> = self.slots.iter().map(|(t, &s)| (&**t, s)).collect();
-        order.sort_unstable_by(|a, b| (a.0.len(), a.0).cmp(&(b.0.len(), b.0)));
+        order.sort_unstable_by_key(|&(t, slot)| (t.len(), slot));
         let mut dict = Vec::with_capacity(order.iter().map(|(t, _)| t.len() + 1).sum());
         let mut postings = Vec::with_capacity(order.len());
         let mut rank = vec![0u32; self.postings.len()];
@@ -169,6 +175,8 @@ pub(crate) struct Index {
     dict: Vec<u8>,
     /// Start of each token in `dict`.
     starts: Vec<u32>,
+    /// Token numbers sorted by (length, bytes), for binary searches.
+    sorted: Vec<u32>,
     /// Blocks of token `i`: `blocks[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
     blocks: Vec<u32>,
@@ -204,12 +212,27 @@ impl Index {
             blocks.extend(p);
             offsets.push(u32::try_from(blocks.len()).ok()?);
         }
-        Some(Index {
+        let mut index = Index {
             dict,
             starts,
+            sorted: Vec::new(),
             offsets,
             blocks,
-        })
+        };
+        // Lengths never decrease along the dictionary: the search for the
+        // first longer token relies on it.
+        let grouped =
+            (1..index.starts.len()).all(|i| index.token(i - 1).len() <= index.token(i).len());
+        if !grouped {
+            return None;
+        }
+        let mut sorted: Vec<u32> = (0..index.starts.len() as u32).collect();
+        sorted.sort_unstable_by(|&a, &b| {
+            let (x, y) = (index.token(a as usize), index.token(b as usize));
+            (x.len(), x).cmp(&(y.len(), y))
+        });
+        index.sorted = sorted;
+        Some(index)
     }
 
     /// Distinct tokens.
@@ -219,7 +242,8 @@ impl Index {
 
     /// Bytes held in memory.
     pub(crate) fn bytes(&self) -> usize {
-        self.dict.len() + 4 * (self.starts.len() + self.offsets.len() + self.blocks.len())
+        self.dict.len()
+            + 4 * (self.starts.len() + self.sorted.len() + self.offsets.len() + self.blocks.len())
     }
 
     pub(crate) fn token(&self, i: usize) -> &[u8] {
@@ -232,11 +256,13 @@ impl Index {
     }
 
     /// The first token for which `before` is false (tokens are ordered).
-    fn lower_bound(&self, before: impl Fn(&[u8]) -> bool) -> usize {
+    /// The first place in `order` (token numbers by position) at whose
+    /// token `before` is false; `before` must hold for a prefix of `order`.
+    fn lower_bound(&self, order: impl Fn(usize) -> usize, before: impl Fn(&[u8]) -> bool) -> usize {
         let (mut lo, mut hi) = (0, self.starts.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if before(self.token(mid)) {
+            if before(self.token(order(mid))) {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -249,15 +275,18 @@ impl Index {
     fn tokens(&self, piece: &[u8], fit: Fit) -> Vec<usize> {
         let mut out: Vec<usize> = Vec::new();
         let key = (piece.len(), piece);
-        let exact = self.lower_bound(|t| (t.len(), t) < key);
-        if exact < self.starts.len() && self.token(exact) == piece {
-            out.push(exact);
+        let exact = self.lower_bound(|i| self.sorted[i] as usize, |t| (t.len(), t) < key);
+        if let Some(&tok) = self.sorted.get(exact) {
+            if self.token(tok as usize) == piece {
+                out.push(tok as usize);
+            }
         }
         if fit == Fit::Whole {
             return out;
         }
         // Only a longer token can hold the piece otherwise.
-        let longer = self.lower_bound(|t| t.len() <= piece.len());
+        // Tokens are grouped by length, so this is a place in the dictionary.
+        let longer = self.lower_bound(|i| i, |t| t.len() <= piece.len());
         let Some(&from) = self.starts.get(longer) else {
             return out;
         };
