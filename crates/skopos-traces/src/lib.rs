@@ -101,6 +101,9 @@ pub struct Options {
     pub partition_ns: i64,
     /// Raw bytes of spans per compressed block (a trace is never split).
     pub block_bytes: usize,
+    /// Distinct values of one attribute the search index keeps per segment;
+    /// past it, the key is searched through per-block value hashes.
+    pub index_values_per_key: usize,
     /// Most spans one trace may hold; later ones are rejected.
     pub max_spans_per_trace: usize,
     /// Most encoded bytes one trace may hold; later spans are rejected.
@@ -129,6 +132,7 @@ impl Default for Options {
             head_max_bytes: 64 << 20,
             partition_ns: 3_600_000_000_000,
             block_bytes: 128 << 10,
+            index_values_per_key: 10_000,
             max_spans_per_trace: 50_000,
             max_bytes_per_trace: 50 << 20,
             max_attributes_per_span: 128,
@@ -664,7 +668,16 @@ impl Store {
             let input: Vec<(TraceId, &[Span], bool)> =
                 traces.iter().map(|t| (t.0, t.1, t.2)).collect();
             let name = format!("{:012}.seg", first + i as u64);
-            match segment::write_tmp(&seg_dir, &name, upto, group, &input, self.opts.block_bytes) {
+            let written = segment::write_tmp(
+                &seg_dir,
+                &name,
+                upto,
+                group,
+                &input,
+                self.opts.block_bytes,
+                self.opts.index_values_per_key,
+            );
+            match written {
                 Ok(tmp) => tmps.push((tmp, seg_dir.join(&name))),
                 Err(e) => {
                     result = Err(e);

@@ -20,8 +20,8 @@ use skopos_model::{
 };
 
 use crate::segment::{
-    typed_values, Segment, FIELD_KIND, FIELD_NAME, FIELD_RESOURCE, FIELD_SERVICE, FIELD_SPAN,
-    FIELD_STATUS,
+    key_hash, typed_values, value_hash, Segment, FIELD_KIND, FIELD_NAME, FIELD_RESOURCE,
+    FIELD_SERVICE, FIELD_SPAN, FIELD_STATUS,
 };
 use crate::{Head, Store, TracesError};
 
@@ -69,17 +69,20 @@ fn finish(trace_id: TraceId, mut spans: Vec<Span>) -> Trace {
     Trace { trace_id, spans }
 }
 
-/// Blocks of `seg` that may hold a span with `field` = `value`, or `None`
-/// when the index cannot tell.
-fn index_blocks(seg: &Segment, field: &SpanField, value: &str) -> Option<Vec<u32>> {
-    let look = |f: u8, key: &str| -> Option<Vec<u32>> {
+/// Blocks of `seg` that may hold a span with `field` = `value`.
+fn index_blocks(seg: &Segment, field: &SpanField, value: &str) -> Vec<u32> {
+    let look = |f: u8, key: &str| -> Vec<u32> {
         match seg.index.get(&(f, key.to_string())) {
-            None => Some(Vec::new()),
-            Some(k) => match k.values.get(value) {
-                Some((_, blocks)) => Some(blocks.clone()),
-                None if k.overflow => None,
-                None => Some(Vec::new()),
-            },
+            None => Vec::new(),
+            // Overflowed: the block filters know every value, the
+            // dictionary only some.
+            Some(k) if k.overflow => {
+                let h = value_hash(key_hash(f, key), value);
+                (0..seg.blocks.len() as u32)
+                    .filter(|&b| seg.filters[b as usize].binary_search(&h).is_ok())
+                    .collect()
+            }
+            Some(k) => k.values.get(value).map(|v| v.1.clone()).unwrap_or_default(),
         }
     };
     match field {
@@ -90,11 +93,11 @@ fn index_blocks(seg: &Segment, field: &SpanField, value: &str) -> Option<Vec<u32
         SpanField::SpanAttr(k) => look(FIELD_SPAN, k),
         SpanField::ResourceAttr(k) => look(FIELD_RESOURCE, k),
         SpanField::AnyAttr(k) => {
-            let mut a = look(FIELD_SPAN, k)?;
-            a.extend(look(FIELD_RESOURCE, k)?);
+            let mut a = look(FIELD_SPAN, k);
+            a.extend(look(FIELD_RESOURCE, k));
             a.sort_unstable();
             a.dedup();
-            Some(a)
+            a
         }
     }
 }
@@ -106,16 +109,14 @@ fn candidate_blocks(seg: &Segment, sel: &TraceSelect) -> Vec<usize> {
     }
     let mut allowed: Option<Vec<bool>> = None;
     for (field, value) in &sel.equals {
-        if let Some(blocks) = index_blocks(seg, field, value) {
-            let mut these = vec![false; seg.blocks.len()];
-            for b in blocks {
-                these[b as usize] = true;
-            }
-            allowed = Some(match allowed {
-                None => these,
-                Some(a) => a.iter().zip(&these).map(|(x, y)| *x && *y).collect(),
-            });
+        let mut these = vec![false; seg.blocks.len()];
+        for b in index_blocks(seg, field, value) {
+            these[b as usize] = true;
         }
+        allowed = Some(match allowed {
+            None => these,
+            Some(a) => a.iter().zip(&these).map(|(x, y)| *x && *y).collect(),
+        });
     }
     seg.blocks
         .iter()

@@ -19,6 +19,7 @@
 //!            | min start z | max start z | split u8
 //!          | nkeys v | per key: field u8 | key | overflow u8 | nvalues v
 //!            | per value: text | kinds u8 | nblocks v | first block v | deltas v*
+//!          | per block: nhashes v | first hash v | deltas v*   (block filters)
 //! ```
 //!
 //! Every span of a trace that the head held sits in one block, so a lookup
@@ -31,8 +32,13 @@
 //! span with it: field `n` span name, `s` service, `t` status, `k` kind, `a`
 //! span attribute, `r` resource attribute; `kinds` is a bit set of the value
 //! types seen (so tag values come back typed). A key with a value longer
-//! than [`MAX_INDEXED_TEXT`] or more than [`MAX_VALUES_PER_KEY`] values in
-//! the segment is marked `overflow`: a search on it cannot skip blocks.
+//! than [`MAX_INDEXED_TEXT`] or more values in the segment than
+//! [`crate::Options::index_values_per_key`] in
+//! the segment is marked `overflow`; for such keys each block lists the
+//! 32-bit hashes of its values ([`value_hash`]), so a search for a rare
+//! value of a high-cardinality attribute (a user id, a URL) still skips the
+//! blocks that cannot hold it (a hash collision costs a block read, never a
+//! wrong answer).
 //!
 //! A flush writes one segment per time partition; they share `wal_upto`
 //! (the last WAL segment they cover) and record how many there are
@@ -57,8 +63,6 @@ const TRAILER: usize = 32;
 
 /// Longest value text the search index holds.
 pub(crate) const MAX_INDEXED_TEXT: usize = 256;
-/// Most distinct values of one key the index holds per segment.
-pub(crate) const MAX_VALUES_PER_KEY: usize = 10_000;
 
 pub(crate) const FIELD_NAME: u8 = b'n';
 pub(crate) const FIELD_SERVICE: u8 = b's';
@@ -141,6 +145,8 @@ pub(crate) struct Segment {
     /// Sorted by id.
     pub traces: Vec<TraceEntry>,
     pub index: HashMap<(u8, String), KeyIndex>,
+    /// Per block, the sorted value hashes of the keys marked `overflow`.
+    pub filters: Vec<Vec<u32>>,
     /// Ids of the traces marked `split`.
     pub split: Vec<TraceId>,
     pub min_start: i64,
@@ -154,23 +160,65 @@ pub(crate) struct Segment {
 /// go into blocks.
 pub(crate) type Input<'a> = [(TraceId, &'a [Span], bool)];
 
+/// A stable 64-bit hash (FxHash-style over 8-byte words, with a final
+/// mix), part of the on-disk format: do not change it.
+pub(crate) fn hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = seed;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    let mut last = [0u8; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(last) ^ (bytes.len() as u64) << 56).wrapping_mul(K);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+/// The hash of a key, and of a value of it, as the block filters hold them.
+pub(crate) fn key_hash(field: u8, key: &str) -> u64 {
+    hash(hash(u64::from(field), key.as_bytes()), &[0xff])
+}
+
+pub(crate) fn value_hash(key_hash: u64, text: &str) -> u32 {
+    let h = hash(key_hash, text.as_bytes());
+    (h ^ (h >> 32)) as u32
+}
+
 #[derive(Default)]
 struct IndexBuilder {
-    keys: HashMap<(u8, String), KeyIndex>,
+    max_values: usize,
+    /// By field byte then key.
+    keys: HashMap<String, (u64, KeyIndex)>,
+    scratch: String,
+    /// Per block: (key hash, value hash) of every value added.
+    hashes: Vec<Vec<(u64, u32)>>,
 }
 
 impl IndexBuilder {
     fn add(&mut self, field: u8, key: &str, text: &str, kinds: u8, block: u32) {
-        // Look up by reference first: most adds hit an existing key.
-        let k = match self.keys.get_mut(&(field, key.to_string())) {
+        self.scratch.clear();
+        self.scratch.push(field as char);
+        self.scratch.push_str(key);
+        let (kh, k) = match self.keys.get_mut(self.scratch.as_str()) {
             Some(k) => k,
-            None => self.keys.entry((field, key.to_string())).or_default(),
+            None => self
+                .keys
+                .entry(self.scratch.clone())
+                .or_insert_with(|| (key_hash(field, key), KeyIndex::default())),
         };
+        while self.hashes.len() <= block as usize {
+            self.hashes.push(Vec::new());
+        }
+        self.hashes[block as usize].push((*kh, value_hash(*kh, text)));
         if text.len() > MAX_INDEXED_TEXT {
             k.overflow = true;
             return;
         }
-        let full = k.values.len() >= MAX_VALUES_PER_KEY;
+        let full = k.values.len() >= self.max_values;
         match k.values.get_mut(text) {
             Some((kd, blocks)) => {
                 *kd |= kinds;
@@ -207,13 +255,13 @@ impl IndexBuilder {
         }
     }
 
-    fn encode(&self, buf: &mut Vec<u8>) {
+    fn encode(&self, buf: &mut Vec<u8>, nblocks: usize) {
         let mut keys: Vec<_> = self.keys.iter().collect();
         keys.sort_by(|a, b| a.0.cmp(b.0));
         put_uvarint(buf, keys.len() as u64);
-        for ((field, key), k) in keys {
-            buf.push(*field);
-            put_bytes(buf, key.as_bytes());
+        for (name, (_, k)) in &keys {
+            buf.push(name.as_bytes()[0]);
+            put_bytes(buf, &name.as_bytes()[1..]);
             buf.push(u8::from(k.overflow));
             put_uvarint(buf, k.values.len() as u64);
             for (text, (kinds, blocks)) in &k.values {
@@ -227,7 +275,51 @@ impl IndexBuilder {
                 }
             }
         }
+        // Block filters: the value hashes of overflowed keys.
+        let overflowed: std::collections::HashSet<u64> = keys
+            .iter()
+            .filter(|(_, (_, k))| k.overflow)
+            .map(|(_, (kh, _))| *kh)
+            .collect();
+        for b in 0..nblocks {
+            let mut hs: Vec<u32> = self
+                .hashes
+                .get(b)
+                .into_iter()
+                .flatten()
+                .filter(|(kh, _)| overflowed.contains(kh))
+                .map(|(_, h)| *h)
+                .collect();
+            hs.sort_unstable();
+            hs.dedup();
+            put_uvarint(buf, hs.len() as u64);
+            let mut prev = 0;
+            for h in hs {
+                put_uvarint(buf, u64::from(h - prev));
+                prev = h;
+            }
+        }
     }
+}
+
+/// The value hashes of overflowed keys in each block, sorted.
+fn decode_filters(r: &mut Reader, nblocks: usize) -> Option<Vec<Vec<u32>>> {
+    let mut out = Vec::with_capacity(nblocks);
+    for _ in 0..nblocks {
+        let n = r.len(r.remaining())?;
+        let mut hs = Vec::with_capacity(n);
+        let mut prev = 0u32;
+        for i in 0..n {
+            let d = u32::try_from(r.uvarint()?).ok()?;
+            if i > 0 && d == 0 {
+                return None;
+            }
+            prev = prev.checked_add(d)?;
+            hs.push(prev);
+        }
+        out.push(hs);
+    }
+    Some(out)
 }
 
 fn decode_index(r: &mut Reader, nblocks: u32) -> Option<HashMap<(u8, String), KeyIndex>> {
@@ -275,6 +367,7 @@ pub(crate) fn write_tmp(
     group: u64,
     traces: &Input,
     block_bytes: usize,
+    max_values: usize,
 ) -> Result<PathBuf, TracesError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let io = |e| TracesError::io(&tmp, e);
@@ -283,7 +376,10 @@ pub(crate) fn write_tmp(
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     let mut base = 0u64;
-    let mut index = IndexBuilder::default();
+    let mut index = IndexBuilder {
+        max_values,
+        ..IndexBuilder::default()
+    };
     let mut blocks: Vec<[u64; 9]> = Vec::new();
     let mut entries: Vec<TraceEntry> = Vec::with_capacity(traces.len());
     let mut at = 0;
@@ -374,7 +470,7 @@ pub(crate) fn write_tmp(
         put_varint(&mut footer, e.max_start);
         footer.push(u8::from(e.split));
     }
-    index.encode(&mut footer);
+    index.encode(&mut footer, blocks.len());
     let z = zstd::bulk::compress(&footer, 3).map_err(io)?;
     let footer_at = base + out.len() as u64;
     out.extend_from_slice(&z);
@@ -489,6 +585,7 @@ impl Segment {
             return None;
         }
         let index = decode_index(&mut r, blocks.len() as u32)?;
+        let filters = decode_filters(&mut r, blocks.len())?;
         if !r.is_empty() {
             return None;
         }
@@ -496,6 +593,7 @@ impl Segment {
         Some(Segment {
             path: path.to_path_buf(),
             split,
+            filters,
             file,
             wal_upto,
             group,

@@ -19,6 +19,8 @@ fn opts() -> Options {
     Options {
         fsync: false,
         block_bytes: 4 << 10,
+        // Small, so that `user` (50 values) overflows to the block filters.
+        index_values_per_key: 20,
         ..Options::default()
     }
 }
@@ -227,6 +229,10 @@ fn generate(n: usize, seed: u64) -> Vec<Vec<Span>> {
                     if i % 60 == 7 && s.span_id[4] == 2 {
                         s.attributes.push(Attribute::str("rare", "yes"));
                     }
+                    if i % 40 == 3 {
+                        let long = format!("{}{}", "x".repeat(300), i % 3);
+                        s.attributes.push(Attribute::str("long", long));
+                    }
                     s
                 })
                 .collect()
@@ -257,6 +263,12 @@ fn hinted_search_returns_what_unhinted_search_does_and_reads_fewer_blocks() {
     }
     store.append(batch(late)).unwrap();
     assert!(store.stats().segments.len() >= 3);
+    // `user` and `long` are searched through the block filters.
+    for seg in &store.parts.read().segments {
+        assert!(seg.index[&(b'a', "user".to_string())].overflow);
+        assert!(seg.index[&(b'a', "long".to_string())].overflow);
+        assert!(!seg.index[&(b'a', "http.status_code".to_string())].overflow);
+    }
     assert!(
         store
             .stats()
@@ -277,6 +289,7 @@ fn hinted_search_returns_what_unhinted_search_does_and_reads_fewer_blocks() {
             min_span_duration_ns: min,
         };
     let (lo, hi) = (i64::MIN, i64::MAX);
+    let long = format!("{}1", "x".repeat(300));
     let cases = vec![
         full(lo, hi, vec![], None),
         full(lo, hi, vec![(SpanField::Name, "login")], None),
@@ -328,6 +341,12 @@ fn hinted_search_returns_what_unhinted_search_does_and_reads_fewer_blocks() {
             lo,
             hi,
             vec![(SpanField::SpanAttr("rare".into()), "yes")],
+            None,
+        ),
+        full(
+            lo,
+            hi,
+            vec![(SpanField::SpanAttr("long".into()), &long)],
             None,
         ),
         full(
@@ -389,7 +408,7 @@ fn hinted_search_returns_what_unhinted_search_does_and_reads_fewer_blocks() {
         if sel
             .equals
             .iter()
-            .any(|(_, v)| v == "yes" || v == "no such span")
+            .any(|(_, v)| v == "yes" || v == "no such span" || v == &long)
         {
             assert!(
                 hinted_blocks * 2 < plain_blocks,
@@ -504,7 +523,7 @@ fn tag_names_and_values_come_from_head_and_segments() {
     let names = store.tag_names(i64::MIN, i64::MAX);
     assert_eq!(
         names.span,
-        ["http.status_code", "only.in.head", "rare", "user"]
+        ["http.status_code", "long", "only.in.head", "rare", "user"]
     );
     assert_eq!(names.resource, ["host.name", "service.name"]);
     let mut codes = store.tag_values(
