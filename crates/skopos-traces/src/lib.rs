@@ -583,7 +583,11 @@ impl Store {
         };
         drop(w);
         if full {
-            self.flush()?;
+            // The spans are durable in the WAL whatever happens here; a
+            // failed flush keeps the head and is tried again next time.
+            if let Err(e) = self.flush() {
+                tracing::error!(error = %e, "trace head flush failed; spans stay in the WAL");
+            }
         }
         Ok(out)
     }

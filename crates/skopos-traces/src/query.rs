@@ -131,8 +131,14 @@ fn candidate_blocks(seg: &Segment, sel: &TraceSelect) -> Vec<usize> {
         .collect()
 }
 
-/// A trace ready to hand out, ordered by its key.
-struct Ready(i64, u64, Trace);
+/// A trace ready to hand out, ordered by its key: whole, or a head trace
+/// that is read (whole, with any spans added since) only when handed out.
+struct Ready(i64, u64, Pending);
+
+enum Pending {
+    Trace(Trace),
+    Head(TraceId),
+}
 
 impl PartialEq for Ready {
     fn eq(&self, o: &Self) -> bool {
@@ -216,7 +222,7 @@ impl Store {
         }
         let mut ready = BinaryHeap::new();
         let mut seq = 0u64;
-        let mut push = |ready: &mut BinaryHeap<Ready>, key: i64, t: Trace| {
+        let mut push = |ready: &mut BinaryHeap<Ready>, key: i64, t: Pending| {
             seq += 1;
             ready.push(Ready(key, seq, t));
         };
@@ -244,7 +250,7 @@ impl Store {
                     }
                     if let Some(key) = key_in_range(&t.spans, sel) {
                         if trace_matches(&t.spans, sel) {
-                            push(&mut ready, key, finish(*id, t.spans.clone()));
+                            push(&mut ready, key, Pending::Head(*id));
                         }
                     }
                 }
@@ -260,7 +266,7 @@ impl Store {
             if let Some(t) = self.trace_by_id(id)? {
                 if let Some(key) = key_in_range(&t.spans, sel) {
                     if trace_matches(&t.spans, sel) {
-                        push(&mut ready, key, t);
+                        push(&mut ready, key, Pending::Trace(t));
                     }
                 }
             }
@@ -285,7 +291,13 @@ impl Store {
                 (None, Some(_)) => false,
             };
             if emit {
-                let Ready(_, _, t) = ready.pop().expect("peeked");
+                let t = match ready.pop().expect("peeked").2 {
+                    Pending::Trace(t) => t,
+                    Pending::Head(id) => match self.trace_by_id(&id)? {
+                        Some(t) => t,
+                        None => continue,
+                    },
+                };
                 if emitted.insert(t.trace_id) && !f(t) {
                     return Ok(());
                 }
@@ -301,7 +313,7 @@ impl Store {
                 }
                 if let Some(key) = key_in_range(&spans, sel) {
                     if trace_matches(&spans, sel) {
-                        push(&mut ready, key, finish(id, spans));
+                        push(&mut ready, key, Pending::Trace(finish(id, spans)));
                     }
                 }
             }
