@@ -828,3 +828,63 @@ fn sigkill_mid_ingest_loses_no_acknowledged_span() {
         long.spans.len()
     );
 }
+
+#[test]
+fn spans_are_readable_the_moment_append_returns_even_while_flushing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            Options {
+                head_max_bytes: 48 << 10,
+                ..opts()
+            },
+        )
+        .unwrap(),
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searcher = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut searches = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut keys = Vec::new();
+                let mut ids = std::collections::HashSet::new();
+                store
+                    .search(&everything(), &mut |t| {
+                        assert!(ids.insert(t.trace_id), "a trace handed out twice");
+                        keys.push(t.spans[0].start_ns);
+                        keys.len() < 50
+                    })
+                    .unwrap();
+                assert!(keys.windows(2).all(|w| w[0] >= w[1]), "not newest first");
+                searches += 1;
+            }
+            searches
+        })
+    };
+    let writers: Vec<_> = (0..2u32)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..150u32 {
+                    let mut spans = crash_batch(w * 100_000 + i);
+                    spans.pop(); // the long trace, shared between writers
+                    store.append(batch(spans.clone())).unwrap();
+                    for s in &spans {
+                        let t = store.trace(&s.trace_id).unwrap().expect("readable at once");
+                        assert!(t.spans.contains(s), "writer {w} batch {i}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(searcher.join().unwrap() > 0);
+    let st = store.stats();
+    assert!(st.segments.len() >= 2, "flushes happened: {st:?}");
+    assert_eq!(st.segment_spans() + st.head_spans as u64, 2 * 150 * 8);
+}
