@@ -695,11 +695,25 @@ impl Store {
             }
             return Err(e);
         }
-        for (tmp, path) in &tmps {
-            std::fs::rename(tmp, path).map_err(|e| TracesError::io(path, e))?;
+        let placed: Result<Vec<Segment>, TracesError> = (|| {
+            for (tmp, path) in &tmps {
+                std::fs::rename(tmp, path).map_err(|e| TracesError::io(path, e))?;
+            }
+            wal::sync_dir(&seg_dir)?;
+            tmps.iter().map(|(_, path)| Segment::open(path)).collect()
+        })();
+        if placed.is_err() {
+            // The head goes back to memory and its WAL stays: leave no part
+            // of this group behind to be read twice.
+            for (tmp, path) in &tmps {
+                for p in [tmp, path] {
+                    if p.exists() {
+                        segment::remove_tmp(p);
+                    }
+                }
+            }
         }
-        wal::sync_dir(&seg_dir)?;
-        tmps.iter().map(|(_, path)| Segment::open(path)).collect()
+        placed
     }
 
     /// Deletes segments past the retention time (relative to `now_ns`) or

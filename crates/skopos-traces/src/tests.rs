@@ -888,3 +888,31 @@ fn spans_are_readable_the_moment_append_returns_even_while_flushing() {
     assert!(st.segments.len() >= 2, "flushes happened: {st:?}");
     assert_eq!(st.segment_spans() + st.head_spans as u64, 2 * 150 * 8);
 }
+
+#[test]
+fn a_corrupt_segment_block_is_an_error_naming_the_file_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store
+        .append(batch((1..=5).map(|i| full_span(1, i, 0)).collect()))
+        .unwrap();
+    store.flush().unwrap();
+    let file = store.stats().segments[0].file.clone();
+    drop(store);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[20] ^= 0x55; // inside the first block
+    std::fs::write(&file, &bytes).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let err = store.trace(&[1; 16]).unwrap_err().to_string();
+    assert!(err.contains("checksum") && err.contains(".seg"), "{err}");
+    drop(store);
+    // A damaged footer is refused on open, with the file named.
+    let n = bytes.len();
+    bytes[n - 40] ^= 0x55;
+    std::fs::write(&file, &bytes).unwrap();
+    let err = Store::open(dir.path(), opts())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains(".seg") && err.contains("corrupt"), "{err}");
+}
