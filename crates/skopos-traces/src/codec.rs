@@ -470,4 +470,37 @@ pub(crate) mod tests {
             assert!(decode_run(&payload[..cut]).is_none(), "prefix {cut}");
         }
     }
+
+    #[test]
+    fn mangled_runs_never_panic() {
+        let spans: Vec<Span> = (1..4).map(|i| full_span(2, i, 0)).collect();
+        let mut tables = Tables::default();
+        let mut buf = Vec::new();
+        for s in &spans {
+            put_span(&mut buf, &mut tables, s);
+        }
+        let payload = encode_run(&tables, &buf, spans.len());
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut p = payload.clone();
+            for k in 0..1 + (x % 4) as usize {
+                let at = (x.rotate_left(k as u32 * 16) % p.len() as u64) as usize;
+                p[at] = (x >> (8 * k)) as u8;
+            }
+            let _ = decode_run(&p);
+        }
+        // Deep nesting in corrupt input is refused, not recursed into.
+        // (no resources; one scope: empty name and version, one attribute
+        // with an empty key whose value is an array of an array of ...)
+        let mut deep = vec![0u8, 1, 0, 0, 1, 0];
+        deep.extend(std::iter::repeat_n([5u8, 1], 100_000).flatten());
+        assert!(decode_run(&deep).is_none());
+        let mut shallow = vec![0u8, 1, 0, 0, 1, 0];
+        shallow.extend(std::iter::repeat_n([5u8, 1], 3).flatten());
+        shallow.extend([1, 2, 0]); // Int(1), then no spans
+        assert_eq!(decode_run(&shallow), Some(Vec::new()));
+    }
 }
