@@ -236,37 +236,54 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// Parses one `match[]` selector (`up`, `{job="a"}`, `up{job=~"a|b"}`)
 /// into storage matchers.
 pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
-    let bad = |m: String| m;
-    let expr = promql_parser::parser::parse(s).map_err(|e| bad(format!("{s:?}: {e}")))?;
+    let expr = promql_parser::parser::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
-        return Err(bad(format!("{s:?} is not a series selector")));
+        return Err(format!("{s:?} is not a series selector"));
     };
     if !vs.matchers.or_matchers.is_empty() {
-        return Err(bad(format!(
+        return Err(format!(
             "{s:?}: `or` inside a selector is not supported here"
-        )));
+        ));
     }
-    let mut out = Vec::new();
-    if let Some(name) = &vs.name {
-        out.push(Matcher::equal(METRIC_NAME, name.clone()));
-    }
-    for m in &vs.matchers.matchers {
-        let op = match m.op {
-            promql_parser::label::MatchOp::Equal => MatchOp::Equal,
-            promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
-            promql_parser::label::MatchOp::Re(_) => MatchOp::RegexMatch,
-            promql_parser::label::MatchOp::NotRe(_) => MatchOp::RegexNoMatch,
-        };
-        out.push(
-            Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| bad(e.to_string()))?,
-        );
-    }
+    let out = selector_matchers(&vs)?.pop().unwrap_or_default();
     if out.iter().all(|m| m.matches_empty()) {
-        return Err(bad(format!(
+        return Err(format!(
             "{s:?}: vector selector must contain at least one non-empty matcher"
-        )));
+        ));
     }
     Ok(out)
+}
+
+/// The storage matchers of a parsed selector: one list, or one per `or`
+/// alternative.
+pub fn selector_matchers(
+    vs: &promql_parser::parser::VectorSelector,
+) -> Result<Vec<Vec<Matcher>>, String> {
+    let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, String> {
+        let mut out = Vec::new();
+        if let Some(name) = &vs.name {
+            out.push(Matcher::equal(METRIC_NAME, name.clone()));
+        }
+        for m in ms {
+            let op = match m.op {
+                promql_parser::label::MatchOp::Equal => MatchOp::Equal,
+                promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
+                promql_parser::label::MatchOp::Re(_) => MatchOp::RegexMatch,
+                promql_parser::label::MatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+            };
+            out.push(Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    };
+    if vs.matchers.or_matchers.is_empty() {
+        Ok(vec![convert(&vs.matchers.matchers)?])
+    } else {
+        vs.matchers
+            .or_matchers
+            .iter()
+            .map(|alt| convert(alt))
+            .collect()
+    }
 }
 
 fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {

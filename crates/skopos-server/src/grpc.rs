@@ -1,4 +1,5 @@
-//! OTLP/gRPC `MetricsService/Export` and `LogsService/Export` (tonic), with
+//! OTLP/gRPC `MetricsService/Export`, `LogsService/Export` and
+//! `TraceService/Export` (tonic), with
 //! gzip accepted.
 
 use std::sync::Arc;
@@ -14,6 +15,12 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -86,6 +93,33 @@ impl LogsService for OtlpLogs {
 
 pub fn logs_service(state: Arc<AppState>, max_bytes: usize) -> LogsServiceServer<OtlpLogs> {
     LogsServiceServer::new(OtlpLogs { state })
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_bytes)
+}
+
+pub struct OtlpTraces {
+    pub state: Arc<AppState>,
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpTraces {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let st = &self.state;
+        check_token(st, &request)?;
+        match crate::traces::export_traces(st, request.get_ref()).await {
+            Ok(partial) => Ok(Response::new(ExportTraceServiceResponse {
+                partial_success: partial,
+            })),
+            Err(crate::traces::TracesUnavailable(m)) => Err(Status::unavailable(m)),
+        }
+    }
+}
+
+pub fn traces_service(state: Arc<AppState>, max_bytes: usize) -> TraceServiceServer<OtlpTraces> {
+    TraceServiceServer::new(OtlpTraces { state })
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .max_decoding_message_size(max_bytes)
 }

@@ -10,7 +10,9 @@
 mod api;
 mod auth;
 mod body;
+mod exemplars;
 mod grpc;
+mod jaeger_api;
 mod loki_api;
 mod metadata;
 mod otlp_http;
@@ -19,6 +21,8 @@ mod remote_write;
 mod selfmon;
 mod server;
 mod tail;
+mod tempo_api;
+mod traces;
 
 pub use api::parse_selector;
 pub use selfmon::SelfMetrics;

@@ -100,7 +100,7 @@ async fn store(st: &AppState, proto: &'static str, batch: LogBatch) -> Response 
 
 /// A time parameter in Unix ns: ns, or seconds when the number is short or
 /// has a fraction, or RFC 3339.
-fn parse_ns(name: &str, v: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_ns(name: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(n) = v.parse::<i64>() {
         return Ok(if v.len() <= 10 {
             n.saturating_mul(1_000_000_000)

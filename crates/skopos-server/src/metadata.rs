@@ -1,10 +1,8 @@
-//! `/api/v1/metadata`, `/api/v1/query_exemplars` and `/api/v1/status/tsdb`.
+//! `/api/v1/metadata` and `/api/v1/status/tsdb`.
 //!
 //! Metric metadata (type, help, unit) arrives with remote write and OTLP and
 //! is kept in memory, bounded, the way Prometheus keeps what it scraped; it
-//! is not persisted. Exemplars are not stored yet, so the exemplar endpoint
-//! validates its input and answers an empty list, as Prometheus does when
-//! exemplar storage is off.
+//! is not persisted. Exemplars live in `exemplars.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,24 +113,6 @@ pub async fn metadata(
         out.insert(name.clone(), Value::Array(list));
     }
     Ok(ok(Value::Object(out)))
-}
-
-pub async fn query_exemplars(
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let p = Params::collect(&method, &headers, q, body).await?;
-    let query = p.get("query").unwrap_or("");
-    promql_parser::parser::parse(query)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
-    for name in ["start", "end"] {
-        if let Some(v) = p.get(name).filter(|v| !v.is_empty()) {
-            crate::api::parse_time(name, v)?;
-        }
-    }
-    Ok(ok(json!([])))
 }
 
 pub async fn status_tsdb(

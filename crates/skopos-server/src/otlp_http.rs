@@ -33,7 +33,7 @@ pub struct RpcStatus {
 }
 
 const INVALID_ARGUMENT: i32 = 3;
-const UNAVAILABLE: i32 = 14;
+pub(crate) const UNAVAILABLE: i32 = 14;
 
 fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     let ct = headers
@@ -50,7 +50,12 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     }
 }
 
-fn status_response(status: StatusCode, enc: Encoding, code: i32, message: String) -> Response {
+pub(crate) fn status_response(
+    status: StatusCode,
+    enc: Encoding,
+    code: i32,
+    message: String,
+) -> Response {
     match enc {
         Encoding::Protobuf => {
             let body = RpcStatus { code, message }.encode_to_vec();
@@ -129,7 +134,7 @@ fn success(enc: Encoding, partial: Option<ExportMetricsPartialSuccess>) -> Respo
 
 /// The encoding and decoded request of an OTLP/HTTP export, or the error
 /// response (counted as rejected under `proto`).
-async fn read_request<T>(
+pub(crate) async fn read_request<T>(
     st: &AppState,
     proto: &'static str,
     headers: &HeaderMap,

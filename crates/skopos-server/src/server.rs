@@ -57,6 +57,19 @@ pub struct ServerConfig {
     pub query_max_concurrency: usize,
     /// Log store limits and retention.
     pub logs: skopos_logs::Options,
+    /// Trace store limits and retention.
+    pub traces: skopos_traces::Options,
+    /// TraceQL search limits (timeout, traces inspected, default limit).
+    pub traceql: skopos_traceql::EngineOptions,
+    /// Span metrics (`traces_spanmetrics_*`) settings.
+    pub span_metrics: skopos_spanmetrics::SpanMetricsConfig,
+    /// Service graph (`traces_service_graph_*`) settings.
+    pub service_graph: skopos_spanmetrics::ServiceGraphConfig,
+    /// How often span metrics and the service graph are written to the
+    /// TSDB; `None` stops deriving metrics from spans.
+    pub span_metrics_interval: Option<Duration>,
+    /// Exemplars kept in memory (a ring over all series).
+    pub max_exemplars: usize,
 }
 
 impl ServerConfig {
@@ -78,6 +91,12 @@ impl ServerConfig {
             query: skopos_promql::EngineOptions::default(),
             logs: skopos_logs::Options::default(),
             query_max_concurrency: 20,
+            traces: skopos_traces::Options::default(),
+            traceql: skopos_traceql::EngineOptions::default(),
+            span_metrics: skopos_spanmetrics::SpanMetricsConfig::default(),
+            service_graph: skopos_spanmetrics::ServiceGraphConfig::default(),
+            span_metrics_interval: Some(Duration::from_secs(15)),
+            max_exemplars: crate::exemplars::DEFAULT_MAX_EXEMPLARS,
         }
     }
 
@@ -112,6 +131,14 @@ pub struct AppState {
     pub db: Arc<Db>,
     /// The log store (`<data-dir>/logs`).
     pub logs: Arc<skopos_logs::Store>,
+    /// The trace store (`<data-dir>/traces`).
+    pub traces: Arc<skopos_traces::Store>,
+    /// TraceQL limits for the Tempo and Jaeger APIs.
+    pub traceql: skopos_traceql::EngineOptions,
+    /// Span metrics and service graph processors fed by every stored batch.
+    pub derived: Arc<crate::traces::SpanDerived>,
+    /// Exemplars from the span metrics, for `/api/v1/query_exemplars`.
+    pub exemplars: crate::exemplars::ExemplarStore,
     pub metrics: Arc<SelfMetrics>,
     pub otlp: Translator,
     pub max_body_bytes: usize,
@@ -269,9 +296,33 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
             )
         })?;
     let logs = Arc::new(logs);
+    let traces_dir = config.data_dir.join("traces");
+    let traces_opts = config.traces.clone();
+    let traces =
+        tokio::task::spawn_blocking(move || skopos_traces::Store::open(&traces_dir, traces_opts))
+            .await?
+            .with_context(|| {
+                format!(
+                    "opening the trace store in {}",
+                    config.data_dir.join("traces").display()
+                )
+            })?;
+    let traces = Arc::new(traces);
+    let derived = Arc::new(crate::traces::SpanDerived {
+        span_metrics: parking_lot::Mutex::new(skopos_spanmetrics::SpanMetrics::new(
+            config.span_metrics.clone(),
+        )),
+        service_graph: parking_lot::Mutex::new(skopos_spanmetrics::ServiceGraph::new(
+            config.service_graph.clone(),
+        )),
+    });
     let state = Arc::new(AppState {
         db: db.clone(),
         logs: logs.clone(),
+        traces: traces.clone(),
+        traceql: config.traceql.clone(),
+        derived,
+        exemplars: crate::exemplars::ExemplarStore::new(config.max_exemplars),
         metrics: metrics.clone(),
         otlp: Translator::new(config.otlp.clone()),
         max_body_bytes: config.max_body_bytes,
@@ -342,6 +393,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
                 tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(l)?);
             let svc = crate::grpc::service(state.clone(), config.max_body_bytes);
             let logs_svc = crate::grpc::logs_service(state.clone(), config.max_body_bytes);
+            let traces_svc = crate::grpc::traces_service(state.clone(), config.max_body_bytes);
             let mut builder = tonic::transport::Server::builder();
             if let Some(t) = &config.tls {
                 // The gRPC port is as private as the HTTP ports: same certificate.
@@ -357,6 +409,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
                 builder
                     .add_service(svc)
                     .add_service(logs_svc)
+                    .add_service(traces_svc)
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = rx.await;
                     })
@@ -370,6 +423,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let mut loops = Vec::new();
     let maint_db = db.clone();
     let maint_logs = logs.clone();
+    let maint_traces = traces.clone();
     let every = config.maintenance_interval;
     loops.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -393,8 +447,25 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
                 Ok(Err(e)) => tracing::error!(error = %e, "log retention failed"),
                 Err(e) => tracing::error!(error = %e, "log retention task panicked"),
             }
+            let traces = maint_traces.clone();
+            match tokio::task::spawn_blocking(move || traces.apply_retention(now_ns)).await {
+                Ok(Ok(r)) if r.segments_deleted > 0 => tracing::info!(
+                    segments = r.segments_deleted,
+                    bytes = r.bytes_freed,
+                    "trace retention deleted segments"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "trace retention failed"),
+                Err(e) => tracing::error!(error = %e, "trace retention task panicked"),
+            }
         }
     }));
+    if let Some(every) = config.span_metrics_interval {
+        loops.push(tokio::spawn(crate::traces::derived_metrics_loop(
+            state.clone(),
+            every,
+        )));
+    }
     if let Some(interval) = config.self_scrape_interval {
         loops.push(tokio::spawn(crate::selfmon::self_scrape_loop(
             metrics.clone(),
@@ -457,6 +528,16 @@ impl ServerHandle {
         &self.state.logs
     }
 
+    pub fn traces(&self) -> &Arc<skopos_traces::Store> {
+        &self.state.traces
+    }
+
+    /// Collects span metrics and the service graph into the TSDB now (what
+    /// the timer does every `span_metrics_interval`).
+    pub async fn collect_span_metrics(&self) {
+        crate::traces::collect_derived(&self.state).await;
+    }
+
     pub fn scraper(&self) -> &Arc<ScrapeManager> {
         &self.scraper
     }
@@ -503,6 +584,13 @@ impl ServerHandle {
             Ok(()) => tracing::info!("log store flushed"),
             Err(e) => {
                 tracing::error!(error = %e, "log store flush failed; the WAL keeps the lines")
+            }
+        }
+        let traces = self.state.traces.clone();
+        match tokio::task::spawn_blocking(move || traces.flush()).await? {
+            Ok(()) => tracing::info!("trace store flushed"),
+            Err(e) => {
+                tracing::error!(error = %e, "trace store flush failed; the WAL keeps the spans")
             }
         }
         let state = self.state;
@@ -590,7 +678,36 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/metadata", get(crate::metadata::metadata))
         .route(
             "/api/v1/query_exemplars",
-            get(crate::metadata::query_exemplars).post(crate::metadata::query_exemplars),
+            get(crate::exemplars::query_exemplars).post(crate::exemplars::query_exemplars),
+        )
+        .route("/v1/traces", post(crate::traces::otlp_traces))
+        .route("/api/v2/spans", post(crate::traces::zipkin_spans))
+        .route("/api/echo", get(|| async { "echo" }))
+        .route("/api/traces/{id}", get(crate::tempo_api::trace_v1))
+        .route("/api/v2/traces/{id}", get(crate::tempo_api::trace_v2))
+        .route("/api/traces/{id}/logs", get(crate::tempo_api::trace_logs))
+        .route("/api/search", get(crate::tempo_api::search))
+        .route("/api/search/tags", get(crate::tempo_api::tags_v1))
+        .route("/api/v2/search/tags", get(crate::tempo_api::tags_v2))
+        .route(
+            "/api/search/tag/{tag}/values",
+            get(crate::tempo_api::tag_values_v1),
+        )
+        .route(
+            "/api/v2/search/tag/{tag}/values",
+            get(crate::tempo_api::tag_values_v2),
+        )
+        .route("/jaeger/api/services", get(crate::jaeger_api::services))
+        .route(
+            "/jaeger/api/services/{service}/operations",
+            get(crate::jaeger_api::service_operations),
+        )
+        .route("/jaeger/api/operations", get(crate::jaeger_api::operations))
+        .route("/jaeger/api/traces", get(crate::jaeger_api::find_traces))
+        .route("/jaeger/api/traces/{id}", get(crate::jaeger_api::trace))
+        .route(
+            "/jaeger/api/dependencies",
+            get(crate::jaeger_api::dependencies),
         )
         .route("/metrics", get(self_metrics))
         .route("/-/healthy", get(|| async { "skopos is Healthy.\n" }))

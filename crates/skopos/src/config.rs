@@ -85,6 +85,30 @@ pub struct ServerFlags {
     /// Queries evaluated at once; more wait [default: 20]
     #[arg(long = "query.max-concurrency")]
     pub query_max_concurrency: Option<usize>,
+    /// Delete trace segments older than this, e.g. 7d; 0 keeps everything [default: 0]
+    #[arg(long = "traces.retention-time")]
+    pub traces_retention_time: Option<String>,
+    /// Delete oldest trace segments while they use more than this, e.g. 5GB [default: unlimited]
+    #[arg(long = "traces.retention-size")]
+    pub traces_retention_size: Option<String>,
+    /// Most spans one trace may hold; later ones are rejected [default: 50000]
+    #[arg(long = "traces.max-spans-per-trace")]
+    pub traces_max_spans_per_trace: Option<usize>,
+    /// Most bytes one trace may hold, e.g. 50MB; later spans are rejected [default: 50MB]
+    #[arg(long = "traces.max-bytes-per-trace")]
+    pub traces_max_bytes_per_trace: Option<String>,
+    /// Attributes kept per span (and event, link, resource); the rest are dropped [default: 128]
+    #[arg(long = "traces.max-attributes-per-span")]
+    pub traces_max_attributes_per_span: Option<usize>,
+    /// How often span metrics and the service graph are written, or `off` [default: 15s]
+    #[arg(long = "traces.span-metrics-interval")]
+    pub traces_span_metrics_interval: Option<String>,
+    /// Exemplars kept in memory for /api/v1/query_exemplars [default: 100000]
+    #[arg(long = "traces.max-exemplars")]
+    pub traces_max_exemplars: Option<usize>,
+    /// Longest a trace search may run [default: 30s]
+    #[arg(long = "traces.search-timeout")]
+    pub traces_search_timeout: Option<String>,
 }
 
 /// The config file. Unknown keys are an error, so a typo is caught.
@@ -113,6 +137,14 @@ struct FileConfig {
     query_max_samples: Option<usize>,
     query_timeout: Option<String>,
     query_max_concurrency: Option<usize>,
+    traces_retention_time: Option<String>,
+    traces_retention_size: Option<String>,
+    traces_max_spans_per_trace: Option<usize>,
+    traces_max_bytes_per_trace: Option<String>,
+    traces_max_attributes_per_span: Option<usize>,
+    traces_span_metrics_interval: Option<String>,
+    traces_max_exemplars: Option<usize>,
+    traces_search_timeout: Option<String>,
     log_format: Option<String>,
     global: Option<serde_yaml_ng::Value>,
     scrape_configs: Option<serde_yaml_ng::Value>,
@@ -243,6 +275,52 @@ pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
     if let Some(v) = pick!(query_max_concurrency) {
         cfg.query_max_concurrency = v.max(1);
     }
+    if let Some(v) = pick!(traces_retention_time) {
+        let d = parse_duration(&v).map_err(|e| anyhow!("--traces.retention-time: {e}"))?;
+        cfg.traces.retention_ns = (!d.is_zero()).then_some(d.as_nanos() as i64);
+    }
+    if let Some(v) = pick!(traces_retention_size) {
+        let s = parse_size(&v).map_err(|e| anyhow!("--traces.retention-size: {e}"))?;
+        cfg.traces.retention_bytes = (s > 0).then_some(s);
+    }
+    if let Some(v) = pick!(traces_max_spans_per_trace) {
+        if v == 0 {
+            bail!("--traces.max-spans-per-trace must be greater than 0");
+        }
+        cfg.traces.max_spans_per_trace = v;
+    }
+    if let Some(v) = pick!(traces_max_bytes_per_trace) {
+        let s = parse_size(&v).map_err(|e| anyhow!("--traces.max-bytes-per-trace: {e}"))?;
+        if s == 0 {
+            bail!("--traces.max-bytes-per-trace must be greater than 0");
+        }
+        cfg.traces.max_bytes_per_trace = s;
+    }
+    if let Some(v) = pick!(traces_max_attributes_per_span) {
+        cfg.traces.max_attributes_per_span = v;
+    }
+    if let Some(v) = pick!(traces_span_metrics_interval) {
+        cfg.span_metrics_interval = if v == "off" {
+            None
+        } else {
+            let d =
+                parse_duration(&v).map_err(|e| anyhow!("--traces.span-metrics-interval: {e}"))?;
+            if d.is_zero() {
+                bail!("--traces.span-metrics-interval must be greater than 0 (or `off`)");
+            }
+            Some(d)
+        };
+    }
+    if let Some(v) = pick!(traces_max_exemplars) {
+        cfg.max_exemplars = v;
+    }
+    if let Some(v) = pick!(traces_search_timeout) {
+        let d = parse_duration(&v).map_err(|e| anyhow!("--traces.search-timeout: {e}"))?;
+        if d.is_zero() {
+            bail!("--traces.search-timeout must be greater than 0");
+        }
+        cfg.traceql.timeout = d;
+    }
     if file.global.is_some() || file.scrape_configs.is_some() {
         let mut m = serde_yaml_ng::Mapping::new();
         if let Some(g) = file.global {
@@ -324,6 +402,40 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--listen"));
+    }
+
+    #[test]
+    fn trace_options_from_flags_and_file() {
+        let f = write(
+            "traces_retention_time: 3d\ntraces_max_spans_per_trace: 10\ntraces_span_metrics_interval: off\n",
+        );
+        let flags = ServerFlags {
+            config: Some(f.path().to_path_buf()),
+            traces_retention_size: Some("1GB".into()),
+            traces_max_bytes_per_trace: Some("1MB".into()),
+            traces_max_exemplars: Some(7),
+            ..Default::default()
+        };
+        let cfg = resolve(&flags).unwrap();
+        assert_eq!(cfg.traces.retention_ns, Some(3 * 86_400 * 1_000_000_000));
+        assert_eq!(cfg.traces.max_spans_per_trace, 10);
+        assert!(cfg.traces.retention_bytes.unwrap() >= 1_000_000_000);
+        assert!(cfg.traces.max_bytes_per_trace >= 1_000_000);
+        assert_eq!(cfg.span_metrics_interval, None);
+        assert_eq!(cfg.max_exemplars, 7);
+        let flags = ServerFlags {
+            traces_span_metrics_interval: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&flags)
+            .unwrap_err()
+            .to_string()
+            .contains("--traces.span-metrics-interval"));
+        let flags = ServerFlags {
+            traces_max_spans_per_trace: Some(0),
+            ..Default::default()
+        };
+        assert!(resolve(&flags).is_err());
     }
 
     #[test]
