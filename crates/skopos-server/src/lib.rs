@@ -2,8 +2,9 @@
 //! OTLP/gRPC service (tonic), authentication, TLS, and self-monitoring.
 //!
 //! The one design decision to know: handlers are thin. Each one bounds and
-//! decodes its input with `skopos-ingest`, hands a `WriteBatch` to the TSDB,
-//! and maps typed errors to the status codes the incumbent protocol defines.
+//! decodes its input with `skopos-ingest`, hands a batch to its store (TSDB,
+//! log store, trace store), and maps typed errors to the status codes the
+//! incumbent protocol defines.
 //! Nothing here knows an on-disk format, and nothing outside this crate knows
 //! an HTTP type.
 

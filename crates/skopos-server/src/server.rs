@@ -242,6 +242,8 @@ pub struct ServerHandle {
     grpc: Option<GrpcTask>,
     loops: Vec<JoinHandle<()>>,
     scraper: Arc<ScrapeManager>,
+    /// Whether span metrics are collected (a last time at shutdown).
+    derive_span_metrics: bool,
 }
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -500,6 +502,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         grpc,
         loops,
         scraper,
+        derive_span_metrics: config.span_metrics_interval.is_some(),
     })
 }
 
@@ -578,6 +581,10 @@ impl ServerHandle {
             let _ = l.await;
         }
         drop(self.scraper);
+        if self.derive_span_metrics {
+            // What the processors counted since the last tick.
+            crate::traces::collect_derived(&self.state).await;
+        }
         // The log head goes to a segment, so a restart need not replay it.
         let logs = self.state.logs.clone();
         match tokio::task::spawn_blocking(move || logs.flush()).await? {

@@ -88,7 +88,6 @@ impl AppState {
         .map_err(|e| TracesUnavailable(format!("append task failed: {e}")))?;
         match result {
             Ok(a) => {
-                self.metrics.ingested(proto, a.spans);
                 out.stored = a.spans;
                 if a.rejected > 0 {
                     self.metrics.rejected(proto, "trace_limit", a.rejected);
