@@ -25,6 +25,13 @@ struct RpcStatus {
     message: String,
 }
 
+/// Tempo's `TraceByIDResponse`, its trace read as `TracesData`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TraceByIdResponse {
+    #[prost(message, optional, tag = "1")]
+    trace: Option<TracesData>,
+}
+
 async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut cfg = ServerConfig::new(dir.to_path_buf());
     cfg.listen = "127.0.0.1:0".parse().unwrap();
@@ -324,6 +331,32 @@ async fn otlp_protobuf_and_json_exports_are_readable_by_id_in_tempo_and_jaeger_s
         .map(|s| s.spans.len())
         .sum();
     assert_eq!(n, 3);
+
+    // v2 as protobuf: TraceByIDResponse { trace = 1 }.
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/api/v2/traces/{id}", h.listen))
+        .header("Accept", "application/protobuf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let by_id = TraceByIdResponse::decode(resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(by_id.trace.unwrap().resource_spans.len(), 2);
+
+    // gzip'd protobuf.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &three_span_trace(3, t0, false).encode_to_vec()).unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", h.listen))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v = get_json(h.listen, &format!("/api/traces/{}", hex(&tid(3)))).await;
+    assert_eq!(otlp_json_spans(&v["batches"]).len(), 3);
 
     // Unknown and malformed ids.
     let (code, body) = get(h.listen, &format!("/api/traces/{}", hex(&tid(99)))).await;
