@@ -135,8 +135,9 @@ pub struct AppState {
     pub traces: Arc<skopos_traces::Store>,
     /// TraceQL limits for the Tempo and Jaeger APIs.
     pub traceql: skopos_traceql::EngineOptions,
-    /// Span metrics and service graph processors fed by every stored batch.
-    pub derived: Arc<crate::traces::SpanDerived>,
+    /// Span metrics and service graph processors fed by every stored batch
+    /// (`None` when `span_metrics_interval` is off).
+    pub derived: Option<Arc<crate::traces::SpanDerived>>,
     /// Exemplars from the span metrics, for `/api/v1/query_exemplars`.
     pub exemplars: crate::exemplars::ExemplarStore,
     pub metrics: Arc<SelfMetrics>,
@@ -242,8 +243,6 @@ pub struct ServerHandle {
     grpc: Option<GrpcTask>,
     loops: Vec<JoinHandle<()>>,
     scraper: Arc<ScrapeManager>,
-    /// Whether span metrics are collected (a last time at shutdown).
-    derive_span_metrics: bool,
 }
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -310,14 +309,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
                 )
             })?;
     let traces = Arc::new(traces);
-    let derived = Arc::new(crate::traces::SpanDerived {
-        span_metrics: parking_lot::Mutex::new(skopos_spanmetrics::SpanMetrics::new(
-            config.span_metrics.clone(),
-        )),
-        service_graph: parking_lot::Mutex::new(skopos_spanmetrics::ServiceGraph::new(
-            config.service_graph.clone(),
-        )),
-    });
+    let derived = config
+        .span_metrics_interval
+        .map(|_| crate::traces::SpanDerived {
+            span_metrics: parking_lot::Mutex::new(skopos_spanmetrics::SpanMetrics::new(
+                config.span_metrics.clone(),
+            )),
+            service_graph: parking_lot::Mutex::new(skopos_spanmetrics::ServiceGraph::new(
+                config.service_graph.clone(),
+            )),
+        })
+        .map(Arc::new);
     let state = Arc::new(AppState {
         db: db.clone(),
         logs: logs.clone(),
@@ -502,7 +504,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         grpc,
         loops,
         scraper,
-        derive_span_metrics: config.span_metrics_interval.is_some(),
     })
 }
 
@@ -536,7 +537,8 @@ impl ServerHandle {
     }
 
     /// Collects span metrics and the service graph into the TSDB now (what
-    /// the timer does every `span_metrics_interval`).
+    /// the timer does every `span_metrics_interval`; nothing when that is
+    /// off).
     pub async fn collect_span_metrics(&self) {
         crate::traces::collect_derived(&self.state).await;
     }
@@ -581,10 +583,8 @@ impl ServerHandle {
             let _ = l.await;
         }
         drop(self.scraper);
-        if self.derive_span_metrics {
-            // What the processors counted since the last tick.
-            crate::traces::collect_derived(&self.state).await;
-        }
+        // What the processors counted since the last tick.
+        crate::traces::collect_derived(&self.state).await;
         // The log head goes to a segment, so a restart need not replay it.
         let logs = self.state.logs.clone();
         match tokio::task::spawn_blocking(move || logs.flush()).await? {

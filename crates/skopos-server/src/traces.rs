@@ -72,6 +72,9 @@ impl AppState {
         let derived = self.derived.clone();
         let batch = t.batch;
         let result = tokio::task::spawn_blocking(move || {
+            let Some(derived) = derived else {
+                return store.append(batch);
+            };
             let copy = batch.clone();
             let r = store.append(batch);
             if let Ok(a) = &r {
@@ -241,7 +244,9 @@ pub async fn derived_metrics_loop(st: Arc<AppState>, every: Duration) {
 
 /// One collection of the span-derived metrics.
 pub async fn collect_derived(st: &AppState) {
-    let derived = st.derived.clone();
+    let Some(derived) = st.derived.clone() else {
+        return;
+    };
     let collected = tokio::task::spawn_blocking(move || {
         let now = now_ms();
         let (mut wb, mut ex) = derived.span_metrics.lock().collect(now);

@@ -38,7 +38,8 @@ async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> 
     cfg.otlp_http_listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.otlp_grpc_listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.self_scrape_interval = None;
-    cfg.span_metrics_interval = None;
+    // Collected by hand (`collect_span_metrics`).
+    cfg.span_metrics_interval = Some(std::time::Duration::from_secs(3600));
     cfg.traces.fsync = false;
     tweak(&mut cfg);
     skopos_server::start(cfg).await.unwrap()
@@ -1023,4 +1024,29 @@ async fn a_restart_keeps_the_traces() {
 
 fn check_tempo_trace_loose(batches: &Value) {
     assert_eq!(otlp_json_spans(batches).len(), 3);
+}
+
+#[tokio::test]
+async fn the_span_metrics_loop_writes_on_its_own_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |c| {
+        c.span_metrics_interval = Some(std::time::Duration::from_millis(100))
+    })
+    .await;
+    export_pb(
+        h.listen,
+        &three_span_trace(1, now_ns() - 1_000_000_000, false),
+    )
+    .await;
+    let q = enc("sum(traces_spanmetrics_calls_total)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = get_json(h.listen, &format!("/api/v1/query?query={q}")).await;
+        if v["data"]["result"][0]["value"][1] == "3" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no span metrics: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    h.shutdown().await.unwrap();
 }
