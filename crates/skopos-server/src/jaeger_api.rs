@@ -406,6 +406,10 @@ pub async fn find_traces(
             .map_err(|_| bad(format!("unable to parse param 'limit': {l:?}")))?
             .max(1),
     };
+    let limit = match st.traceql.max_limit {
+        0 => limit,
+        max => limit.min(max),
+    };
     let compiled = skopos_traceql::CompiledQuery::new(&query).map_err(|e| bad(e.to_string()))?;
     let max_traces = st.traceql.max_traces_inspected;
     let timeout = st.traceql.timeout;
