@@ -83,70 +83,90 @@ fn build_labels(
 
 /// Decodes the JSON push body:
 /// `{"streams":[{"stream":{"app":"api"},"values":[["<ns>","line",{"k":"v"}]]}]}`.
+/// The parsed document is taken apart by value, so each line's text moves
+/// into its entry rather than being copied.
 pub fn decode_json(body: &[u8]) -> Result<LogBatch, PushError> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| err(format!("invalid JSON: {e}")))?;
-    let streams = v
-        .get("streams")
-        .and_then(|s| s.as_array())
-        .ok_or_else(|| err("the body has no \"streams\" array"))?;
+    use serde_json::Value;
+    let v: Value = serde_json::from_slice(body).map_err(|e| err(format!("invalid JSON: {e}")))?;
+    let streams = match v {
+        Value::Object(mut m) => match m.remove("streams") {
+            Some(Value::Array(a)) => a,
+            _ => return Err(err("the body has no \"streams\" array")),
+        },
+        _ => return Err(err("the body has no \"streams\" array")),
+    };
     let mut out = LogBatch::default();
-    for (si, s) in streams.iter().enumerate() {
-        let what = format!("streams[{si}]");
-        let labels = match s.get("stream") {
-            None | Some(serde_json::Value::Null) => Labels::empty(),
-            Some(serde_json::Value::Object(m)) => {
+    for (si, s) in streams.into_iter().enumerate() {
+        let what = || format!("streams[{si}]");
+        let Value::Object(mut s) = s else {
+            return Err(err(format!("{} must be an object", what())));
+        };
+        let labels = match s.remove("stream") {
+            None | Some(Value::Null) => Labels::empty(),
+            Some(Value::Object(m)) => {
                 let mut pairs = Vec::with_capacity(m.len());
                 for (k, v) in m {
-                    let v = v.as_str().ok_or_else(|| {
-                        err(format!("{what}.stream.{k}: label values must be strings"))
-                    })?;
-                    pairs.push((k.clone(), v.to_string()));
+                    let Value::String(v) = v else {
+                        return Err(err(format!(
+                            "{}.stream.{k}: label values must be strings",
+                            what()
+                        )));
+                    };
+                    pairs.push((k, v));
                 }
-                build_labels(pairs, &format!("{what}.stream"))?
+                build_labels(pairs, &format!("{}.stream", what()))?
             }
-            Some(_) => return Err(err(format!("{what}.stream must be an object"))),
+            Some(_) => return Err(err(format!("{}.stream must be an object", what()))),
         };
-        let values = s
-            .get("values")
-            .and_then(|v| v.as_array())
-            .ok_or_else(|| err(format!("{what} has no \"values\" array")))?;
+        let Some(Value::Array(values)) = s.remove("values") else {
+            return Err(err(format!("{} has no \"values\" array", what())));
+        };
         let mut entries = Vec::with_capacity(values.len());
-        for (vi, v) in values.iter().enumerate() {
-            let what = format!("{what}.values[{vi}]");
-            let arr = v
-                .as_array()
-                .filter(|a| a.len() == 2 || a.len() == 3)
-                .ok_or_else(|| {
-                    err(format!(
-                        "{what} must be [\"<unix ns>\", \"<line>\"] or with a metadata object"
-                    ))
-                })?;
-            let ts = arr[0]
+        for (vi, v) in values.into_iter().enumerate() {
+            let what = || format!("streams[{si}].values[{vi}]");
+            let arr = match v {
+                Value::Array(a) if a.len() == 2 || a.len() == 3 => a,
+                _ => {
+                    return Err(err(format!(
+                        "{} must be [\"<unix ns>\", \"<line>\"] or with a metadata object",
+                        what()
+                    )))
+                }
+            };
+            let mut arr = arr.into_iter();
+            let t = arr.next().unwrap_or(Value::Null);
+            let line = arr.next().unwrap_or(Value::Null);
+            let ts = t
                 .as_str()
                 .and_then(|s| s.parse::<i64>().ok())
                 .ok_or_else(|| {
                     err(format!(
-                        "{what}: the timestamp must be a string of Unix nanoseconds, got {}",
-                        arr[0]
+                        "{}: the timestamp must be a string of Unix nanoseconds, got {t}",
+                        what()
                     ))
                 })?;
-            let line = arr[1]
-                .as_str()
-                .ok_or_else(|| err(format!("{what}: the line must be a string")))?;
+            let Value::String(line) = line else {
+                return Err(err(format!("{}: the line must be a string", what())));
+            };
             let mut e = LogEntry::new(ts, line);
-            if let Some(meta) = arr.get(2) {
-                let m = meta
-                    .as_object()
-                    .ok_or_else(|| err(format!("{what}: structured metadata must be an object")))?;
+            if let Some(meta) = arr.next() {
+                let Value::Object(m) = meta else {
+                    return Err(err(format!(
+                        "{}: structured metadata must be an object",
+                        what()
+                    )));
+                };
                 let mut pairs = Vec::with_capacity(m.len());
                 for (k, v) in m {
-                    let v = v.as_str().ok_or_else(|| {
-                        err(format!("{what}: metadata value of {k:?} must be a string"))
-                    })?;
-                    pairs.push((k.clone(), v.to_string()));
+                    let Value::String(v) = v else {
+                        return Err(err(format!(
+                            "{}: metadata value of {k:?} must be a string",
+                            what()
+                        )));
+                    };
+                    pairs.push((k, v));
                 }
-                e.metadata = build_labels(pairs, &what)?;
+                e.metadata = build_labels(pairs, &what())?;
             }
             entries.push(e);
         }

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use skopos_model::codec::{put_bytes, put_uvarint, put_varint, zigzag, Reader};
 use skopos_model::{Labels, LabelsBuilder, LogEntry};
 
-use crate::tokens::{Builder, Index};
+use crate::tokens::{Builder, Index, TokenRef};
 use crate::LogsError;
 
 const MAGIC: &[u8; 4] = b"SKLS";
@@ -120,17 +120,24 @@ pub(crate) fn decode_entries(r: &mut Reader, max: usize) -> Option<Vec<LogEntry>
     Some(out)
 }
 
-/// A token's number in the segment's dictionary.
-type Rank<'a> = dyn Fn(&[u8]) -> Option<u32> + 'a;
+/// The long tokens of a block's lines, as the first pass over them noted
+/// them: line `i` of the block has `refs[start..ends[0]]` when `i` is 0,
+/// else `refs[ends[i - 1]..ends[i]]`.
+struct BlockRefs<'a> {
+    builder: &'a Builder,
+    refs: &'a [TokenRef],
+    start: usize,
+    ends: &'a [usize],
+}
 
 /// A block of version 2 or 3: timestamps, lengths, metadata, then the
-/// lines; with `rank` (version 3), long tokens of the lines become
+/// lines; with `refs` (version 3), long tokens of the lines become
 /// references to the segment's dictionary. `text` is scratch space.
 fn encode_block(
     buf: &mut Vec<u8>,
     text: &mut Vec<u8>,
     entries: &[LogEntry],
-    rank: Option<&Rank<'_>>,
+    refs: Option<BlockRefs<'_>>,
 ) {
     put_uvarint(buf, entries.len() as u64);
     let mut prev = 0i64;
@@ -139,10 +146,15 @@ fn encode_block(
         prev = e.ts;
     }
     text.clear();
-    for e in entries {
+    let mut from = refs.as_ref().map_or(0, |r| r.start);
+    for (i, e) in entries.iter().enumerate() {
         let before = text.len();
-        match rank {
-            Some(rank) => crate::tokens::encode_line(text, e.line.as_bytes(), rank),
+        match &refs {
+            Some(r) => {
+                let to = r.ends[i];
+                crate::tokens::encode_line(text, e.line.as_bytes(), &r.refs[from..to], r.builder);
+                from = to;
+            }
             None => text.extend_from_slice(e.line.as_bytes()),
         }
         put_uvarint(buf, (text.len() - before) as u64);
@@ -254,6 +266,9 @@ pub(crate) fn write_version(
     // the dictionary is complete before any block refers to it.
     let mut tokens = Builder::default();
     let mut parts: Vec<(usize, usize, usize)> = Vec::new();
+    // Long tokens of every line, and where each line's end in that list.
+    let mut refs: Vec<TokenRef> = Vec::new();
+    let mut ends: Vec<usize> = Vec::new();
     for (si, (_, entries)) in streams.iter().enumerate() {
         let mut start = 0;
         while start < entries.len() {
@@ -265,28 +280,44 @@ pub(crate) fn write_version(
             }
             let ordinal = parts.len() as u32;
             for e in &entries[start..end] {
-                tokens.add_line(ordinal, &e.line);
+                if version >= 3 {
+                    tokens.add_line_noting(ordinal, &e.line, Some(&mut refs));
+                    ends.push(refs.len());
+                } else {
+                    tokens.add_line(ordinal, &e.line);
+                }
             }
             parts.push((si, start, end));
             start = end;
         }
     }
     let (dict, postings) = tokens.finish();
-    let rank = |t: &[u8]| tokens.rank(t);
     // Pass 2: encode, compress and write the blocks.
     let mut raw = Vec::with_capacity(BLOCK_BYTES * 2);
     let mut text = Vec::with_capacity(BLOCK_BYTES * 2);
     // Bytes already written to the file (`out` holds what follows).
     let mut base = 0u64;
     let mut metas: Vec<Vec<[u64; 8]>> = vec![Vec::new(); streams.len()];
+    // Lines written so far: where the next block's lines start in `ends`.
+    let mut line_no = 0;
     for (si, start, end) in parts {
         let part = &streams[si].1[start..end];
         raw.clear();
         match version {
             1 => encode_entries(&mut raw, part),
             2 => encode_block(&mut raw, &mut text, part, None),
-            _ => encode_block(&mut raw, &mut text, part, Some(&rank)),
+            _ => {
+                let first = if line_no == 0 { 0 } else { ends[line_no - 1] };
+                let block = BlockRefs {
+                    builder: &tokens,
+                    refs: &refs,
+                    start: first,
+                    ends: &ends[line_no..line_no + part.len()],
+                };
+                encode_block(&mut raw, &mut text, part, Some(block));
+            }
         }
+        line_no += part.len();
         let z = zstd::bulk::compress(&raw, 3).map_err(io)?;
         metas[si].push([
             base + out.len() as u64,

@@ -69,18 +69,46 @@ pub(crate) struct Builder {
 
 impl Builder {
     pub(crate) fn add_line(&mut self, block: u32, line: &str) {
+        self.add_line_noting(block, line, None);
+    }
+
+    /// [`Builder::add_line`], also noting in `refs` where each token of
+    /// [`MIN_REF_LEN`] bytes or more sits in the line and its slot, so that
+    /// the line can be written with references without being split again.
+    pub(crate) fn add_line_noting(
+        &mut self,
+        block: u32,
+        line: &str,
+        mut refs: Option<&mut Vec<TokenRef>>,
+    ) {
+        let base = line.as_ptr() as usize;
         each_token(line.as_bytes(), |t| {
             if is_digits(t) {
                 return;
             }
-            if let Some(&slot) = self.slots.get(t) {
-                let p = &mut self.postings[slot as usize];
-                if p.last() != Some(&block) {
-                    p.push(block);
+            let slot = match self.slots.get(t) {
+                Some(&slot) => {
+                    let p = &mut self.postings[slot as usize];
+                    if p.last() != Some(&block) {
+                        p.push(block);
+                    }
+                    slot
                 }
-            } else {
-                self.slots.insert(t.into(), self.postings.len() as u32);
-                self.postings.push(vec![block]);
+                None => {
+                    let slot = self.postings.len() as u32;
+                    self.slots.insert(t.into(), slot);
+                    self.postings.push(vec![block]);
+                    slot
+                }
+            };
+            if t.len() >= MIN_REF_LEN {
+                if let Some(refs) = refs.as_deref_mut() {
+                    refs.push(TokenRef {
+                        at: (t.as_ptr() as usize - base) as u32,
+                        len: t.len() as u32,
+                        slot,
+                    });
+                }
             }
         });
     }
@@ -104,12 +132,18 @@ impl Builder {
         (dict, postings)
     }
 
-    /// The number of `token` in the finished dictionary.
-    pub(crate) fn rank(&self, token: &[u8]) -> Option<u32> {
-        self.slots
-            .get(token)
-            .and_then(|&s| self.rank.get(s as usize).copied())
+    /// The number in the finished dictionary of the token in `slot`.
+    pub(crate) fn rank_of(&self, slot: u32) -> u32 {
+        self.rank[slot as usize]
     }
+}
+
+/// Where a long token sits in a line, and its slot in the [`Builder`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenRef {
+    at: u32,
+    len: u32,
+    slot: u32,
 }
 
 /// Tokens at least this long are written into blocks as a reference to the
@@ -121,28 +155,17 @@ pub(crate) const MIN_REF_LEN: usize = 12;
 /// followed by the token's number as a varint.
 pub(crate) const REF: u8 = 0xFF;
 
-/// Appends `line` to `out` with every indexed token of [`MIN_REF_LEN`] bytes
-/// or more replaced by [`REF`] and its number in the dictionary.
-pub(crate) fn encode_line(out: &mut Vec<u8>, line: &[u8], rank: &dyn Fn(&[u8]) -> Option<u32>) {
-    let mut i = 0;
+/// Appends `line` to `out` with each of its long tokens (`refs`, in order,
+/// as [`Builder::add_line_noting`] noted them) replaced by [`REF`] and its
+/// number in the finished dictionary.
+pub(crate) fn encode_line(out: &mut Vec<u8>, line: &[u8], refs: &[TokenRef], b: &Builder) {
     let mut copied = 0;
-    while i < line.len() {
-        while i < line.len() && !is_token_byte(line[i]) {
-            i += 1;
-        }
-        let start = i;
-        while i < line.len() && is_token_byte(line[i]) {
-            i += 1;
-        }
-        let t = &line[start..i];
-        if t.len() >= MIN_REF_LEN && !is_digits(t) {
-            if let Some(r) = rank(t) {
-                out.extend_from_slice(&line[copied..start]);
-                out.push(REF);
-                skopos_model::codec::put_uvarint(out, u64::from(r));
-                copied = i;
-            }
-        }
+    for r in refs {
+        let (at, len) = (r.at as usize, r.len as usize);
+        out.extend_from_slice(&line[copied..at]);
+        out.push(REF);
+        skopos_model::codec::put_uvarint(out, u64::from(b.rank_of(r.slot)));
+        copied = at + len;
     }
     out.extend_from_slice(&line[copied..]);
 }
@@ -458,19 +481,29 @@ mod tests {
             "",
             "00122ef15db0fdcb000736ff14b8c99e",
         ];
-        let (b, idx) = builder(&[lines]);
+        let mut b = Builder::default();
+        let mut refs = Vec::new();
+        let mut ends = Vec::new();
         for l in lines {
+            b.add_line_noting(0, l, Some(&mut refs));
+            ends.push(refs.len());
+        }
+        let (dict, postings) = b.finish();
+        let idx = Index::new(dict, postings).unwrap();
+        let mut from = 0;
+        for (l, &to) in lines.iter().zip(&ends) {
             let mut enc = Vec::new();
-            encode_line(&mut enc, l.as_bytes(), &|t| b.rank(t));
+            encode_line(&mut enc, l.as_bytes(), &refs[from..to], &b);
+            from = to;
             assert_eq!(decode_line(&enc, &idx, &mut Vec::new()), Some(*l));
             if l.contains("00122ef1") {
                 assert!(enc.len() < l.len() - 20, "{l}: not referenced");
             }
+            // Digit-only tokens are not indexed, so they stay as they are.
+            if l.contains("12345678901234") {
+                assert!(enc.windows(14).any(|w| w == b"12345678901234"));
+            }
         }
-        // Digit-only tokens are not indexed, so they stay as they are.
-        let mut enc = Vec::new();
-        encode_line(&mut enc, lines[0].as_bytes(), &|t| b.rank(t));
-        assert!(enc.windows(14).any(|w| w == b"12345678901234"));
         // A reference past the dictionary is refused, not a panic.
         let bad = [b'x', REF, 0xff, 0xff, 0x7f];
         assert_eq!(decode_line(&bad, &idx, &mut Vec::new()), None);
