@@ -5,6 +5,7 @@
 mod config;
 mod logs_cmd;
 mod query_cmd;
+mod traces_cmd;
 mod tsdb_cmd;
 mod units;
 
@@ -71,6 +72,11 @@ enum Command {
     },
     /// Ship logs from files and Docker containers to a server (Loki push).
     Agent(Box<skopos_agent::AgentArgs>),
+    /// Look at traces on a running server: one as a waterfall, or a search.
+    Traces {
+        #[command(subcommand)]
+        command: TracesCommand,
+    },
     /// Work with the metrics store on disk.
     Tsdb {
         #[command(subcommand)]
@@ -163,6 +169,45 @@ enum LogsCommand {
         /// Delete; without it the command only counts what would go.
         #[arg(long)]
         yes: bool,
+        /// File holding the server's bearer token.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TracesCommand {
+    /// Draw a trace's span tree as a waterfall (service, name, offset,
+    /// duration bar, status).
+    Get {
+        /// The trace id (hex).
+        id: String,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9700")]
+        url: String,
+        /// Output: text or json (the Tempo API's OTLP JSON).
+        #[arg(short = 'o', long, default_value = "text")]
+        output: String,
+        /// File holding the server's bearer token.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+    },
+    /// Search traces with TraceQL, e.g. '{ resource.service.name = "api" && status = error }'.
+    Search {
+        /// The TraceQL query.
+        query: String,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9700")]
+        url: String,
+        /// How far back to search.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Most traces returned.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Output: text or json (the raw API response).
+        #[arg(short = 'o', long, default_value = "text")]
+        output: String,
         /// File holding the server's bearer token.
         #[arg(long)]
         auth_token_file: Option<PathBuf>,
@@ -347,6 +392,29 @@ fn main() -> std::process::ExitCode {
                 yes,
                 token,
             })
+        }),
+        Command::Traces {
+            command:
+                TracesCommand::Get {
+                    id,
+                    url,
+                    output,
+                    auth_token_file,
+                },
+        } => read_token(auth_token_file)
+            .and_then(|token| traces_cmd::get(&id, &url, &output, token.as_deref())),
+        Command::Traces {
+            command:
+                TracesCommand::Search {
+                    query,
+                    url,
+                    since,
+                    limit,
+                    output,
+                    auth_token_file,
+                },
+        } => read_token(auth_token_file).and_then(|token| {
+            traces_cmd::search(&query, &url, &since, limit, &output, token.as_deref())
         }),
         Command::Agent(args) => {
             init_logging(cli.log_format.as_deref().unwrap_or("text")).and_then(|_| run_agent(*args))

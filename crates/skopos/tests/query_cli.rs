@@ -386,3 +386,97 @@ async fn logs_tail_follows_new_lines_and_logs_delete_counts_then_deletes() {
     assert!(err.contains("line filters"), "{err}");
     common::stop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_get_draws_a_waterfall_and_traces_search_finds_by_traceql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = common::start(&tmp.path().join("data"), &[]);
+    let now = now_ns();
+    let trace = "5b8efff798038103d269b633813fc60c";
+    let span = |svc: &str, id: &str, parent: &str, name: &str, from: i64, to: i64, code: i64| {
+        serde_json::json!({
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+            "scopeSpans": [{"scope": {"name": "test"}, "spans": [{
+                "traceId": trace, "spanId": id, "parentSpanId": parent, "name": name,
+                "kind": 2,
+                "startTimeUnixNano": (now + from).to_string(),
+                "endTimeUnixNano": (now + to).to_string(),
+                "status": {"code": code}
+            }]}]
+        })
+    };
+    let body = serde_json::json!({"resourceSpans": [
+        span("web", "eee19b7ec3c1b174", "", "GET /checkout", 0, 100_000_000, 0),
+        span("api", "eee19b7ec3c1b175", "eee19b7ec3c1b174", "charge", 10_000_000, 60_000_000, 2),
+        span("db", "eee19b7ec3c1b176", "eee19b7ec3c1b175", "INSERT", 20_000_000, 30_000_000, 0),
+    ]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.url))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || skopos(&["traces", "get", "--url", &url, trace]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("trace {trace}: 3 spans"));
+    assert!(lines[2].starts_with("web GET /checkout"), "{text}");
+    assert!(
+        lines[3].starts_with("  api charge") && lines[3].ends_with("ERROR"),
+        "{text}"
+    );
+    assert!(
+        lines[4].starts_with("    db INSERT") && lines[4].contains("10.00ms"),
+        "{text}"
+    );
+
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        skopos(&[
+            "traces",
+            "search",
+            "--url",
+            &url,
+            "{ status = error } >> { name = \"INSERT\" }",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().nth(1).unwrap().starts_with(trace), "{text}");
+    assert!(
+        text.contains("web") && text.contains("GET /checkout"),
+        "{text}"
+    );
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        skopos(&["traces", "search", "--url", &url, "{ name = \"nothing\" }"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "no traces\n");
+
+    // A malformed id and a bad query are the server's 400s, as CLI errors.
+    let url = server.url.clone();
+    let (bad_id, bad_query) = tokio::task::spawn_blocking(move || {
+        (
+            skopos(&["traces", "get", "--url", &url, "xyz"]),
+            skopos(&["traces", "search", "--url", &url, "{ status = }"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!bad_id.status.success());
+    assert!(String::from_utf8(bad_id.stderr).unwrap().contains("400"));
+    assert!(!bad_query.status.success());
+    assert!(String::from_utf8(bad_query.stderr).unwrap().contains("400"));
+    common::stop(server);
+}
