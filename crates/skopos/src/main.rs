@@ -72,7 +72,7 @@ enum Command {
     },
     /// Ship logs from files and Docker containers to a server (Loki push).
     Agent(Box<skopos_agent::AgentArgs>),
-    /// Look at traces on a running server: one as a waterfall, or a search.
+    /// Look at traces on a running server: one as a waterfall, its logs, or a search.
     Traces {
         #[command(subcommand)]
         command: TracesCommand,
@@ -186,6 +186,21 @@ enum TracesCommand {
         #[arg(long, default_value = "http://127.0.0.1:9700")]
         url: String,
         /// Output: text or json (the Tempo API's OTLP JSON).
+        #[arg(short = 'o', long, default_value = "text")]
+        output: String,
+        /// File holding the server's bearer token.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+    },
+    /// Print the log lines that carry the trace id (structured metadata
+    /// `trace_id`), oldest first.
+    Logs {
+        /// The trace id (hex).
+        id: String,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9700")]
+        url: String,
+        /// Output: text or json (the raw API response).
         #[arg(short = 'o', long, default_value = "text")]
         output: String,
         /// File holding the server's bearer token.
@@ -403,6 +418,16 @@ fn main() -> std::process::ExitCode {
                 },
         } => read_token(auth_token_file)
             .and_then(|token| traces_cmd::get(&id, &url, &output, token.as_deref())),
+        Command::Traces {
+            command:
+                TracesCommand::Logs {
+                    id,
+                    url,
+                    output,
+                    auth_token_file,
+                },
+        } => read_token(auth_token_file)
+            .and_then(|token| traces_cmd::logs(&id, &url, &output, token.as_deref())),
         Command::Traces {
             command:
                 TracesCommand::Search {

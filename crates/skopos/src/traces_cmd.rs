@@ -216,6 +216,24 @@ pub fn get(id: &str, url: &str, output: &str, token: Option<&str>) -> anyhow::Re
     Ok(())
 }
 
+/// `skopos traces logs ID`: the log lines that carry the trace id.
+pub fn logs(id: &str, url: &str, output: &str, token: Option<&str>) -> anyhow::Result<()> {
+    if output != "text" && output != "json" {
+        bail!("-o: {output:?} is not one of text, json");
+    }
+    let base = url.trim_end_matches('/');
+    let v = get_json(&format!("{base}/api/traces/{id}/logs"), &[], token)?;
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print!(
+        "{}",
+        crate::logs_cmd::render_lines(&v["data"], true, std::io::stdout().is_terminal())
+    );
+    Ok(())
+}
+
 /// `skopos traces search 'TRACEQL'`.
 pub fn search(
     query: &str,

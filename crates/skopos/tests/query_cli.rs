@@ -464,6 +464,29 @@ async fn traces_get_draws_a_waterfall_and_traces_search_finds_by_traceql() {
     .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "no traces\n");
 
+    // From the trace to the lines logged with its id.
+    let line = serde_json::json!({"streams": [{"stream": {"service_name": "api"}, "values": [
+        [now.to_string(), "charge failed", {"trace_id": trace}],
+        [(now + 1).to_string(), "unrelated", {"trace_id": "0000000000000000000000000000abcd"}]
+    ]}]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/loki/api/v1/push", server.url))
+        .header("Content-Type", "application/json")
+        .body(line.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let url = server.url.clone();
+    let out =
+        tokio::task::spawn_blocking(move || skopos(&["traces", "logs", "--url", &url, trace]))
+            .await
+            .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.ends_with("charge failed\n"), "{text}");
+
     // A malformed id and a bad query are the server's 400s, as CLI errors.
     let url = server.url.clone();
     let (bad_id, bad_query) = tokio::task::spawn_blocking(move || {
