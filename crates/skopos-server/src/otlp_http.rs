@@ -108,19 +108,42 @@ pub async fn export(
 }
 
 fn success(enc: Encoding, partial: Option<ExportMetricsPartialSuccess>) -> Response {
-    match enc {
-        Encoding::Protobuf => {
-            let body = ExportMetricsServiceResponse {
+    let rejected = partial.as_ref().map(|p| {
+        (
+            "rejectedDataPoints",
+            p.rejected_data_points,
+            p.error_message.clone(),
+        )
+    });
+    export_success(
+        enc,
+        || {
+            ExportMetricsServiceResponse {
                 partial_success: partial,
             }
-            .encode_to_vec();
-            ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+            .encode_to_vec()
+        },
+        rejected,
+    )
+}
+
+/// The success answer of an OTLP/HTTP export (metrics, logs, traces): the
+/// protobuf response `proto` encodes, or its JSON form, whose
+/// `partialSuccess` names the rejected count under `rejected.0`.
+pub(crate) fn export_success(
+    enc: Encoding,
+    proto: impl FnOnce() -> Vec<u8>,
+    rejected: Option<(&'static str, i64, String)>,
+) -> Response {
+    match enc {
+        Encoding::Protobuf => {
+            ([(header::CONTENT_TYPE, "application/x-protobuf")], proto()).into_response()
         }
         Encoding::Json => {
-            let body = match partial {
-                Some(p) => serde_json::json!({"partialSuccess": {
-                    "rejectedDataPoints": p.rejected_data_points.to_string(),
-                    "errorMessage": p.error_message}}),
+            let body = match rejected {
+                Some((field, n, message)) => serde_json::json!({"partialSuccess": {
+                    field: n.to_string(),
+                    "errorMessage": message}}),
                 None => serde_json::json!({}),
             };
             (
@@ -245,28 +268,25 @@ pub async fn logs(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
         Err(resp) => return *resp,
     };
     match export_logs(&st, &req).await {
-        Ok(partial) => match enc {
-            Encoding::Protobuf => {
-                let body = ExportLogsServiceResponse {
-                    partial_success: partial,
-                }
-                .encode_to_vec();
-                ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
-            }
-            Encoding::Json => {
-                let body = match partial {
-                    Some(p) => serde_json::json!({"partialSuccess": {
-                        "rejectedLogRecords": p.rejected_log_records.to_string(),
-                        "errorMessage": p.error_message}}),
-                    None => serde_json::json!({}),
-                };
+        Ok(partial) => {
+            let rejected = partial.as_ref().map(|p| {
                 (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body.to_string(),
+                    "rejectedLogRecords",
+                    p.rejected_log_records,
+                    p.error_message.clone(),
                 )
-                    .into_response()
-            }
-        },
+            });
+            export_success(
+                enc,
+                || {
+                    ExportLogsServiceResponse {
+                        partial_success: partial,
+                    }
+                    .encode_to_vec()
+                },
+                rejected,
+            )
+        }
         Err(LogsExportError::Client(m)) => {
             status_response(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, m)
         }

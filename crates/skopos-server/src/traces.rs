@@ -17,7 +17,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use parking_lot::Mutex;
 use prost::Message;
-use skopos_ingest::otlp::Encoding;
 use skopos_ingest::otlp_traces::TranslatedSpans;
 use skopos_spanmetrics::{ServiceGraph, SpanMetrics};
 
@@ -146,28 +145,21 @@ pub async fn otlp_traces(
         Err(resp) => return *resp,
     };
     match export_traces(&st, &req).await {
-        Ok(partial) => match enc {
-            Encoding::Protobuf => {
-                let body = ExportTraceServiceResponse {
-                    partial_success: partial,
-                }
-                .encode_to_vec();
-                ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
-            }
-            Encoding::Json => {
-                let body = match partial {
-                    Some(p) => serde_json::json!({"partialSuccess": {
-                        "rejectedSpans": p.rejected_spans.to_string(),
-                        "errorMessage": p.error_message}}),
-                    None => serde_json::json!({}),
-                };
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body.to_string(),
-                )
-                    .into_response()
-            }
-        },
+        Ok(partial) => {
+            let rejected = partial
+                .as_ref()
+                .map(|p| ("rejectedSpans", p.rejected_spans, p.error_message.clone()));
+            crate::otlp_http::export_success(
+                enc,
+                || {
+                    ExportTraceServiceResponse {
+                        partial_success: partial,
+                    }
+                    .encode_to_vec()
+                },
+                rejected,
+            )
+        }
         Err(TracesUnavailable(m)) => crate::otlp_http::status_response(
             StatusCode::SERVICE_UNAVAILABLE,
             enc,
