@@ -258,30 +258,8 @@ pub fn delete(a: LogsDeleteArgs) -> anyhow::Result<()> {
         ("start", start.to_string()),
         ("end", end.to_string()),
     ];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let post = |form: Vec<(&'static str, String)>| {
-        rt.block_on(async {
-            let mut req = reqwest::Client::new().post(&url).form(&form);
-            if let Some(t) = &a.token {
-                req = req.bearer_auth(t);
-            }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            if !status.is_success() {
-                let msg = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_string))
-                    .unwrap_or(text);
-                bail!("{url} answered {status}: {}", msg.trim());
-            }
-            Ok(text)
-        })
+        crate::query_cmd::fetch(&url, a.token.as_deref(), |c| c.post(&url).form(&form))
     };
     // What would go: the server counts it, line filters included.
     let mut dry = form.clone();

@@ -75,6 +75,39 @@ pub fn post_form(url: &str, form: &[(&str, String)], token: Option<&str>) -> any
     })
 }
 
+/// Sends the request `build` makes from a client (with the bearer token,
+/// if any) and returns the body of a 2xx answer; any other status is an
+/// error carrying the server's message (its JSON `error`, else the body).
+pub fn fetch(
+    url: &str,
+    token: Option<&str>,
+    build: impl FnOnce(reqwest::Client) -> reqwest::RequestBuilder,
+) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut req = build(reqwest::Client::new());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            anyhow::bail!("{url} answered {status}: {}", msg.trim());
+        }
+        Ok(text)
+    })
+}
+
 fn metric_text(m: &Value) -> String {
     let Some(obj) = m.as_object() else {
         return String::new();

@@ -8,36 +8,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-/// GETs `url` with the bearer token; the JSON answer, or the server's
-/// error as a CLI error.
+/// GETs `url` with `query` and the bearer token: the JSON answer, or the
+/// server's error as a CLI error.
 fn get_json(url: &str, query: &[(&str, String)], token: Option<&str>) -> anyhow::Result<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut req = reqwest::Client::new()
-            .get(url)
-            .header("Accept", "application/json")
-            .query(query);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if !status.is_success() {
-            let msg = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or(text);
-            bail!("{url} answered {status}: {}", msg.trim());
-        }
-        serde_json::from_str(&text)
-            .with_context(|| format!("{url} answered something that is not JSON: {text}"))
-    })
+    let text = crate::query_cmd::fetch(url, token, |c| {
+        c.get(url).header("Accept", "application/json").query(query)
+    })?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{url} answered something that is not JSON: {text}"))
 }
 
 /// A number that OTLP/JSON may write as a string or a number.
