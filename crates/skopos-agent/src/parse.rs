@@ -129,13 +129,16 @@ pub fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
                         break;
                     }
                     b'\\' if i + 1 < b.len() => {
-                        match b[i + 1] {
-                            b'n' => val.push('\n'),
-                            b't' => val.push('\t'),
-                            b'r' => val.push('\r'),
-                            other => val.push(other as char),
-                        }
-                        i += 2;
+                        // The escaped character may be more than one byte
+                        // (`\é`): take it whole, never half of it.
+                        let e = line[i + 1..].chars().next()?;
+                        val.push(match e {
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            other => other,
+                        });
+                        i += 1 + e.len_utf8();
                     }
                     _ => {
                         // Copy one UTF-8 character.
@@ -332,6 +335,12 @@ mod tests {
             "a quote where a key starts"
         );
         assert_eq!(logfmt_fields(r#"msg="unterminated"#), None);
+        // Regression (char boundary in logfmt escapes): `\é` panicked.
+        assert_eq!(
+            logfmt_fields(r#"k="\é" x=1"#).unwrap(),
+            vec![("k".into(), "é".into()), ("x".into(), "1".into())]
+        );
+        assert_eq!(logfmt_fields(r#"k="\é"#), None);
         assert_eq!(logfmt_fields("=x"), None);
         assert_eq!(logfmt_fields("just some words"), None);
         assert_eq!(

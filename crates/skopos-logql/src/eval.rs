@@ -218,7 +218,27 @@ pub struct StepSeries {
     pub values: Vec<Option<f64>>,
 }
 
+/// Evaluates a metric query and applies `max_series` to what it returns,
+/// as Loki applies `max_query_series`: an aggregation may reduce any number
+/// of inner series (bounded by `max_samples`) to a few.
 pub fn eval_metric(ctx: &mut Ctx<'_>, e: &Expr, steps: &[i64]) -> Result<Steps, QueryError> {
+    let out = eval_node(ctx, e, steps)?;
+    if let Steps::Vector(series) = &out {
+        let live = series
+            .iter()
+            .filter(|s| s.values.iter().any(Option::is_some))
+            .count();
+        if live > ctx.opts.max_series {
+            return Err(QueryError::Execution(format!(
+                "maximum of series ({}) reached for a single query",
+                ctx.opts.max_series
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn eval_node(ctx: &mut Ctx<'_>, e: &Expr, steps: &[i64]) -> Result<Steps, QueryError> {
     ctx.check()?;
     let out = match e {
         Expr::Log(_) => {
@@ -233,7 +253,7 @@ pub fn eval_metric(ctx: &mut Ctx<'_>, e: &Expr, steps: &[i64]) -> Result<Steps, 
         }]),
         Expr::RangeAgg(r) => Steps::Vector(range_agg(ctx, r, steps)?),
         Expr::VectorAgg(v) => {
-            let inner = eval_metric(ctx, &v.expr, steps)?;
+            let inner = eval_node(ctx, &v.expr, steps)?;
             let Steps::Vector(series) = inner else {
                 return Err(QueryError::Execution(format!(
                     "{} expects a vector, got a scalar",
@@ -243,7 +263,7 @@ pub fn eval_metric(ctx: &mut Ctx<'_>, e: &Expr, steps: &[i64]) -> Result<Steps, 
             Steps::Vector(vector_agg(v, series, steps.len()))
         }
         Expr::LabelReplace(l) => {
-            let Steps::Vector(series) = eval_metric(ctx, &l.expr, steps)? else {
+            let Steps::Vector(series) = eval_node(ctx, &l.expr, steps)? else {
                 return Err(QueryError::Execution(
                     "label_replace expects a vector, got a scalar".into(),
                 ));
@@ -251,23 +271,11 @@ pub fn eval_metric(ctx: &mut Ctx<'_>, e: &Expr, steps: &[i64]) -> Result<Steps, 
             Steps::Vector(series.into_iter().map(|s| label_replace(l, s)).collect())
         }
         Expr::Binary(b) => {
-            let lhs = eval_metric(ctx, &b.lhs, steps)?;
-            let rhs = eval_metric(ctx, &b.rhs, steps)?;
+            let lhs = eval_node(ctx, &b.lhs, steps)?;
+            let rhs = eval_node(ctx, &b.rhs, steps)?;
             binary(b, lhs, rhs, steps.len())?
         }
     };
-    if let Steps::Vector(series) = &out {
-        let live = series
-            .iter()
-            .filter(|s| s.values.iter().any(Option::is_some))
-            .count();
-        if live > ctx.opts.max_series {
-            return Err(QueryError::Execution(format!(
-                "maximum of series ({}) reached for a single query",
-                ctx.opts.max_series
-            )));
-        }
-    }
     Ok(out)
 }
 

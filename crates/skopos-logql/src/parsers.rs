@@ -422,14 +422,16 @@ pub fn scan_logfmt(
                         break;
                     }
                     b'\\' if j + 1 < b.len() => {
-                        let e = b[j + 1];
+                        // The escaped character may be more than one byte
+                        // (`\é`): take it whole, never half of it.
+                        let e = line[j + 1..].chars().next().unwrap_or('\\');
                         value.push(match e {
-                            b'n' => '\n',
-                            b't' => '\t',
-                            b'r' => '\r',
-                            other => other as char,
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            other => other,
                         });
-                        j += 2;
+                        j += 1 + e.len_utf8();
                     }
                     _ => {
                         let ch = line[j..].chars().next().unwrap_or(' ');
