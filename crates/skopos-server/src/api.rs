@@ -171,66 +171,8 @@ pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
         let ms = (secs * 1000.0).round();
         return Ok(ms.clamp(MIN_TIME as f64, MAX_TIME as f64) as i64);
     }
-    let t = humantime_rfc3339(value).ok_or_else(err)?;
-    Ok(t)
-}
-
-/// RFC 3339 to Unix milliseconds (`2024-01-02T03:04:05.678Z`, or with an offset).
-fn humantime_rfc3339(v: &str) -> Option<i64> {
-    let b = v.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b'T' || b[10] == b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| v.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, s) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    let mut rest = &v[19..];
-    let mut ms = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
-        if digits.is_empty() {
-            return None;
-        }
-        let padded = format!("{:0<3}", &digits[..digits.len().min(3)]);
-        ms = padded.parse().ok()?;
-        rest = &frac[digits.len()..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
-        }
-        _ => return None,
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let days = days_from_civil(y, mo, d);
-    Some(((days * 86400 + h * 3600 + mi * 60 + s - offset_min * 60) * 1000) + ms)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    let ms = skopos_units::parse_rfc3339_millis(value).map_err(|_| err())?;
+    Ok(ms.clamp(MIN_TIME, MAX_TIME))
 }
 
 /// Parses one `match[]` selector (`up`, `{job="a"}`, `up{job=~"a|b"}`)
@@ -329,9 +271,8 @@ fn limit(p: &Params) -> Result<Option<usize>, ApiError> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, skopos_tsdb::TsdbError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    crate::panic::blocking(f)
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
@@ -441,6 +382,16 @@ mod tests {
         );
         let e = parse_time("start", "yesterday").unwrap_err();
         assert!(e.message.contains("\"start\""));
+    }
+
+    #[test]
+    fn multibyte_time_offset_is_refused_not_panicked_on() {
+        // Regression: `2024-01-02T03:04:05+0é00` sliced inside the `é` and
+        // dropped the connection.
+        for v in ["2024-01-02T03:04:05+0é00", "2024-01-02T03:04:0é", "é"] {
+            let e = parse_time("time", v).unwrap_err();
+            assert!(e.message.contains("cannot parse"), "{v}: {}", e.message);
+        }
     }
 
     #[test]

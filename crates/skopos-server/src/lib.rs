@@ -17,6 +17,7 @@ mod jaeger_api;
 mod loki_api;
 mod metadata;
 mod otlp_http;
+mod panic;
 mod query_api;
 mod remote_write;
 mod selfmon;

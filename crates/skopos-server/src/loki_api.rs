@@ -111,17 +111,11 @@ pub(crate) fn parse_ns(name: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(f) = v.parse::<f64>() {
         return Ok((f * 1e9) as i64);
     }
-    humantime::parse_rfc3339(v)
-        .map(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0)
-        })
-        .map_err(|_| {
-            ApiError::bad_data(format!(
-                "invalid {name} {v:?}: want Unix ns, seconds or RFC 3339"
-            ))
-        })
+    skopos_units::parse_rfc3339(v).map_err(|_| {
+        ApiError::bad_data(format!(
+            "invalid {name} {v:?}: want Unix ns, seconds or RFC 3339"
+        ))
+    })
 }
 
 /// `[start, end)` in ns from Loki's `start`/`end`/`since` parameters
@@ -314,15 +308,12 @@ async fn run_logql(
     let engine = engine(st);
     let logs = st.logs.clone();
     let began = std::time::Instant::now();
-    let value = tokio::task::spawn_blocking(move || run(&engine, logs.as_ref(), &token))
+    let value = crate::panic::blocking(move || run(&engine, logs.as_ref(), &token))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(logql_error)?;
     drop(guard);
     let secs = began.elapsed().as_secs_f64();
-    let body = tokio::task::spawn_blocking(move || loki_body(&value, secs))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let body = crate::panic::blocking(move || loki_body(&value, secs)).await;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -564,7 +555,7 @@ pub async fn delete(
             contains: Vec::new(),
             matches: Vec::new(),
         };
-        let lines = tokio::task::spawn_blocking(move || {
+        let lines = crate::panic::blocking(move || {
             let mut n = 0u64;
             logs.select(&sel, &mut |s| {
                 n += s.entries.iter().filter(|e| doomed(e)).count() as u64;
@@ -573,11 +564,10 @@ pub async fn delete(
             .map(|()| n)
         })
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         return Ok(axum::Json(json!({ "lines": lines })).into_response());
     }
-    let report = tokio::task::spawn_blocking(move || {
+    let report = crate::panic::blocking(move || {
         // `end` is inclusive in Loki's delete API.
         let deleted = logs.delete(&matchers, start, end.saturating_add(1), &doomed)?;
         let record = json!({
@@ -604,7 +594,6 @@ pub async fn delete(
         Ok::<_, LogsError>(deleted)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     tracing::info!(
         lines = report.entries,

@@ -122,9 +122,7 @@ pub async fn status_tsdb(
     let p = Params::collect(&Method::GET, &HeaderMap::new(), q, Body::empty()).await?;
     let limit = int_param(&p, "limit")?.unwrap_or(10);
     let db = st.db.clone();
-    let c = tokio::task::spawn_blocking(move || db.head_cardinality(limit))
-        .await
-        .map_err(|e| ApiError::bad_data(e.to_string()))?;
+    let c = crate::panic::blocking(move || db.head_cardinality(limit)).await;
     let list = |v: &[(String, u64)]| -> Value {
         Value::Array(
             v.iter()

@@ -43,18 +43,11 @@ fn now_ms() -> i64 {
 
 /// Parses a step or timeout: a Prometheus duration (`15s`, `1m`) or float seconds.
 pub fn parse_duration_param(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(secs) = v.parse::<f64>() {
-        if secs.is_finite() {
-            return Ok((secs * 1000.0).round() as i64);
-        }
-    }
-    promql_parser::util::parse_duration(v)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|_| {
-            ApiError::bad_data(format!(
-                "invalid parameter {name:?}: cannot parse {v:?} to a valid duration"
-            ))
-        })
+    skopos_units::parse_duration_param(v).map_err(|_| {
+        ApiError::bad_data(format!(
+            "invalid parameter {name:?}: cannot parse {v:?} to a valid duration"
+        ))
+    })
 }
 
 /// A timestamp as Prometheus writes it: Unix seconds, with up to three
@@ -233,15 +226,11 @@ async fn evaluate(
         ..st.query.opts.clone()
     });
     let db = st.db.clone();
-    let task = tokio::task::spawn_blocking(move || run(&engine, db.as_ref(), &token));
-    let value = task
+    let value = crate::panic::blocking(move || run(&engine, db.as_ref(), &token))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(query_error)?;
     drop(guard);
-    let body = tokio::task::spawn_blocking(move || success_body(&value))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let body = crate::panic::blocking(move || success_body(&value)).await;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -173,10 +173,11 @@ impl AppState {
     pub async fn append_logs(
         &self,
         batch: LogBatch,
-    ) -> Result<Result<skopos_logs::Appended, skopos_logs::LogsError>, tokio::task::JoinError> {
+    ) -> Result<Result<skopos_logs::Appended, skopos_logs::LogsError>, crate::panic::Panicked> {
         let copy = self.tail.active().then(|| batch.clone());
         let logs = self.logs.clone();
-        let result = tokio::task::spawn_blocking(move || logs.append(batch)).await?;
+        let result =
+            crate::panic::blocking_or_error("log append", move || logs.append(batch)).await?;
         if let (Ok(_), Some(batch)) = (&result, copy) {
             self.tail.publish(&batch);
         }
@@ -193,9 +194,9 @@ impl AppState {
             return Ok(AppendOutcome::default());
         }
         let db = self.db.clone();
-        let result = tokio::task::spawn_blocking(move || db.append(&batch))
+        let result = crate::panic::blocking_or_error("sample append", move || db.append(&batch))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("append task failed: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         match result {
             Ok(outcome) => {
                 self.metrics.ingested(protocol, outcome.samples_appended);
@@ -726,6 +727,7 @@ fn router(state: Arc<AppState>) -> Router {
             token,
             crate::auth::require_token,
         ))
+        .layer(middleware::from_fn(crate::panic::catch_panic))
         .with_state(state)
 }
 

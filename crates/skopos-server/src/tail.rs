@@ -225,7 +225,7 @@ async fn run(st: Arc<AppState>, req: TailRequest, mut socket: WebSocket) {
     let engine = crate::loki_api::engine(&st);
     let logs = st.logs.clone();
     let (expr, start, limit) = (req.expr.clone(), req.start, req.limit);
-    let history = tokio::task::spawn_blocking(move || {
+    let history = crate::panic::blocking_or_error("tail history", move || {
         let cancel = skopos_logql::CancelToken::new();
         engine.query_range(
             logs.as_ref(),

@@ -149,9 +149,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| TempoError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
     let store = st.traces.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| TempoError::internal(format!("query task failed: {e}")))?
+    crate::panic::blocking(move || f(store.as_ref())).await
 }
 
 // ---- OTLP shape -------------------------------------------------------
@@ -695,7 +693,7 @@ pub async fn trace_logs(
     };
     let logs = st.logs.clone();
     let began = std::time::Instant::now();
-    let streams = tokio::task::spawn_blocking(move || {
+    let streams = crate::panic::blocking(move || {
         let sel = LogSelect {
             matchers: Vec::new(),
             start,
@@ -725,7 +723,6 @@ pub async fn trace_logs(
         .map(|_| out)
     })
     .await
-    .map_err(|e| TempoError::internal(e.to_string()))?
     .map_err(|e| TempoError::internal(e.to_string()))?;
     let body = crate::loki_api::loki_body(
         &skopos_logql::Value::Streams(streams),

@@ -70,7 +70,7 @@ impl AppState {
         let store = self.traces.clone();
         let derived = self.derived.clone();
         let batch = t.batch;
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::panic::blocking_or_error("span append", move || {
             let Some(derived) = derived else {
                 return store.append(batch);
             };
@@ -87,7 +87,7 @@ impl AppState {
             r
         })
         .await
-        .map_err(|e| TracesUnavailable(format!("append task failed: {e}")))?;
+        .map_err(|e| TracesUnavailable(e.to_string()))?;
         match result {
             Ok(a) => {
                 out.stored = a.spans;

@@ -1,0 +1,85 @@
+//! Hostile input over real HTTP: each case is named after what broke. The
+//! server answers a 4xx (or the query's answer) with a message, never a
+//! dropped connection or a 500 carrying panic text, and keeps serving.
+
+use skopos_server::{ServerConfig, ServerHandle};
+
+async fn start(dir: &std::path::Path) -> ServerHandle {
+    let mut cfg = ServerConfig::new(dir.to_path_buf());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.otlp_http_listen = None;
+    cfg.otlp_grpc_listen = None;
+    cfg.self_scrape_interval = None;
+    skopos_server::start(cfg).await.unwrap()
+}
+
+async fn get(h: &ServerHandle, path_and_query: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("http://{}{path_and_query}", h.listen))
+        .await
+        .unwrap_or_else(|e| panic!("{path_and_query}: the connection failed: {e}"));
+    let code = resp.status().as_u16();
+    (code, resp.text().await.unwrap())
+}
+
+fn no_panic_text(body: &str) {
+    for marker in ["panicked", "char boundary", "byte index"] {
+        assert!(
+            !body.contains(marker),
+            "panic text reached the client: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn multibyte_character_in_a_time_offset_answers_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    for q in [
+        "/api/v1/query?query=1&time=2024-01-02T03:04:05%2B0%C3%A900",
+        "/api/v1/query_range?query=1&start=2024-01-02T03:04:05%C3%A9&end=1&step=1",
+        "/api/v1/series?match[]=up&start=%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9",
+        "/loki/api/v1/query_range?query=%7Ba%3D%22b%22%7D&start=2024-01-02T03:04:05%2B0%C3%A900",
+    ] {
+        let (code, body) = get(&h, q).await;
+        assert_eq!(code, 400, "{q}: {body}");
+        assert!(body.contains("cannot parse") || body.contains("invalid"), "{q}: {body}");
+        no_panic_text(&body);
+    }
+    // Still serving.
+    let (code, body) = get(&h, "/api/v1/query?query=1%2B1&time=1700000000").await;
+    assert_eq!(code, 200, "{body}");
+    h.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn logfmt_escape_before_a_multibyte_character_is_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let push = serde_json::json!({"streams": [{
+        "stream": {"app": "utf8"},
+        "values": [[now_ns.to_string(), "k=\"\\é\" x=1"]],
+    }]});
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/loki/api/v1/push", h.listen))
+        .json(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let (code, body) = get(
+        &h,
+        "/loki/api/v1/query_range?query=%7Bapp%3D%22utf8%22%7D%20%7C%20logfmt&since=1h&limit=10",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    no_panic_text(&body);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let stream = &v["data"]["result"][0]["stream"];
+    assert_eq!(stream["x"], "1", "{body}");
+    assert_eq!(stream["k"], "é", "{body}");
+    h.shutdown().await.unwrap();
+}
