@@ -666,15 +666,63 @@ pub fn traceql(data: &[u8]) {
 // ---------------------------------------------------------------------------
 // Parameters
 
-/// Durations, sizes, ids and the legacy search parameters, one per line:
-/// each line goes to every parser of such a parameter that is public today.
+/// Times, durations, sizes, ids and the legacy search parameters, one per
+/// line: each line goes to every parser of such a parameter (`skopos-units`
+/// is what the server's `time`, `start`, `step`, `timeout` parameters and
+/// the flags go through).
 /// Queries built from the Tempo and Jaeger search parameters must parse.
 pub fn units(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     let lines: Vec<&str> = text.split('\n').collect();
+    if let Some(secs) = data.get(..8) {
+        let secs = i64::from_le_bytes(secs.try_into().expect("8 bytes"));
+        let c = skopos_units::civil_from_unix(secs);
+        assert!((1..=12).contains(&c.month), "{secs}: {c:?}");
+    }
     for l in &lines {
+        // The one grammar of each unit (flags, config, API parameters):
+        // what parses prints in a form that parses back to the same value.
+        match skopos_units::parse_rfc3339(l) {
+            Ok(ns) => {
+                let printed = skopos_units::format_rfc3339(ns, skopos_units::Precision::Nanos);
+                assert_eq!(
+                    skopos_units::parse_rfc3339(&printed),
+                    Ok(ns),
+                    "{l:?} -> {printed:?}"
+                );
+            }
+            Err(e) => check_message(&e),
+        }
+        if let Err(e) = skopos_units::parse_rfc3339_millis(l) {
+            check_message(&e);
+        }
+        match skopos_units::parse_duration(l) {
+            Ok(d) => {
+                let printed = skopos_units::format_duration(d);
+                assert_eq!(
+                    skopos_units::parse_duration(&printed),
+                    Ok(d),
+                    "{l:?} -> {printed:?}"
+                );
+            }
+            Err(e) => check_message(&e),
+        }
+        if let Err(e) = skopos_units::parse_duration_param(l) {
+            check_message(&e);
+        }
+        match skopos_units::parse_size(l) {
+            Ok(b) => {
+                let printed = skopos_units::format_size(b);
+                assert_eq!(
+                    skopos_units::parse_size(&printed),
+                    Ok(b),
+                    "{l:?} -> {printed:?}"
+                );
+            }
+            Err(e) => check_message(&e),
+        }
         if let Err(e) = skopos_traceql::parse_duration(l) {
             check_message(&e);
         }
