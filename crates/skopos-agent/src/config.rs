@@ -1,6 +1,7 @@
 //! The agent's YAML config file (see the crate docs for an example).
-//! Sizes take `B`, `KiB`/`KB`, `MiB`/`MB`, `GiB`/`GB` (all base 1024) or a
-//! plain byte count; durations take humantime syntax (`500ms`, `1s`, `2m`).
+//! Sizes take `B`, `KiB`/`KB`, `MiB`/`MB`, `GiB`/`GB`, … (all base 1024) or
+//! a plain byte count; durations take Prometheus' syntax (`500ms`, `1s`,
+//! `2m`, `1h30m`). Both grammars are `skopos-units`'.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -234,23 +235,10 @@ fn default_rotate_wait() -> Duration {
     Duration::from_secs(5)
 }
 
-/// Parses `256MiB`, `1MB`, `64KiB`, `512B` or `1048576` (base 1024).
+/// Parses `256MiB`, `1MB`, `64KiB`, `512B` or `1048576` (base 1024, the
+/// one size grammar of skopos: `skopos_units::parse_size`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    let err = || format!("invalid size {s:?}: expected e.g. 512KiB, 1MiB, 256MB");
-    if digits == 0 {
-        return Err(err());
-    }
-    let n: u64 = t[..digits].parse().map_err(|_| err())?;
-    let mult: u64 = match t[digits..].trim() {
-        "" | "B" => 1,
-        "KiB" | "KB" | "K" => 1 << 10,
-        "MiB" | "MB" | "M" => 1 << 20,
-        "GiB" | "GB" | "G" => 1 << 30,
-        _ => return Err(err()),
-    };
-    n.checked_mul(mult).ok_or_else(err)
+    skopos_units::parse_size(s).map_err(|e| e.to_string())
 }
 
 #[derive(Deserialize)]
@@ -269,8 +257,7 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(s.trim())
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    skopos_units::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 pub(crate) fn valid_label_name(name: &str) -> bool {
@@ -384,10 +371,14 @@ mod tests {
     fn sizes() {
         assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
         assert_eq!(parse_size("1MB").unwrap(), 1 << 20);
-        assert_eq!(parse_size("64 KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
         assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(parse_size("1TB").is_err());
+        assert_eq!(parse_size("1TB").unwrap(), 1 << 40);
         assert!(parse_size("MiB").is_err());
+        assert!(
+            parse_size("64 KiB").is_err(),
+            "one grammar: no blank before the unit"
+        );
     }
 
     #[test]

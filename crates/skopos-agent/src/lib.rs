@@ -82,7 +82,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// With --once: how long to keep retrying before giving up.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = skopos_units::parse_duration)]
     pub once_timeout: Duration,
 }
 

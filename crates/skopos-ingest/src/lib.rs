@@ -39,7 +39,6 @@ pub mod scrape;
 pub mod zipkin;
 
 mod floatfmt;
-mod md5;
 
 pub use floatfmt::format_float;
 

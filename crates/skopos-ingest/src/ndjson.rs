@@ -35,9 +35,7 @@ fn parse_time(v: &serde_json::Value) -> Option<i64> {
         let ns = if f.abs() < 1e11 { f * 1e9 } else { f * 1e6 };
         return ns.is_finite().then_some(ns as i64);
     }
-    let t = humantime::parse_rfc3339_weak(&s).ok()?;
-    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(d.as_nanos()).ok()
+    skopos_units::parse_log_time(&s).ok()
 }
 
 fn text(v: &serde_json::Value) -> String {

@@ -308,7 +308,10 @@ fn apply(b: &mut LabelsBuilder, cfg: &RelabelConfig) -> bool {
             b.set(cfg.target_label.clone(), val.to_uppercase());
         }
         Action::HashMod => {
-            let h = crate::md5::md5(val.as_bytes());
+            // Prometheus hashes with MD5 and takes the low 8 bytes: sharding
+            // must agree with Prometheus for the same config.
+            use md5::Digest;
+            let h = md5::Md5::digest(val.as_bytes());
             let sum = u64::from_be_bytes(h[8..16].try_into().expect("8 bytes"));
             b.set(cfg.target_label.clone(), (sum % cfg.modulus).to_string());
         }

@@ -538,24 +538,6 @@ pub(crate) fn simple_fn(name: &str) -> Option<fn(f64) -> f64> {
     })
 }
 
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
 fn date_fn(name: &str, v: f64) -> f64 {
     // -2^63 <= v < 2^63: the floats Go converts to int64 faithfully.
     if !(v >= i64::MIN as f64 && v < -(i64::MIN as f64)) {
@@ -574,28 +556,16 @@ fn date_fn(name: &str, v: f64) -> f64 {
             _ => f64::NAN,
         };
     }
-    let secs = v as i64;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let month_len = |y: i64, m: u32| match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
+    let c = skopos_units::civil_from_unix(v as i64);
     match name {
-        "day_of_month" => d as f64,
-        "day_of_week" => (days + 4).rem_euclid(7) as f64,
-        "day_of_year" => {
-            let before: u32 = (1..m).map(|mm| month_len(y, mm)).sum();
-            (before + d) as f64
-        }
-        "days_in_month" => month_len(y, m) as f64,
-        "hour" => (sod / 3600) as f64,
-        "minute" => (sod % 3600 / 60) as f64,
-        "month" => m as f64,
-        "year" => y as f64,
+        "day_of_month" => f64::from(c.day),
+        "day_of_week" => f64::from(c.weekday),
+        "day_of_year" => f64::from(c.day_of_year),
+        "days_in_month" => f64::from(c.days_in_month),
+        "hour" => f64::from(c.hour),
+        "minute" => f64::from(c.minute),
+        "month" => f64::from(c.month),
+        "year" => c.year as f64,
         _ => f64::NAN,
     }
 }

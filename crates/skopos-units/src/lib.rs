@@ -189,6 +189,20 @@ pub fn parse_rfc3339_millis(s: &str) -> Result<i64, UnitError> {
     timestamp(s).map(|ts| ts.as_millisecond())
 }
 
+/// A time as log lines carry one: RFC 3339, or the same without an offset
+/// (taken as UTC), with `T` or a space between date and time. Unix
+/// nanoseconds.
+pub fn parse_log_time(s: &str) -> Result<i64, UnitError> {
+    parse_rfc3339(s).or_else(|first| {
+        let dt: jiff::civil::DateTime = s.trim().parse().map_err(|_| first.clone())?;
+        let ts = dt
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map_err(|_| first.clone())?
+            .timestamp();
+        i64::try_from(ts.as_nanosecond()).map_err(|_| first)
+    })
+}
+
 fn timestamp(s: &str) -> Result<jiff::Timestamp, UnitError> {
     s.trim().parse().map_err(|e: jiff::Error| UnitError::Time {
         input: s.to_string(),

@@ -148,6 +148,22 @@ fn rfc3339_refuses_without_panicking_on_multibyte_text() {
 }
 
 #[test]
+fn log_times_without_an_offset_are_utc() {
+    let want = 1_704_164_645_678_000_000;
+    for s in [
+        "2024-01-02T03:04:05.678Z",
+        "2024-01-02T03:04:05.678",
+        "2024-01-02 03:04:05.678",
+        "2024-01-02 04:04:05.678+01:00",
+    ] {
+        assert_eq!(parse_log_time(s).unwrap(), want, "{s}");
+    }
+    for bad in ["yesterday", "2024-01-02T03:04:0é", "", "03:04:05"] {
+        assert!(parse_log_time(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn rfc3339_formats_at_each_precision() {
     let t = 1_704_164_645_678_900_000;
     assert_eq!(
@@ -203,13 +219,13 @@ fn civil_dates_agree_with_jiff_where_both_reach() {
 
 #[test]
 fn civil_dates_cover_the_whole_i64_range() {
-    // Go: time.Unix(math.MinInt64, 0).UTC() is year -292277022657, January 27th, 08:29:52.
+    // The proleptic calendar at both ends (Go's time.Unix wraps there; PromQL's
+    // date functions special-case what Go does with out-of-range floats).
     let c = civil_from_unix(i64::MIN);
     assert_eq!(
         (c.year, c.month, c.day, c.hour, c.minute, c.second),
         (-292_277_022_657, 1, 27, 8, 29, 52)
     );
-    // Go: time.Unix(math.MaxInt64, 0).UTC() is year 292277026596, December 4th, 15:30:07, a Sunday.
     let c = civil_from_unix(i64::MAX);
     assert_eq!(
         (c.year, c.month, c.day, c.hour, c.minute, c.second, c.weekday),

@@ -2,17 +2,15 @@
 //! with the same names (dashes as underscores, plus Prometheus' `global` and
 //! `scrape_configs` sections), and the defaults. A flag wins over the file.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use serde::Deserialize;
 use skopos_server::{ServerConfig, TlsConfig};
 use skopos_tsdb::FsyncPolicy;
-
-use crate::units::{parse_duration, parse_size};
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServerFlags {
@@ -111,233 +109,426 @@ pub struct ServerFlags {
     pub traces_search_timeout: Option<String>,
 }
 
-/// The config file. Unknown keys are an error, so a typo is caught.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
+/// The keys the config file takes besides Prometheus' `global` and
+/// `scrape_configs`: each flag's name with underscores.
+const FILE_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "otlp_http_listen",
+    "otlp_grpc_listen",
+    "auth_token_file",
+    "insecure",
+    "tls_cert",
+    "tls_key",
+    "wal_fsync",
+    "retention_time",
+    "retention_size",
+    "out_of_order_window",
+    "max_body_size",
+    "max_series",
+    "max_labels_per_series",
+    "max_label_name_length",
+    "max_label_value_length",
+    "self_scrape_interval",
+    "query_lookback_delta",
+    "query_max_samples",
+    "query_timeout",
+    "query_max_concurrency",
+    "traces_retention_time",
+    "traces_retention_size",
+    "traces_max_spans_per_trace",
+    "traces_max_bytes_per_trace",
+    "traces_max_attributes_per_span",
+    "traces_span_metrics_interval",
+    "traces_max_exemplars",
+    "traces_search_timeout",
+    "log_format",
+    "global",
+    "scrape_configs",
+];
+
+/// The config file as read: its top-level mapping, and its text to find
+/// the line a key is on. Unknown keys are an error, so a typo is caught.
+#[derive(Default)]
 struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<String>,
-    otlp_http_listen: Option<String>,
-    otlp_grpc_listen: Option<String>,
-    auth_token_file: Option<PathBuf>,
-    insecure: Option<bool>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    wal_fsync: Option<String>,
-    retention_time: Option<String>,
-    retention_size: Option<String>,
-    out_of_order_window: Option<String>,
-    max_body_size: Option<String>,
-    max_series: Option<usize>,
-    max_labels_per_series: Option<usize>,
-    max_label_name_length: Option<usize>,
-    max_label_value_length: Option<usize>,
-    self_scrape_interval: Option<String>,
-    query_lookback_delta: Option<String>,
-    query_max_samples: Option<usize>,
-    query_timeout: Option<String>,
-    query_max_concurrency: Option<usize>,
-    traces_retention_time: Option<String>,
-    traces_retention_size: Option<String>,
-    traces_max_spans_per_trace: Option<usize>,
-    traces_max_bytes_per_trace: Option<String>,
-    traces_max_attributes_per_span: Option<usize>,
-    traces_span_metrics_interval: Option<String>,
-    traces_max_exemplars: Option<usize>,
-    traces_search_timeout: Option<String>,
-    log_format: Option<String>,
-    global: Option<serde_yaml_ng::Value>,
-    scrape_configs: Option<serde_yaml_ng::Value>,
+    path: Option<PathBuf>,
+    text: String,
+    map: serde_yaml_ng::Mapping,
 }
 
-fn parse_addr(flag: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
-    if v == "off" {
-        return Ok(None);
+impl FileConfig {
+    fn read(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+            .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        let map = match value {
+            serde_yaml_ng::Value::Mapping(m) => m,
+            serde_yaml_ng::Value::Null => serde_yaml_ng::Mapping::new(),
+            _ => bail!(
+                "config file {}: expected a mapping of settings at the top level",
+                path.display()
+            ),
+        };
+        let file = FileConfig {
+            path: Some(path.to_path_buf()),
+            text,
+            map,
+        };
+        for key in file.map.keys() {
+            let name = key.as_str().unwrap_or("");
+            if !FILE_KEYS.contains(&name) {
+                bail!(
+                    "{}: unknown key {:?} (the keys are the flag names with underscores, plus global and scrape_configs)",
+                    file.position(name),
+                    key
+                );
+            }
+        }
+        Ok(file)
     }
-    v.parse()
-        .map(Some)
-        .map_err(|_| anyhow!("{flag}: {v:?} is not an address like 127.0.0.1:9700 (or `off`)"))
+
+    /// `path:line` of a top-level key (line 1 when it cannot be found,
+    /// e.g. in flow style).
+    fn position(&self, key: &str) -> String {
+        let line = self
+            .text
+            .lines()
+            .position(|l| {
+                let l = l.trim_end();
+                [key.to_string(), format!("\"{key}\""), format!("'{key}'")]
+                    .iter()
+                    .any(|k| {
+                        l.strip_prefix(k.as_str())
+                            .is_some_and(|r| r.trim_start().starts_with(':'))
+                    })
+            })
+            .map_or(1, |i| i + 1);
+        let path = self.path.as_deref().unwrap_or(Path::new("config file"));
+        format!("{}:{line}", path.display())
+    }
+
+    fn value(&self, key: &str) -> Option<&serde_yaml_ng::Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
 }
 
-fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))
+/// One setting's value and where it came from, so an error names the flag,
+/// or the file, line and key.
+struct Setting {
+    value: String,
+    origin: String,
+}
+
+impl Setting {
+    fn fail(&self, problem: impl fmt::Display) -> anyhow::Error {
+        anyhow!("{}: {problem}", self.origin)
+    }
+    fn duration(&self) -> anyhow::Result<Duration> {
+        skopos_units::parse_duration(&self.value).map_err(|e| self.fail(e))
+    }
+    fn positive_duration(&self) -> anyhow::Result<Duration> {
+        let d = self.duration()?;
+        if d.is_zero() {
+            return Err(self.fail("must be greater than 0"));
+        }
+        Ok(d)
+    }
+    /// A duration, or `off`.
+    fn interval(&self) -> anyhow::Result<Option<Duration>> {
+        if self.value == "off" {
+            return Ok(None);
+        }
+        let d = self.duration()?;
+        if d.is_zero() {
+            return Err(self.fail("must be greater than 0 (or `off`)"));
+        }
+        Ok(Some(d))
+    }
+    fn size(&self) -> anyhow::Result<u64> {
+        skopos_units::parse_size(&self.value).map_err(|e| self.fail(e))
+    }
+    fn count(&self) -> anyhow::Result<usize> {
+        self.value
+            .trim()
+            .parse()
+            .map_err(|_| self.fail(format!("{:?} is not a whole number", self.value)))
+    }
+    fn bool(&self) -> anyhow::Result<bool> {
+        match self.value.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            v => Err(self.fail(format!("{v:?} is not true or false"))),
+        }
+    }
+    /// An address, or `None` for `off`.
+    fn addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.value == "off" {
+            return Ok(None);
+        }
+        self.value.parse().map(Some).map_err(|_| {
+            self.fail(format!(
+                "{:?} is not an address like 127.0.0.1:9700 (or `off`)",
+                self.value
+            ))
+        })
+    }
+}
+
+/// Flags over the file: `get` answers the flag's value when it was given,
+/// else the file's.
+struct Sources<'a> {
+    file: &'a FileConfig,
+}
+
+impl Sources<'_> {
+    fn get(&self, flag_name: &str, flag: Option<impl ToString>) -> anyhow::Result<Option<Setting>> {
+        if let Some(v) = flag {
+            return Ok(Some(Setting {
+                value: v.to_string(),
+                origin: flag_name.to_string(),
+            }));
+        }
+        let key = flag_name.trim_start_matches('-').replace(['-', '.'], "_");
+        let Some(v) = self.file.value(&key) else {
+            return Ok(None);
+        };
+        let origin = format!("{}: {key}", self.file.position(&key));
+        let value = match v {
+            serde_yaml_ng::Value::String(s) => s.clone(),
+            serde_yaml_ng::Value::Number(n) => n.to_string(),
+            serde_yaml_ng::Value::Bool(b) => b.to_string(),
+            _ => bail!("{origin}: expected a single value, not a list or mapping"),
+        };
+        Ok(Some(Setting { value, origin }))
+    }
 }
 
 /// Log format from the config file, when the flag did not set it.
 pub fn log_format_from_file(flags: &ServerFlags) -> Option<String> {
-    flags
-        .config
-        .as_ref()
-        .and_then(|p| read_file_config(p).ok())
-        .and_then(|c| c.log_format)
+    let file = FileConfig::read(flags.config.as_ref()?).ok()?;
+    file.value("log_format")?.as_str().map(str::to_string)
 }
 
 /// Resolves flags over the config file over the defaults.
 pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
     let file = match &flags.config {
-        Some(p) => read_file_config(p)?,
+        Some(p) => FileConfig::read(p)?,
         None => FileConfig::default(),
     };
-    let src = flags
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    macro_rules! pick {
-        ($f:ident) => {
-            flags.$f.clone().or(file.$f.clone())
-        };
-    }
-    let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("./skopos-data"));
+    let src = Sources { file: &file };
+    let data_dir = match src.get("--data-dir", flags.data_dir.as_ref().map(|p| p.display()))? {
+        Some(s) => PathBuf::from(s.value),
+        None => PathBuf::from("./skopos-data"),
+    };
     let mut cfg = ServerConfig::new(data_dir);
-    if let Some(v) = pick!(listen) {
-        cfg.listen =
-            parse_addr("--listen", &v)?.ok_or_else(|| anyhow!("--listen cannot be off"))?;
+    resolve_edges(flags, &src, &mut cfg)?;
+    resolve_metrics(flags, &src, &mut cfg)?;
+    resolve_traces(flags, &src, &mut cfg)?;
+    resolve_scrape(&file, &mut cfg)?;
+    Ok(cfg)
+}
+
+/// Listeners, authentication, TLS and the body limit.
+fn resolve_edges(flags: &ServerFlags, src: &Sources, cfg: &mut ServerConfig) -> anyhow::Result<()> {
+    if let Some(s) = src.get("--listen", flags.listen.as_ref())? {
+        cfg.listen = s
+            .addr()?
+            .ok_or_else(|| s.fail("the main HTTP listener cannot be `off`"))?;
     }
-    if let Some(v) = pick!(otlp_http_listen) {
-        cfg.otlp_http_listen = parse_addr("--otlp-http-listen", &v)?;
+    if let Some(s) = src.get("--otlp-http-listen", flags.otlp_http_listen.as_ref())? {
+        cfg.otlp_http_listen = s.addr()?;
     }
-    if let Some(v) = pick!(otlp_grpc_listen) {
-        cfg.otlp_grpc_listen = parse_addr("--otlp-grpc-listen", &v)?;
+    if let Some(s) = src.get("--otlp-grpc-listen", flags.otlp_grpc_listen.as_ref())? {
+        cfg.otlp_grpc_listen = s.addr()?;
     }
-    if let Some(p) = pick!(auth_token_file) {
-        let t = std::fs::read_to_string(&p)
-            .with_context(|| format!("cannot read auth token file {}", p.display()))?;
+    let path = |flag, v: Option<&PathBuf>| src.get(flag, v.map(|p| p.display()));
+    if let Some(s) = path("--auth-token-file", flags.auth_token_file.as_ref())? {
+        let t = std::fs::read_to_string(&s.value)
+            .map_err(|e| s.fail(format!("cannot read auth token file {}: {e}", s.value)))?;
         cfg.auth_token = Some(t.trim().to_string());
     }
-    cfg.insecure = flags.insecure || file.insecure.unwrap_or(false);
-    match (pick!(tls_cert), pick!(tls_key)) {
-        (Some(cert), Some(key)) => cfg.tls = Some(TlsConfig { cert, key }),
+    cfg.insecure = flags.insecure
+        || src
+            .get("--insecure", None::<bool>)?
+            .map(|s| s.bool())
+            .transpose()?
+            .unwrap_or(false);
+    let cert = path("--tls-cert", flags.tls_cert.as_ref())?;
+    let key = path("--tls-key", flags.tls_key.as_ref())?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            cfg.tls = Some(TlsConfig {
+                cert: cert.value.into(),
+                key: key.value.into(),
+            })
+        }
         (None, None) => {}
-        _ => bail!("--tls-cert and --tls-key go together"),
+        (Some(s), None) | (None, Some(s)) => {
+            return Err(s.fail("--tls-cert and --tls-key go together"))
+        }
     }
-    if let Some(v) = pick!(wal_fsync) {
-        cfg.tsdb.wal_fsync = match v.as_str() {
+    if let Some(s) = src.get("--max-body-size", flags.max_body_size.as_ref())? {
+        cfg.max_body_bytes = s.size()? as usize;
+    }
+    Ok(())
+}
+
+/// The TSDB, self-monitoring and PromQL.
+fn resolve_metrics(
+    flags: &ServerFlags,
+    src: &Sources,
+    cfg: &mut ServerConfig,
+) -> anyhow::Result<()> {
+    if let Some(s) = src.get("--wal-fsync", flags.wal_fsync.as_ref())? {
+        cfg.tsdb.wal_fsync = match s.value.as_str() {
             "always" => FsyncPolicy::Always,
             "interval" => FsyncPolicy::Interval(Duration::from_secs(1)),
             "never" => FsyncPolicy::Never,
-            other => bail!("--wal-fsync: {other:?} is not one of always, interval, never"),
+            other => return Err(s.fail(format!("{other:?} is not one of always, interval, never"))),
         };
     }
-    if let Some(v) = pick!(retention_time) {
-        let d = parse_duration(&v).map_err(|e| anyhow!("--retention.time: {e}"))?;
+    if let Some(s) = src.get("--retention.time", flags.retention_time.as_ref())? {
+        let d = s.duration()?;
         cfg.tsdb.retention_time = (!d.is_zero()).then_some(d);
     }
-    if let Some(v) = pick!(retention_size) {
-        let s = parse_size(&v).map_err(|e| anyhow!("--retention.size: {e}"))?;
-        cfg.tsdb.retention_size = (s > 0).then_some(s);
+    if let Some(s) = src.get("--retention.size", flags.retention_size.as_ref())? {
+        let n = s.size()?;
+        cfg.tsdb.retention_size = (n > 0).then_some(n);
     }
-    if let Some(v) = pick!(out_of_order_window) {
-        let d = parse_duration(&v).map_err(|e| anyhow!("--out-of-order-window: {e}"))?;
-        cfg.tsdb.out_of_order_window_ms = d.as_millis() as i64;
+    if let Some(s) = src.get("--out-of-order-window", flags.out_of_order_window.as_ref())? {
+        cfg.tsdb.out_of_order_window_ms = s.duration()?.as_millis() as i64;
     }
-    if let Some(v) = pick!(max_body_size) {
-        cfg.max_body_bytes = parse_size(&v).map_err(|e| anyhow!("--max-body-size: {e}"))? as usize;
-    }
-    if let Some(v) = pick!(max_series) {
-        cfg.tsdb.limits.max_series = v;
-    }
-    if let Some(v) = pick!(max_labels_per_series) {
-        cfg.tsdb.limits.max_labels_per_series = v;
-    }
-    if let Some(v) = pick!(max_label_name_length) {
-        cfg.tsdb.limits.max_label_name_length = v;
-    }
-    if let Some(v) = pick!(max_label_value_length) {
-        cfg.tsdb.limits.max_label_value_length = v;
-    }
-    if let Some(v) = pick!(self_scrape_interval) {
-        cfg.self_scrape_interval = if v == "off" {
-            None
-        } else {
-            Some(parse_duration(&v).map_err(|e| anyhow!("--self-scrape-interval: {e}"))?)
-        };
-    }
-    if let Some(v) = pick!(query_lookback_delta) {
-        let d = parse_duration(&v).map_err(|e| anyhow!("--query.lookback-delta: {e}"))?;
-        if d.is_zero() {
-            bail!("--query.lookback-delta must be greater than 0");
+    let limits = &mut cfg.tsdb.limits;
+    for (flag, value, slot) in [
+        ("--max-series", flags.max_series, &mut limits.max_series),
+        (
+            "--max-labels-per-series",
+            flags.max_labels_per_series,
+            &mut limits.max_labels_per_series,
+        ),
+        (
+            "--max-label-name-length",
+            flags.max_label_name_length,
+            &mut limits.max_label_name_length,
+        ),
+        (
+            "--max-label-value-length",
+            flags.max_label_value_length,
+            &mut limits.max_label_value_length,
+        ),
+    ] {
+        if let Some(s) = src.get(flag, value)? {
+            *slot = s.count()?;
         }
-        cfg.query.lookback_delta_ms = d.as_millis() as i64;
     }
-    if let Some(v) = pick!(query_max_samples) {
-        cfg.query.max_samples = v;
+    if let Some(s) = src.get(
+        "--self-scrape-interval",
+        flags.self_scrape_interval.as_ref(),
+    )? {
+        cfg.self_scrape_interval = s.interval()?;
     }
-    if let Some(v) = pick!(query_timeout) {
-        let d = parse_duration(&v).map_err(|e| anyhow!("--query.timeout: {e}"))?;
-        if d.is_zero() {
-            bail!("--query.timeout must be greater than 0");
-        }
-        cfg.query.timeout = d;
+    if let Some(s) = src.get(
+        "--query.lookback-delta",
+        flags.query_lookback_delta.as_ref(),
+    )? {
+        cfg.query.lookback_delta_ms = s.positive_duration()?.as_millis() as i64;
     }
-    if let Some(v) = pick!(query_max_concurrency) {
-        cfg.query_max_concurrency = v.max(1);
+    if let Some(s) = src.get("--query.max-samples", flags.query_max_samples)? {
+        cfg.query.max_samples = s.count()?;
     }
-    if let Some(v) = pick!(traces_retention_time) {
-        let d = parse_duration(&v).map_err(|e| anyhow!("--traces.retention-time: {e}"))?;
+    if let Some(s) = src.get("--query.timeout", flags.query_timeout.as_ref())? {
+        cfg.query.timeout = s.positive_duration()?;
+    }
+    if let Some(s) = src.get("--query.max-concurrency", flags.query_max_concurrency)? {
+        cfg.query_max_concurrency = s.count()?.max(1);
+    }
+    Ok(())
+}
+
+/// The trace store, span metrics and TraceQL.
+fn resolve_traces(
+    flags: &ServerFlags,
+    src: &Sources,
+    cfg: &mut ServerConfig,
+) -> anyhow::Result<()> {
+    if let Some(s) = src.get(
+        "--traces.retention-time",
+        flags.traces_retention_time.as_ref(),
+    )? {
+        let d = s.duration()?;
         cfg.traces.retention_ns = (!d.is_zero()).then_some(d.as_nanos() as i64);
     }
-    if let Some(v) = pick!(traces_retention_size) {
-        let s = parse_size(&v).map_err(|e| anyhow!("--traces.retention-size: {e}"))?;
-        cfg.traces.retention_bytes = (s > 0).then_some(s);
+    if let Some(s) = src.get(
+        "--traces.retention-size",
+        flags.traces_retention_size.as_ref(),
+    )? {
+        let n = s.size()?;
+        cfg.traces.retention_bytes = (n > 0).then_some(n);
     }
-    if let Some(v) = pick!(traces_max_spans_per_trace) {
-        if v == 0 {
-            bail!("--traces.max-spans-per-trace must be greater than 0");
+    if let Some(s) = src.get(
+        "--traces.max-spans-per-trace",
+        flags.traces_max_spans_per_trace,
+    )? {
+        let n = s.count()?;
+        if n == 0 {
+            return Err(s.fail("must be greater than 0"));
         }
-        cfg.traces.max_spans_per_trace = v;
+        cfg.traces.max_spans_per_trace = n;
     }
-    if let Some(v) = pick!(traces_max_bytes_per_trace) {
-        let s = parse_size(&v).map_err(|e| anyhow!("--traces.max-bytes-per-trace: {e}"))?;
-        if s == 0 {
-            bail!("--traces.max-bytes-per-trace must be greater than 0");
+    if let Some(s) = src.get(
+        "--traces.max-bytes-per-trace",
+        flags.traces_max_bytes_per_trace.as_ref(),
+    )? {
+        let n = s.size()?;
+        if n == 0 {
+            return Err(s.fail("must be greater than 0"));
         }
-        cfg.traces.max_bytes_per_trace = s;
+        cfg.traces.max_bytes_per_trace = n;
     }
-    if let Some(v) = pick!(traces_max_attributes_per_span) {
-        cfg.traces.max_attributes_per_span = v;
+    if let Some(s) = src.get(
+        "--traces.max-attributes-per-span",
+        flags.traces_max_attributes_per_span,
+    )? {
+        cfg.traces.max_attributes_per_span = s.count()?;
     }
-    if let Some(v) = pick!(traces_span_metrics_interval) {
-        cfg.span_metrics_interval = if v == "off" {
-            None
-        } else {
-            let d =
-                parse_duration(&v).map_err(|e| anyhow!("--traces.span-metrics-interval: {e}"))?;
-            if d.is_zero() {
-                bail!("--traces.span-metrics-interval must be greater than 0 (or `off`)");
-            }
-            Some(d)
-        };
+    if let Some(s) = src.get(
+        "--traces.span-metrics-interval",
+        flags.traces_span_metrics_interval.as_ref(),
+    )? {
+        cfg.span_metrics_interval = s.interval()?;
     }
-    if let Some(v) = pick!(traces_max_exemplars) {
-        cfg.max_exemplars = v;
+    if let Some(s) = src.get("--traces.max-exemplars", flags.traces_max_exemplars)? {
+        cfg.max_exemplars = s.count()?;
     }
-    if let Some(v) = pick!(traces_search_timeout) {
-        let d = parse_duration(&v).map_err(|e| anyhow!("--traces.search-timeout: {e}"))?;
-        if d.is_zero() {
-            bail!("--traces.search-timeout must be greater than 0");
-        }
-        cfg.traceql.timeout = d;
+    if let Some(s) = src.get(
+        "--traces.search-timeout",
+        flags.traces_search_timeout.as_ref(),
+    )? {
+        cfg.traceql.timeout = s.positive_duration()?;
     }
-    if file.global.is_some() || file.scrape_configs.is_some() {
-        let mut m = serde_yaml_ng::Mapping::new();
-        if let Some(g) = file.global {
-            m.insert("global".into(), g);
-        }
-        if let Some(s) = file.scrape_configs {
-            m.insert("scrape_configs".into(), s);
-        }
-        let scrape: skopos_ingest::scrape::ScrapeConfigFile =
-            serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(m))
-                .map_err(|e| anyhow!("config file {src}: scrape_configs: {e}"))?;
-        scrape
-            .validate()
-            .map_err(|e| anyhow!("config file {src}: {e}"))?;
-        cfg.scrape = Some(scrape);
+    Ok(())
+}
+
+/// Prometheus' `global` and `scrape_configs` sections.
+fn resolve_scrape(file: &FileConfig, cfg: &mut ServerConfig) -> anyhow::Result<()> {
+    let (global, scrape_configs) = (file.value("global"), file.value("scrape_configs"));
+    if global.is_none() && scrape_configs.is_none() {
+        return Ok(());
     }
-    Ok(cfg)
+    let path = file
+        .path
+        .as_deref()
+        .unwrap_or(Path::new("config file"))
+        .display()
+        .to_string();
+    // The whole text, so serde's errors carry the key path and the line;
+    // the scrape configuration ignores the other top-level keys.
+    let scrape: skopos_ingest::scrape::ScrapeConfigFile =
+        serde_yaml_ng::from_str(&file.text).map_err(|e| anyhow!("{path}: {e}"))?;
+    scrape.validate().map_err(|e| anyhow!("{path}: {e}"))?;
+    cfg.scrape = Some(scrape);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -375,8 +566,88 @@ mod tests {
             ..Default::default()
         };
         let e = resolve(&flags).unwrap_err().to_string();
-        assert!(e.contains(&f.path().display().to_string()), "{e}");
-        assert!(e.contains("retention") && e.contains("line 2"), "{e}");
+        let at = format!("{}:2:", f.path().display());
+        assert!(e.starts_with(&at) && e.contains("\"retention\""), "{e}");
+    }
+
+    /// An error in the file names the file, the line and the key, not the
+    /// flag the key maps to.
+    fn file_error(text: &str) -> String {
+        let f = write(text);
+        let flags = ServerFlags {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let e = resolve(&flags).unwrap_err().to_string();
+        e.replace(&f.path().display().to_string(), "FILE")
+    }
+
+    #[test]
+    fn bad_values_in_the_file_name_file_line_and_key() {
+        let e = file_error("listen: 127.0.0.1:1111\nretention_time: 30\n");
+        assert!(
+            e.starts_with("FILE:2: retention_time: not a valid duration string: \"30\""),
+            "{e}"
+        );
+        let e = file_error("# settings\n\nwal_fsync: sometimes\n");
+        assert!(
+            e.starts_with("FILE:3: wal_fsync: \"sometimes\" is not one of"),
+            "{e}"
+        );
+        assert!(!e.contains("--wal-fsync"), "{e}");
+        let e = file_error("max_series: lots\n");
+        assert!(
+            e.starts_with("FILE:1: max_series: \"lots\" is not a whole number"),
+            "{e}"
+        );
+        let e = file_error("retention_size: 512mb\n");
+        assert!(
+            e.starts_with("FILE:1: retention_size: invalid size \"512mb\""),
+            "{e}"
+        );
+        let e = file_error("retention_time: [1d]\n");
+        assert!(
+            e.starts_with("FILE:1: retention_time: expected a single value"),
+            "{e}"
+        );
+        let e = file_error(
+            "scrape_configs:\n  - job_name: a\n    scrape_interval: 5q\n    static_configs: [{targets: ['x:1']}]\n",
+        );
+        assert!(
+            e.starts_with(
+                "FILE: scrape_configs[0].scrape_interval: not a valid duration string: \"5q\""
+            ),
+            "{e}"
+        );
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn durations_prometheus_rejects_are_rejected_in_flags_and_file() {
+        for bad in ["1min", "2months", "1.5h", "-1m"] {
+            let flags = ServerFlags {
+                retention_time: Some(bad.into()),
+                ..Default::default()
+            };
+            let e = resolve(&flags).unwrap_err().to_string();
+            assert!(
+                e.starts_with("--retention.time: not a valid duration"),
+                "{bad}: {e}"
+            );
+            let e = file_error(&format!("global:\n  scrape_interval: {bad}\n"));
+            assert!(
+                e.contains("global.scrape_interval: not a valid duration"),
+                "{bad}: {e}"
+            );
+        }
+        let flags = ServerFlags {
+            retention_time: Some("1y2w".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&flags).unwrap().tsdb.retention_time,
+            Some(Duration::from_secs((365 + 14) * 86_400))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! table as `skopos query`.
 
 use std::io::IsTerminal;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use anyhow::bail;
 use serde_json::Value;
@@ -115,8 +115,8 @@ pub struct LogsTailArgs {
 
 /// The WebSocket URL of the server's tail endpoint for `a`.
 fn tail_url(a: &LogsTailArgs) -> anyhow::Result<reqwest::Url> {
-    let since = humantime::parse_duration(&a.since)
-        .map_err(|e| anyhow::anyhow!("--since {:?}: {e}", a.since))?;
+    let since =
+        skopos_units::parse_duration(&a.since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let start = std::time::SystemTime::now()
         .checked_sub(since)
         .unwrap_or(UNIX_EPOCH)
@@ -224,9 +224,9 @@ fn time_ns(flag: &str, v: &str) -> anyhow::Result<i128> {
     if let Ok(f) = v.parse::<f64>() {
         return Ok((f * 1e9) as i128);
     }
-    let t = humantime::parse_rfc3339_weak(v)
-        .map_err(|e| anyhow::anyhow!("{flag} {v:?}: want RFC 3339, Unix seconds or ns ({e})"))?;
-    Ok(t.duration_since(UNIX_EPOCH)?.as_nanos() as i128)
+    let t = skopos_units::parse_log_time(v)
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}; want RFC 3339, Unix seconds or ns"))?;
+    Ok(i128::from(t))
 }
 
 /// `skopos logs delete`: counts the lines a selector (with optional line
@@ -238,8 +238,7 @@ pub fn delete(a: LogsDeleteArgs) -> anyhow::Result<()> {
     let start = match (&a.start, &a.since) {
         (Some(s), None) => time_ns("--start", s)?,
         (None, Some(d)) => {
-            let d =
-                humantime::parse_duration(d).map_err(|e| anyhow::anyhow!("--since {d:?}: {e}"))?;
+            let d = skopos_units::parse_duration(d).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
             now - d.as_nanos() as i128
         }
         _ => bail!("give the range to delete with --start or --since (one of them)"),
@@ -267,7 +266,8 @@ pub fn delete(a: LogsDeleteArgs) -> anyhow::Result<()> {
     let counted: Value = serde_json::from_str(&post(dry)?)?;
     let lines = counted["lines"].as_u64().unwrap_or(0);
     let fmt = |t: i128| {
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_nanos(t.max(0) as u64))
+        let t = t.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        skopos_units::format_rfc3339(t, skopos_units::Precision::Seconds)
     };
     let range = format!("{} to {}", fmt(start), fmt(end));
     if !a.yes {
@@ -317,8 +317,7 @@ pub fn render_lines(data: &Value, forward: bool, colour: bool) -> String {
     }
     let mut out = String::new();
     for (ts, labels, line, level) in rows {
-        let t = UNIX_EPOCH + Duration::from_nanos(ts.max(0) as u64);
-        let time = humantime::format_rfc3339_millis(t).to_string();
+        let time = skopos_units::format_rfc3339(ts, skopos_units::Precision::Millis);
         if colour {
             let line_colour = match level.as_deref() {
                 Some("error" | "fatal" | "critical") => "\x1b[31m",

@@ -7,7 +7,6 @@ mod logs_cmd;
 mod query_cmd;
 mod traces_cmd;
 mod tsdb_cmd;
-mod units;
 
 use std::path::PathBuf;
 

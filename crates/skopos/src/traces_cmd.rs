@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -224,8 +224,7 @@ pub fn search(
     if output != "text" && output != "json" {
         bail!("-o: {output:?} is not one of text, json");
     }
-    let since =
-        humantime::parse_duration(since).map_err(|e| anyhow::anyhow!("--since {since:?}: {e}"))?;
+    let since = skopos_units::parse_duration(since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH)?;
     let start = now.saturating_sub(since).as_secs();
     let base = url.trim_end_matches('/');
@@ -258,7 +257,10 @@ pub fn search_table(v: &Value) -> String {
         "TRACE ID", "ROOT SERVICE", "ROOT SPAN", "START", "DURATION", "MATCHED"
     );
     for t in traces {
-        let start = UNIX_EPOCH + Duration::from_nanos(int(&t["startTimeUnixNano"]).max(0) as u64);
+        let start = skopos_units::format_rfc3339(
+            int(&t["startTimeUnixNano"]),
+            skopos_units::Precision::Millis,
+        );
         let matched: i64 = t["spanSets"]
             .as_array()
             .into_iter()
@@ -270,7 +272,7 @@ pub fn search_table(v: &Value) -> String {
             t["traceID"].as_str().unwrap_or(""),
             t["rootServiceName"].as_str().unwrap_or(""),
             t["rootTraceName"].as_str().unwrap_or(""),
-            humantime::format_rfc3339_millis(start).to_string(),
+            start,
             human(int(&t["durationMs"]) * 1_000_000),
             matched,
         ));

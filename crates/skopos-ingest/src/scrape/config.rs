@@ -11,15 +11,33 @@ use serde::{Deserialize, Deserializer};
 use crate::relabel::RelabelConfig;
 
 /// A Prometheus duration (`15s`, `1m`, `1h30m`, `100ms`, `1d`).
+/// The error is raised while the scalar is read (in the visitor), so the
+/// YAML decoder reports the key path and the line of the value itself.
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as 15s, 1m or 1h30m")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+            parse_duration(s).map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            self.visit_str(&n.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+            self.visit_str(&n.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+            self.visit_str(&n.to_string())
+        }
+    }
+    d.deserialize_any(V)
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
-        .transpose()
+    de_duration(d).map(Some)
 }
 
 fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -36,37 +54,12 @@ fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 
 /// Parses a Prometheus byte size (`512KB`, `10MB`, `1GB`; powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (expected e.g. \"10MB\")"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "KiB" => 1 << 10,
-        "MB" | "MiB" => 1 << 20,
-        "GB" | "GiB" => 1 << 30,
-        "TB" | "TiB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "invalid size unit {other:?} in {s:?} (expected B, KB, MB, GB or TB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    skopos_units::parse_size(s).map_err(|e| e.to_string())
 }
 
-/// Parses a Prometheus duration string.
+/// Parses a Prometheus duration (`15s`, `1m`, `1h30m`, `100ms`, `1d`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(t).map_err(|e| {
-        format!("invalid duration {s:?}: {e} (expected e.g. \"15s\", \"1m\", \"1h30m\")")
-    })
+    skopos_units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// A secret string: never printed by `Debug`.

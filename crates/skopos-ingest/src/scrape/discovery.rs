@@ -52,15 +52,11 @@ pub(super) fn populate(
         ("__metrics_path__", sc.metrics_path.clone()),
         (
             "__scrape_interval__",
-            humantime::format_duration(cfg.interval)
-                .to_string()
-                .replace(' ', ""),
+            skopos_units::format_duration(cfg.interval),
         ),
         (
             "__scrape_timeout__",
-            humantime::format_duration(cfg.timeout)
-                .to_string()
-                .replace(' ', ""),
+            skopos_units::format_duration(cfg.timeout),
         ),
     ];
     for (k, v) in defaults {
@@ -126,8 +122,8 @@ pub(super) fn populate(
     if timeout > interval {
         return Err(format!(
             "scrape timeout {} greater than scrape interval {}",
-            humantime::format_duration(timeout),
-            humantime::format_duration(interval)
+            skopos_units::format_duration(timeout),
+            skopos_units::format_duration(interval)
         ));
     }
     Ok(Some(Target {

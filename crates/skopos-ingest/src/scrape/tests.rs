@@ -634,7 +634,7 @@ fn config_errors_name_the_problem() {
     );
     assert!(
         err("scrape_configs: [{job_name: a, scrape_interval: soon}]")
-            .contains("invalid duration \"soon\"")
+            .contains("scrape_configs[0].scrape_interval: not a valid duration string: \"soon\"")
     );
     assert!(err("scrape_configs: [{job_name: a, metrics_pth: /x}]")
         .contains("unknown field `metrics_pth`"));
@@ -804,7 +804,7 @@ fn label_and_body_limits() {
     assert_eq!(parse_size("0"), Ok(0));
     assert!(parse_size("5 parsecs")
         .unwrap_err()
-        .contains("invalid size unit"));
+        .contains("invalid size \"5 parsecs\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
