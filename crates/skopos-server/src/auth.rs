@@ -1,5 +1,5 @@
 //! Bearer-token authentication, applied to every HTTP and gRPC request when a
-//! token is configured. Comparison is constant-time; the token is never logged.
+//! token is configured, except the health and readiness probes. Comparison is constant-time; the token is never logged.
 
 use std::sync::Arc;
 
@@ -32,7 +32,9 @@ pub async fn require_token(
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(Token(t)) = &token {
+    // Liveness and readiness probes carry no token and learn nothing.
+    let open = matches!(req.uri().path(), "/-/healthy" | "/-/ready" | "/ready");
+    if let (Some(Token(t)), false) = (&token, open) {
         let h = req
             .headers()
             .get(header::AUTHORIZATION)

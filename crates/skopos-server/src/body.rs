@@ -5,6 +5,7 @@ use std::io::Read;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
 
 /// A request rejected before decoding, with the status to answer.
 #[derive(Debug)]
@@ -13,29 +14,48 @@ pub struct BodyError {
     pub message: String,
 }
 
+/// How much of an over-limit body is read and thrown away so that a client
+/// which writes its whole body before reading (most do) sees the 413 and
+/// its message instead of a reset connection. Past this the connection is
+/// closed.
+fn discard_bound(limit: usize) -> u64 {
+    (limit as u64).saturating_mul(4).max(64 << 20)
+}
+
 /// Reads at most `limit` bytes of body, then undoes `Content-Encoding: gzip`
-/// (also bounded by `limit`).
+/// (also bounded by `limit`). An over-limit body is read to its end (up to
+/// [`discard_bound`]) and discarded before the 413 is answered.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    if let Some(len) = headers
+    let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(too_large(limit));
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > discard_bound(limit)) {
+        return Err(too_large(limit));
+    }
+    let mut raw = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    let mut seen: u64 = 0;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("reading request body: {e}"),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len() as u64;
+        if seen > discard_bound(limit) {
+            break;
+        }
+        if seen <= limit as u64 {
+            raw.extend_from_slice(&data);
         }
     }
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("length limit") {
-            too_large(limit)
-        } else {
-            BodyError {
-                status: StatusCode::BAD_REQUEST,
-                message: format!("reading request body: {msg}"),
-            }
-        }
-    })?;
+    if seen > limit as u64 {
+        return Err(too_large(limit));
+    }
+    let raw = Bytes::from(raw);
     let encoding = headers
         .get(axum::http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

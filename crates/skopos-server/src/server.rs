@@ -495,7 +495,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     } else {
         "http"
     };
-    tracing::info!(%listen, ?otlp_http, ?otlp_grpc, "skopos serving on {scheme}://{listen}");
+    let addr = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(
+        %listen,
+        otlp_http = addr(otlp_http),
+        otlp_grpc = addr(otlp_grpc),
+        "skopos serving on {scheme}://{listen}"
+    );
     Ok(ServerHandle {
         listen,
         otlp_http,

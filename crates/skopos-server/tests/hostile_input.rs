@@ -5,11 +5,16 @@
 use skopos_server::{ServerConfig, ServerHandle};
 
 async fn start(dir: &std::path::Path) -> ServerHandle {
+    start_with(dir, |_| {}).await
+}
+
+async fn start_with(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut cfg = ServerConfig::new(dir.to_path_buf());
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.otlp_http_listen = None;
     cfg.otlp_grpc_listen = None;
     cfg.self_scrape_interval = None;
+    tweak(&mut cfg);
     skopos_server::start(cfg).await.unwrap()
 }
 
@@ -81,5 +86,35 @@ async fn logfmt_escape_before_a_multibyte_character_is_parsed() {
     let stream = &v["data"]["result"][0]["stream"];
     assert_eq!(stream["x"], "1", "{body}");
     assert_eq!(stream["k"], "é", "{body}");
+    h.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn body_over_the_limit_written_whole_before_reading_gets_413_with_the_message() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_with(dir.path(), |c| c.max_body_bytes = 1 << 20).await;
+    for path in ["/loki/api/v1/push", "/api/v1/write", "/v1/traces"] {
+        let mut s = tokio::net::TcpStream::connect(h.listen).await.unwrap();
+        let body = vec![b'x'; 24 << 20];
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // The whole request goes out before anything is read, as most
+        // clients send it; the write must not be cut off by a reset.
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: write cut off: {e}"));
+        let mut answer = vec![0u8; 4096];
+        let n = s.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(
+            answer.contains("larger than the limit of 1048576 bytes"),
+            "{path}: {answer}"
+        );
+    }
     h.shutdown().await.unwrap();
 }

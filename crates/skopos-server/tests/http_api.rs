@@ -381,7 +381,12 @@ async fn bearer_token_guards_every_endpoint() {
     let h = start(dir.path(), |c| c.auth_token = Some("s3cret".into())).await;
     let addr = h.listen;
     let client = reqwest::Client::new();
-    for path in ["/-/healthy", "/metrics", "/api/v1/labels"] {
+    for path in [
+        "/metrics",
+        "/api/v1/labels",
+        "/loki/api/v1/labels",
+        "/api/search/tags",
+    ] {
         let r = client
             .get(format!("http://{addr}{path}"))
             .send()
@@ -397,12 +402,21 @@ async fn bearer_token_guards_every_endpoint() {
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
     let r = client
-        .get(format!("http://{addr}/-/ready"))
+        .get(format!("http://{addr}/api/v1/labels"))
         .bearer_auth("wrong")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // Liveness and readiness probes need no token and reveal nothing.
+    for path in ["/-/healthy", "/-/ready"] {
+        let r = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
     h.shutdown().await.unwrap();
 }
 

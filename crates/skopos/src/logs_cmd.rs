@@ -163,6 +163,9 @@ pub fn tail(a: LogsTailArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
             Ok(x) => x,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) if resp.status() == 401 => {
+                return Err(crate::query_cmd::unauthorized(&a.url, a.token.is_some()));
+            }
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let body = resp
                     .body()

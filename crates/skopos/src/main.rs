@@ -42,9 +42,8 @@ enum Command {
     Query {
         /// The PromQL expression.
         expr: String,
-        /// The server's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9700")]
-        url: String,
+        #[command(flatten)]
+        remote: Remote,
         /// Evaluation time of an instant query (RFC 3339 or Unix seconds) [default: now]
         #[arg(long)]
         time: Option<String>,
@@ -60,9 +59,6 @@ enum Command {
         /// Output: table or json (the raw API response).
         #[arg(short = 'o', long, default_value = "table")]
         output: String,
-        /// File holding the server's bearer token.
-        #[arg(long)]
-        auth_token_file: Option<PathBuf>,
     },
     /// Query logs with LogQL against a running server.
     Logs {
@@ -83,11 +79,30 @@ enum Command {
     },
 }
 
+/// Where a client command finds the server.
+#[derive(clap::Args)]
+struct Remote {
+    /// The server's base URL.
+    #[arg(long, env = "SKOPOS_URL", default_value = "http://127.0.0.1:9700")]
+    url: String,
+    /// File holding the server's bearer token.
+    #[arg(long, env = "SKOPOS_AUTH_TOKEN_FILE")]
+    auth_token_file: Option<PathBuf>,
+}
+
+impl Remote {
+    /// The base URL and the bearer token read from its file, if any.
+    fn open(self) -> anyhow::Result<(String, Option<String>)> {
+        Ok((self.url, read_token(self.auth_token_file)?))
+    }
+}
+
 #[derive(Subcommand)]
 enum LogsCommand {
     /// Summarise the log store on disk: segments, streams, entries, bytes,
     /// compression ratio (read-only; safe beside a running server).
     Inspect {
+        /// The server's data directory.
         #[arg(long, default_value = "./skopos-data")]
         data_dir: PathBuf,
         /// Output format: text or json.
@@ -98,9 +113,8 @@ enum LogsCommand {
     Query {
         /// The LogQL expression, e.g. '{app="web"} |= "error"'.
         expr: String,
-        /// The server's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9700")]
-        url: String,
+        #[command(flatten)]
+        remote: Remote,
         /// How far back to look, when --start is not given.
         #[arg(long, default_value = "1h")]
         since: String,
@@ -119,18 +133,14 @@ enum LogsCommand {
         /// Output: text or json (the raw API response).
         #[arg(short = 'o', long, default_value = "text")]
         output: String,
-        /// File holding the server's bearer token.
-        #[arg(long)]
-        auth_token_file: Option<PathBuf>,
     },
     /// Follow a LogQL log query live: the newest lines, then new ones as
     /// they arrive (the server's /loki/api/v1/tail WebSocket).
     Tail {
         /// The LogQL log query, e.g. '{app="web"} |= "error"'.
         expr: String,
-        /// The server's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9700")]
-        url: String,
+        #[command(flatten)]
+        remote: Remote,
         /// How far back the first lines may come from.
         #[arg(long, default_value = "1h")]
         since: String,
@@ -143,9 +153,6 @@ enum LogsCommand {
         /// Output: text or json (each raw tail message).
         #[arg(short = 'o', long, default_value = "text")]
         output: String,
-        /// File holding the server's bearer token.
-        #[arg(long)]
-        auth_token_file: Option<PathBuf>,
     },
     /// Delete for good the lines a selector (with optional line filters)
     /// picks in a time range. Without --yes, only counts them.
@@ -153,9 +160,8 @@ enum LogsCommand {
         /// A stream selector with optional line filters, e.g.
         /// '{app="web"} |= "password="'.
         expr: String,
-        /// The server's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9700")]
-        url: String,
+        #[command(flatten)]
+        remote: Remote,
         /// Start of the range (RFC 3339, Unix seconds or ns).
         #[arg(long, conflicts_with = "since")]
         start: Option<String>,
@@ -168,9 +174,6 @@ enum LogsCommand {
         /// Delete; without it the command only counts what would go.
         #[arg(long)]
         yes: bool,
-        /// File holding the server's bearer token.
-        #[arg(long)]
-        auth_token_file: Option<PathBuf>,
     },
 }
 
@@ -181,38 +184,29 @@ enum TracesCommand {
     Get {
         /// The trace id (hex).
         id: String,
-        /// The server's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9700")]
-        url: String,
+        #[command(flatten)]
+        remote: Remote,
         /// Output: text or json (the Tempo API's OTLP JSON).
         #[arg(short = 'o', long, default_value = "text")]
         output: String,
-        /// File holding the server's bearer token.
-        #[arg(long)]
-        auth_token_file: Option<PathBuf>,
     },
     /// Print the log lines that carry the trace id (structured metadata
     /// `trace_id`), oldest first.
     Logs {
         /// The trace id (hex).
         id: String,
-        /// The server's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9700")]
-        url: String,
+        #[command(flatten)]
+        remote: Remote,
         /// Output: text or json (the raw API response).
         #[arg(short = 'o', long, default_value = "text")]
         output: String,
-        /// File holding the server's bearer token.
-        #[arg(long)]
-        auth_token_file: Option<PathBuf>,
     },
     /// Search traces with TraceQL, e.g. '{ resource.service.name = "api" && status = error }'.
     Search {
         /// The TraceQL query.
         query: String,
-        /// The server's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9700")]
-        url: String,
+        #[command(flatten)]
+        remote: Remote,
         /// How far back to search.
         #[arg(long, default_value = "1h")]
         since: String,
@@ -222,9 +216,6 @@ enum TracesCommand {
         /// Output: text or json (the raw API response).
         #[arg(short = 'o', long, default_value = "text")]
         output: String,
-        /// File holding the server's bearer token.
-        #[arg(long)]
-        auth_token_file: Option<PathBuf>,
     },
 }
 
@@ -233,6 +224,7 @@ enum TsdbCommand {
     /// Summarise a data directory: blocks, series, samples, bytes per sample,
     /// top label cardinalities. Safe while a server is running.
     Inspect {
+        /// The server's data directory.
         #[arg(long, default_value = "./skopos-data")]
         data_dir: PathBuf,
         /// Output format: text or json.
@@ -242,23 +234,26 @@ enum TsdbCommand {
     /// Backfill a Prometheus text or OpenMetrics file whose samples carry
     /// timestamps into blocks (the server must be stopped).
     Import {
+        /// The file to import (text exposition or OpenMetrics, with timestamps).
         file: PathBuf,
+        /// The server's data directory.
         #[arg(long, default_value = "./skopos-data")]
         data_dir: PathBuf,
     },
     /// Print raw samples, like `promtool tsdb dump` (the server must be stopped).
     Dump {
+        /// The server's data directory.
         #[arg(long, default_value = "./skopos-data")]
         data_dir: PathBuf,
-        /// Series selector.
+        /// Series selector, e.g. 'up{job="node"}'.
         #[arg(long = "match", default_value = "{__name__=~\".+\"}")]
         selector: String,
-        /// Earliest timestamp, in milliseconds.
-        #[arg(long, default_value_t = i64::MIN / 2, allow_hyphen_values = true)]
-        min_time: i64,
-        /// Latest timestamp, in milliseconds.
-        #[arg(long, default_value_t = i64::MAX / 2, allow_hyphen_values = true)]
-        max_time: i64,
+        /// Earliest sample: RFC 3339 or Unix milliseconds [default: the earliest stored]
+        #[arg(long, allow_hyphen_values = true)]
+        min_time: Option<String>,
+        /// Latest sample: RFC 3339 or Unix milliseconds [default: the latest stored]
+        #[arg(long, allow_hyphen_values = true)]
+        max_time: Option<String>,
         /// Output format: text or json (one object per series).
         #[arg(short = 'o', long, default_value = "text")]
         output: String,
@@ -305,24 +300,62 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    let logging = |fallback: Option<String>| {
+        init_logging(
+            &log_format
+                .clone()
+                .or(fallback)
+                .unwrap_or_else(|| "text".into()),
+        )
+    };
     let result = match cli.command {
         Command::Server(flags) => {
-            let format = cli
-                .log_format
-                .or_else(|| config::log_format_from_file(&flags))
-                .unwrap_or_else(|| "text".into());
-            init_logging(&format).and_then(|_| run_server(&flags))
+            logging(config::log_format_from_file(&flags)).and_then(|_| run_server(&flags))
         }
+        Command::Agent(args) => logging(None).and_then(|_| run_agent(*args)),
+        // The other commands write to a pipe that may close early (`| head`):
+        // they end quietly on SIGPIPE as Unix tools do, instead of failing on
+        // the write. The server and the agent keep ignoring it.
+        Command::Tsdb { command } => {
+            restore_sigpipe();
+            logging(None).and_then(|_| run_tsdb(command))
+        }
+        client => {
+            restore_sigpipe();
+            run_client(client)
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skopos: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default is
+    // async-signal-safe and done before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The commands that talk to a running server.
+fn run_client(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Query {
             expr,
-            url,
+            remote,
             time,
             start,
             end,
             step,
             output,
-            auth_token_file,
-        } => read_token(auth_token_file).and_then(|token| {
+        } => {
+            let (url, token) = remote.open()?;
             query_cmd::run(query_cmd::QueryArgs {
                 expr,
                 url,
@@ -333,24 +366,29 @@ fn main() -> std::process::ExitCode {
                 output,
                 token,
             })
-        }),
-        Command::Logs {
-            command: LogsCommand::Inspect { data_dir, output },
-        } => logs_cmd::inspect(&data_dir, &output),
-        Command::Logs {
-            command:
-                LogsCommand::Query {
-                    expr,
-                    url,
-                    since,
-                    start,
-                    end,
-                    limit,
-                    forward,
-                    output,
-                    auth_token_file,
-                },
-        } => read_token(auth_token_file).and_then(|token| {
+        }
+        Command::Logs { command } => run_logs(command),
+        Command::Traces { command } => run_traces(command),
+        Command::Server(_) | Command::Agent(_) | Command::Tsdb { .. } => {
+            unreachable!("not a client command")
+        }
+    }
+}
+
+fn run_logs(command: LogsCommand) -> anyhow::Result<()> {
+    match command {
+        LogsCommand::Inspect { data_dir, output } => logs_cmd::inspect(&data_dir, &output),
+        LogsCommand::Query {
+            expr,
+            remote,
+            since,
+            start,
+            end,
+            limit,
+            forward,
+            output,
+        } => {
+            let (url, token) = remote.open()?;
             logs_cmd::query(logs_cmd::LogsQueryArgs {
                 expr,
                 url,
@@ -362,19 +400,16 @@ fn main() -> std::process::ExitCode {
                 output,
                 token,
             })
-        }),
-        Command::Logs {
-            command:
-                LogsCommand::Tail {
-                    expr,
-                    url,
-                    since,
-                    limit,
-                    delay_for,
-                    output,
-                    auth_token_file,
-                },
-        } => read_token(auth_token_file).and_then(|token| {
+        }
+        LogsCommand::Tail {
+            expr,
+            remote,
+            since,
+            limit,
+            delay_for,
+            output,
+        } => {
+            let (url, token) = remote.open()?;
             logs_cmd::tail(logs_cmd::LogsTailArgs {
                 expr,
                 url,
@@ -384,19 +419,16 @@ fn main() -> std::process::ExitCode {
                 output,
                 token,
             })
-        }),
-        Command::Logs {
-            command:
-                LogsCommand::Delete {
-                    expr,
-                    url,
-                    start,
-                    since,
-                    end,
-                    yes,
-                    auth_token_file,
-                },
-        } => read_token(auth_token_file).and_then(|token| {
+        }
+        LogsCommand::Delete {
+            expr,
+            remote,
+            start,
+            since,
+            end,
+            yes,
+        } => {
+            let (url, token) = remote.open()?;
             logs_cmd::delete(logs_cmd::LogsDeleteArgs {
                 expr,
                 url,
@@ -406,61 +438,51 @@ fn main() -> std::process::ExitCode {
                 yes,
                 token,
             })
-        }),
-        Command::Traces {
-            command:
-                TracesCommand::Get {
-                    id,
-                    url,
-                    output,
-                    auth_token_file,
-                },
-        } => read_token(auth_token_file)
-            .and_then(|token| traces_cmd::get(&id, &url, &output, token.as_deref())),
-        Command::Traces {
-            command:
-                TracesCommand::Logs {
-                    id,
-                    url,
-                    output,
-                    auth_token_file,
-                },
-        } => read_token(auth_token_file)
-            .and_then(|token| traces_cmd::logs(&id, &url, &output, token.as_deref())),
-        Command::Traces {
-            command:
-                TracesCommand::Search {
-                    query,
-                    url,
-                    since,
-                    limit,
-                    output,
-                    auth_token_file,
-                },
-        } => read_token(auth_token_file).and_then(|token| {
-            traces_cmd::search(&query, &url, &since, limit, &output, token.as_deref())
-        }),
-        Command::Agent(args) => {
-            init_logging(cli.log_format.as_deref().unwrap_or("text")).and_then(|_| run_agent(*args))
         }
-        Command::Tsdb { command } => init_logging(cli.log_format.as_deref().unwrap_or("text"))
-            .and_then(|_| match command {
-                TsdbCommand::Inspect { data_dir, output } => tsdb_cmd::inspect(&data_dir, &output),
-                TsdbCommand::Import { file, data_dir } => tsdb_cmd::import(&file, &data_dir),
-                TsdbCommand::Dump {
-                    data_dir,
-                    selector,
-                    min_time,
-                    max_time,
-                    output,
-                } => tsdb_cmd::dump(&data_dir, &selector, min_time, max_time, &output),
-            }),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("skopos: error: {e:#}");
-            std::process::ExitCode::FAILURE
+    }
+}
+
+fn run_traces(command: TracesCommand) -> anyhow::Result<()> {
+    match command {
+        TracesCommand::Get { id, remote, output } => {
+            let (url, token) = remote.open()?;
+            traces_cmd::get(&id, &url, &output, token.as_deref())
+        }
+        TracesCommand::Logs { id, remote, output } => {
+            let (url, token) = remote.open()?;
+            traces_cmd::logs(&id, &url, &output, token.as_deref())
+        }
+        TracesCommand::Search {
+            query,
+            remote,
+            since,
+            limit,
+            output,
+        } => {
+            let (url, token) = remote.open()?;
+            traces_cmd::search(&query, &url, &since, limit, &output, token.as_deref())
+        }
+    }
+}
+
+fn run_tsdb(command: TsdbCommand) -> anyhow::Result<()> {
+    match command {
+        TsdbCommand::Inspect { data_dir, output } => tsdb_cmd::inspect(&data_dir, &output),
+        TsdbCommand::Import { file, data_dir } => tsdb_cmd::import(&file, &data_dir),
+        TsdbCommand::Dump {
+            data_dir,
+            selector,
+            min_time,
+            max_time,
+            output,
+        } => {
+            let time = |flag: &str, v: Option<String>, default: i64| match v {
+                None => Ok(default),
+                Some(v) => tsdb_cmd::parse_time_ms(flag, &v),
+            };
+            let min = time("--min-time", min_time, i64::MIN / 2)?;
+            let max = time("--max-time", max_time, i64::MAX / 2)?;
+            tsdb_cmd::dump(&data_dir, &selector, min, max, &output)
         }
     }
 }

@@ -52,6 +52,15 @@ pub fn run(a: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error for a 401: what to pass, not what the body looked like.
+pub fn unauthorized(url: &str, had_token: bool) -> anyhow::Error {
+    if had_token {
+        anyhow::anyhow!("{url} answered 401 Unauthorized: the server refused the bearer token read from --auth-token-file (SKOPOS_AUTH_TOKEN_FILE)")
+    } else {
+        anyhow::anyhow!("{url} answered 401 Unauthorized: the server wants a bearer token; pass --auth-token-file FILE (or set SKOPOS_AUTH_TOKEN_FILE)")
+    }
+}
+
 /// POSTs `form` to `url` (with the bearer token, if any) and parses the
 /// JSON answer, whatever its status: API errors come back as JSON too.
 pub fn post_form(url: &str, form: &[(&str, String)], token: Option<&str>) -> anyhow::Result<Value> {
@@ -68,6 +77,9 @@ pub fn post_form(url: &str, form: &[(&str, String)], token: Option<&str>) -> any
             .await
             .with_context(|| format!("cannot reach {url}"))?;
         let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(unauthorized(url, token.is_some()));
+        }
         let text = resp.text().await?;
         serde_json::from_str::<Value>(&text).with_context(|| {
             format!("{url} answered {status} with something that is not JSON: {text}")
@@ -96,6 +108,9 @@ pub fn fetch(
             .await
             .with_context(|| format!("cannot reach {url}"))?;
         let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(unauthorized(url, token.is_some()));
+        }
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
             let msg = serde_json::from_str::<Value>(&text)

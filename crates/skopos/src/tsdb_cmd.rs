@@ -120,6 +120,15 @@ pub fn import(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
 
 /// Formats a value the way Prometheus prints one, with the staleness
 /// marker spelled out.
+/// A `--min-time`/`--max-time` value: Unix milliseconds or RFC 3339.
+pub fn parse_time_ms(flag: &str, v: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = v.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    skopos_units::parse_rfc3339_millis(v)
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}; want Unix milliseconds or RFC 3339"))
+}
+
 fn format_value(v: f64) -> String {
     if skopos_model::is_stale_nan(v) {
         "StaleNaN".into()

@@ -58,6 +58,52 @@ fn import_then_dump_and_inspect() {
     let dump = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = dump.lines().collect();
     assert_eq!(lines.len(), 500);
+
+    // Times as RFC 3339 or milliseconds; the defaults are the whole store.
+    let out = skopos(&[
+        "tsdb",
+        "dump",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--match",
+        "http_requests_total{code=\"500\"}",
+        "--min-time",
+        "2023-11-14T22:13:20Z",
+        "--max-time",
+        "1700000900000",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let help = skopos(&["tsdb", "dump", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[default: the earliest stored]"), "{help}");
+    assert!(!help.contains("4611686018427387904"), "{help}");
+
+    // Piped into a reader that goes away (`| head -1`): a quiet end, as Unix
+    // tools have, not a panic about a broken pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skopos"))
+        .args(["tsdb", "dump", "--data-dir", data.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?} {stderr}",
+        out.status
+    );
     assert_eq!(
         lines[0],
         "http_requests_total{code=\"500\"} 0 1700000000000"

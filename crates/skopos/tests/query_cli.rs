@@ -503,3 +503,44 @@ async fn traces_get_draws_a_waterfall_and_traces_search_finds_by_traceql() {
     assert!(String::from_utf8(bad_query.stderr).unwrap().contains("400"));
     common::stop(server);
 }
+
+/// `SKOPOS_URL` and `SKOPOS_AUTH_TOKEN_FILE` stand in for the flags; a 401
+/// says which flag to pass instead of describing the body.
+#[test]
+fn environment_names_the_server_and_a_401_says_what_to_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let server = common::start(
+        &tmp.path().join("data"),
+        &["--auth-token-file", token.to_str().unwrap()],
+    );
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skopos"));
+        c.args(["query", "1+1", "-o", "json"]);
+        c.env_remove("SKOPOS_URL")
+            .env_remove("SKOPOS_AUTH_TOKEN_FILE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[("SKOPOS_URL", &server.url)]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("--auth-token-file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not JSON"), "{stderr}");
+    let out = run(&[
+        ("SKOPOS_URL", &server.url),
+        ("SKOPOS_AUTH_TOKEN_FILE", token.to_str().unwrap()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"2\""));
+}
