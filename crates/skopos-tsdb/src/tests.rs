@@ -1599,3 +1599,18 @@ fn head_cardinality_counts_series_pairs_and_names() {
     assert_eq!(c.max_time, Some(T0 + 15_000));
     assert_eq!(db.head_cardinality(1).series_count_by_metric_name.len(), 1);
 }
+
+/// Found by fuzzing (FUZZING.md): a length declared in the file (here 1 TB)
+/// was the capacity handed to zstd, and the allocation aborted the process.
+#[test]
+fn a_declared_plain_length_the_frame_does_not_hold_is_corruption_not_an_allocation() {
+    let z = zstd::bulk::compress(b"some plain bytes", 3).unwrap();
+    assert!(crate::block::decompress_declared(&z, 1 << 40).is_err());
+    assert!(crate::block::decompress_declared(&z, 3).is_err());
+    assert_eq!(
+        crate::block::decompress_declared(&z, 16).unwrap(),
+        b"some plain bytes"
+    );
+    let empty = zstd::bulk::compress(b"", 3).unwrap();
+    assert_eq!(crate::block::decompress_declared(&empty, 0).unwrap(), b"");
+}
