@@ -8,24 +8,13 @@
 //! Nothing here knows an on-disk format, and nothing outside this crate knows
 //! an HTTP type.
 
-mod api;
-mod auth;
-mod body;
-mod exemplars;
-mod grpc;
-mod jaeger_api;
-mod loki_api;
-mod metadata;
-mod otlp_http;
-mod panic;
-mod query_api;
-mod remote_write;
-mod selfmon;
+mod http;
+mod logs;
+mod metrics;
 mod server;
-mod tail;
-mod tempo_api;
+mod state;
 mod traces;
 
-pub use api::parse_selector;
-pub use selfmon::SelfMetrics;
+pub use http::api::parse_selector;
+pub use metrics::selfmon::SelfMetrics;
 pub use server::{start, ServerConfig, ServerHandle, TlsConfig};

@@ -1,6 +1,8 @@
-//! Wiring: opens the TSDB, binds every listener, serves, runs the background
-//! loops (maintenance, self-scrape, scraping), and shuts all of it down in
-//! order so the WAL is flushed and closed last.
+//! Composition: opens the three stores, builds the shared state, merges the
+//! capabilities' routes (`metrics`, `logs`, `traces`, `http`) and gRPC
+//! services, binds every listener, runs the background loops (maintenance,
+//! self-scrape, scraping, span metrics), and shuts all of it down in order
+//! so the WALs are flushed and closed last.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -9,19 +11,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::Response;
 use axum::Router;
 use skopos_ingest::otlp::{Translator, TranslatorOptions};
 use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
-use skopos_model::{AppendError, AppendOutcome, LogBatch, SampleSink, WriteBatch};
+use skopos_model::SampleSink;
 use skopos_tsdb::Db;
 use tokio::task::JoinHandle;
 
-use crate::auth::Token;
-use crate::selfmon::SelfMetrics;
+use crate::http::auth::Token;
+use crate::metrics::selfmon::SelfMetrics;
+use crate::state::{AppState, CountingSink, QueryState};
 
 /// Certificate and key (PEM) for serving HTTPS.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ impl ServerConfig {
             span_metrics: skopos_spanmetrics::SpanMetricsConfig::default(),
             service_graph: skopos_spanmetrics::ServiceGraphConfig::default(),
             span_metrics_interval: Some(Duration::from_secs(15)),
-            max_exemplars: crate::exemplars::DEFAULT_MAX_EXEMPLARS,
+            max_exemplars: crate::metrics::exemplars::DEFAULT_MAX_EXEMPLARS,
         }
     }
 
@@ -126,106 +127,13 @@ impl ServerConfig {
     }
 }
 
-/// Shared state of every handler.
-pub struct AppState {
-    pub db: Arc<Db>,
-    /// The log store (`<data-dir>/logs`).
-    pub logs: Arc<skopos_logs::Store>,
-    /// The trace store (`<data-dir>/traces`).
-    pub traces: Arc<skopos_traces::Store>,
-    /// TraceQL limits for the Tempo and Jaeger APIs.
-    pub traceql: skopos_traceql::EngineOptions,
-    /// Span metrics and service graph processors fed by every stored batch
-    /// (`None` when `span_metrics_interval` is off).
-    pub derived: Option<Arc<crate::traces::SpanDerived>>,
-    /// Exemplars from the span metrics, for `/api/v1/query_exemplars`.
-    pub exemplars: crate::exemplars::ExemplarStore,
-    pub metrics: Arc<SelfMetrics>,
-    pub otlp: Translator,
-    pub max_body_bytes: usize,
-    pub auth_token: Option<String>,
-    pub query: QueryState,
-    pub metadata: crate::metadata::MetadataStore,
-    /// Open `/loki/api/v1/tail` sockets, offered every stored log batch.
-    pub tail: Arc<crate::tail::TailHub>,
-    /// Set to true when the server begins shutting down, so long-lived
-    /// connections (tails) close instead of holding the shutdown up.
-    pub closing: tokio::sync::watch::Sender<bool>,
-}
-
-/// What the query handlers share: engine limits and the concurrency gate.
-pub struct QueryState {
-    pub opts: skopos_promql::EngineOptions,
-    pub slots: Arc<tokio::sync::Semaphore>,
-}
-
-/// A store failure, classified for status codes.
-pub enum StoreError {
-    /// The client's data is at fault; do not retry.
-    Client(String),
-    /// Storage could not take the write; retry later.
-    Unavailable(String),
-}
-
-impl AppState {
-    /// Appends a log batch off the async runtime, then offers it to the
-    /// open tails.
-    pub async fn append_logs(
-        &self,
-        batch: LogBatch,
-    ) -> Result<Result<skopos_logs::Appended, skopos_logs::LogsError>, crate::panic::Panicked> {
-        let copy = self.tail.active().then(|| batch.clone());
-        let logs = self.logs.clone();
-        let result =
-            crate::panic::blocking_or_error("log append", move || logs.append(batch)).await?;
-        if let (Ok(_), Some(batch)) = (&result, copy) {
-            self.tail.publish(&batch);
-        }
-        Ok(result)
-    }
-
-    /// Appends a batch off the async runtime and counts the outcome.
-    pub async fn store(
-        &self,
-        protocol: &'static str,
-        batch: WriteBatch,
-    ) -> Result<AppendOutcome, StoreError> {
-        if batch.series.is_empty() {
-            return Ok(AppendOutcome::default());
-        }
-        let db = self.db.clone();
-        let result = crate::panic::blocking_or_error("sample append", move || db.append(&batch))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        match result {
-            Ok(outcome) => {
-                self.metrics.ingested(protocol, outcome.samples_appended);
-                if outcome.too_old > 0 {
-                    self.metrics.rejected(protocol, "too_old", outcome.too_old);
-                }
-                if outcome.conflicts > 0 {
-                    self.metrics
-                        .rejected(protocol, "conflict", outcome.conflicts);
-                }
-                Ok(outcome)
-            }
-            Err(e @ AppendError::SeriesLimit { .. }) => {
-                self.metrics.rejected(protocol, "series_limit", 1);
-                Err(StoreError::Client(e.to_string()))
-            }
-            Err(e) if e.is_client_error() => {
-                self.metrics.rejected(protocol, "invalid_series", 1);
-                Err(StoreError::Client(e.to_string()))
-            }
-            Err(e) => {
-                self.metrics.rejected(protocol, "unavailable", 1);
-                Err(StoreError::Unavailable(e.to_string()))
-            }
-        }
-    }
-}
-
 /// The gRPC server's stop signal and task.
+/// An HTTP listener's handle and serving task.
+type HttpTask = (
+    axum_server::Handle<SocketAddr>,
+    JoinHandle<std::io::Result<()>>,
+);
+
 type GrpcTask = (
     tokio::sync::oneshot::Sender<()>,
     JoinHandle<Result<(), tonic::transport::Error>>,
@@ -237,10 +145,7 @@ pub struct ServerHandle {
     pub otlp_http: Option<SocketAddr>,
     pub otlp_grpc: Option<SocketAddr>,
     state: Arc<AppState>,
-    http: Vec<(
-        axum_server::Handle<SocketAddr>,
-        JoinHandle<std::io::Result<()>>,
-    )>,
+    http: Vec<HttpTask>,
     grpc: Option<GrpcTask>,
     loops: Vec<JoinHandle<()>>,
     scraper: Arc<ScrapeManager>,
@@ -265,83 +170,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let tsdb_dir = config.data_dir.join("metrics");
-    let opts = config.tsdb.clone();
-    let started = Instant::now();
-    let db = tokio::task::spawn_blocking(move || Db::open(&tsdb_dir, opts))
-        .await?
-        .with_context(|| {
-            format!(
-                "cannot open the metrics store in {}",
-                config.data_dir.display()
-            )
-        })?;
-    let db = Arc::new(db);
-    let st = db.stats();
-    tracing::info!(
-        head_series = st.head_series,
-        head_samples = st.head_samples,
-        blocks = st.blocks,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "metrics store open"
-    );
-
+    let (db, logs, traces) = open_stores(&config).await?;
     let metrics = Arc::new(SelfMetrics::default());
-    let logs_dir = config.data_dir.join("logs");
-    let logs_opts = config.logs.clone();
-    let logs = tokio::task::spawn_blocking(move || skopos_logs::Store::open(&logs_dir, logs_opts))
-        .await?
-        .with_context(|| {
-            format!(
-                "opening the log store in {}",
-                config.data_dir.join("logs").display()
-            )
-        })?;
-    let logs = Arc::new(logs);
-    let traces_dir = config.data_dir.join("traces");
-    let traces_opts = config.traces.clone();
-    let traces =
-        tokio::task::spawn_blocking(move || skopos_traces::Store::open(&traces_dir, traces_opts))
-            .await?
-            .with_context(|| {
-                format!(
-                    "opening the trace store in {}",
-                    config.data_dir.join("traces").display()
-                )
-            })?;
-    let traces = Arc::new(traces);
-    let derived = config
-        .span_metrics_interval
-        .map(|_| crate::traces::SpanDerived {
-            span_metrics: parking_lot::Mutex::new(skopos_spanmetrics::SpanMetrics::new(
-                config.span_metrics.clone(),
-            )),
-            service_graph: parking_lot::Mutex::new(skopos_spanmetrics::ServiceGraph::new(
-                config.service_graph.clone(),
-            )),
-        })
-        .map(Arc::new);
-    let state = Arc::new(AppState {
-        db: db.clone(),
-        logs: logs.clone(),
-        traces: traces.clone(),
-        traceql: config.traceql.clone(),
-        derived,
-        exemplars: crate::exemplars::ExemplarStore::new(config.max_exemplars),
-        metrics: metrics.clone(),
-        otlp: Translator::new(config.otlp.clone()),
-        max_body_bytes: config.max_body_bytes,
-        auth_token: config.auth_token.clone(),
-        query: QueryState {
-            opts: config.query.clone(),
-            slots: Arc::new(tokio::sync::Semaphore::new(
-                config.query_max_concurrency.max(1),
-            )),
-        },
-        metadata: crate::metadata::MetadataStore::default(),
-        tail: Arc::default(),
-        closing: tokio::sync::watch::Sender::new(false),
-    });
+    let state = build_state(
+        &config,
+        db.clone(),
+        logs.clone(),
+        traces.clone(),
+        metrics.clone(),
+    );
 
     let main_listener = bind(config.listen, "--listen")?;
     let listen = main_listener.local_addr()?;
@@ -360,119 +197,30 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let otlp_grpc = grpc_listener.as_ref().map(|l| l.local_addr()).transpose()?;
 
     let app = router(state.clone());
-    let tls = match &config.tls {
-        Some(t) => Some(
-            axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot load TLS certificate {} and key {}",
-                        t.cert.display(),
-                        t.key.display()
-                    )
-                })?,
-        ),
-        None => None,
-    };
-    let mut http = Vec::new();
-    for l in std::iter::once(main_listener).chain(otlp_http_listener) {
-        let handle = axum_server::Handle::new();
-        let svc = app.clone().into_make_service();
-        let task = match &tls {
-            Some(tls) => {
-                let server = axum_server::from_tcp_rustls(l, tls.clone())?.handle(handle.clone());
-                tokio::spawn(async move { server.serve(svc).await })
-            }
-            None => {
-                let server = axum_server::from_tcp(l)?.handle(handle.clone());
-                tokio::spawn(async move { server.serve(svc).await })
-            }
-        };
-        http.push((handle, task));
-    }
-
+    let http = serve_http(
+        &config,
+        app,
+        std::iter::once(main_listener).chain(otlp_http_listener),
+    )
+    .await?;
     let grpc = match grpc_listener {
-        Some(l) => {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(l)?);
-            let svc = crate::grpc::service(state.clone(), config.max_body_bytes);
-            let logs_svc = crate::grpc::logs_service(state.clone(), config.max_body_bytes);
-            let traces_svc = crate::grpc::traces_service(state.clone(), config.max_body_bytes);
-            let mut builder = tonic::transport::Server::builder();
-            if let Some(t) = &config.tls {
-                // The gRPC port is as private as the HTTP ports: same certificate.
-                let read = |p: &std::path::Path| {
-                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-                };
-                let identity = tonic::transport::Identity::from_pem(read(&t.cert)?, read(&t.key)?);
-                builder = builder
-                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                    .context("cannot use the TLS certificate for OTLP/gRPC")?;
-            }
-            let task = tokio::spawn(async move {
-                builder
-                    .add_service(svc)
-                    .add_service(logs_svc)
-                    .add_service(traces_svc)
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = rx.await;
-                    })
-                    .await
-            });
-            Some((tx, task))
-        }
+        Some(l) => Some(serve_grpc(&config, &state, l)?),
         None => None,
     };
-
-    let mut loops = Vec::new();
-    let maint_db = db.clone();
-    let maint_logs = logs.clone();
-    let maint_traces = traces.clone();
-    let every = config.maintenance_interval;
-    loops.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let db = maint_db.clone();
-            match tokio::task::spawn_blocking(move || db.maintenance(now_ms())).await {
-                Ok(Ok(report)) => tracing::debug!(?report, "maintenance done"),
-                Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
-                Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
-            }
-            let logs = maint_logs.clone();
-            let now_ns = now_ms().saturating_mul(1_000_000);
-            match tokio::task::spawn_blocking(move || logs.apply_retention(now_ns)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    tracing::info!(segments = n, "log retention deleted segments")
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "log retention failed"),
-                Err(e) => tracing::error!(error = %e, "log retention task panicked"),
-            }
-            let traces = maint_traces.clone();
-            match tokio::task::spawn_blocking(move || traces.apply_retention(now_ns)).await {
-                Ok(Ok(r)) if r.segments_deleted > 0 => tracing::info!(
-                    segments = r.segments_deleted,
-                    bytes = r.bytes_freed,
-                    "trace retention deleted segments"
-                ),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "trace retention failed"),
-                Err(e) => tracing::error!(error = %e, "trace retention task panicked"),
-            }
-        }
-    }));
+    let mut loops = vec![tokio::spawn(maintenance_loop(
+        db.clone(),
+        logs,
+        traces,
+        config.maintenance_interval,
+    ))];
     if let Some(every) = config.span_metrics_interval {
-        loops.push(tokio::spawn(crate::traces::derived_metrics_loop(
+        loops.push(tokio::spawn(crate::traces::ingest::derived_metrics_loop(
             state.clone(),
             every,
         )));
     }
     if let Some(interval) = config.self_scrape_interval {
-        loops.push(tokio::spawn(crate::selfmon::self_scrape_loop(
+        loops.push(tokio::spawn(crate::metrics::selfmon::self_scrape_loop(
             metrics.clone(),
             db.clone(),
             listen.to_string(),
@@ -514,19 +262,214 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     })
 }
 
-/// Sends scraped samples to the TSDB and counts them.
-struct CountingSink {
-    db: Arc<Db>,
-    metrics: Arc<SelfMetrics>,
+/// Opens the metrics, log and trace stores under the data directory.
+async fn open_stores(
+    config: &ServerConfig,
+) -> anyhow::Result<(Arc<Db>, Arc<skopos_logs::Store>, Arc<skopos_traces::Store>)> {
+    let tsdb_dir = config.data_dir.join("metrics");
+    let opts = config.tsdb.clone();
+    let started = Instant::now();
+    let db = tokio::task::spawn_blocking(move || Db::open(&tsdb_dir, opts))
+        .await?
+        .with_context(|| {
+            format!(
+                "cannot open the metrics store in {}",
+                config.data_dir.display()
+            )
+        })?;
+    let db = Arc::new(db);
+    let st = db.stats();
+    tracing::info!(
+        head_series = st.head_series,
+        head_samples = st.head_samples,
+        blocks = st.blocks,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "metrics store open"
+    );
+
+    let logs_dir = config.data_dir.join("logs");
+    let logs_opts = config.logs.clone();
+    let logs = tokio::task::spawn_blocking(move || skopos_logs::Store::open(&logs_dir, logs_opts))
+        .await?
+        .with_context(|| {
+            format!(
+                "opening the log store in {}",
+                config.data_dir.join("logs").display()
+            )
+        })?;
+    let logs = Arc::new(logs);
+    let traces_dir = config.data_dir.join("traces");
+    let traces_opts = config.traces.clone();
+    let traces =
+        tokio::task::spawn_blocking(move || skopos_traces::Store::open(&traces_dir, traces_opts))
+            .await?
+            .with_context(|| {
+                format!(
+                    "opening the trace store in {}",
+                    config.data_dir.join("traces").display()
+                )
+            })?;
+    let traces = Arc::new(traces);
+    Ok((db, logs, traces))
 }
 
-impl SampleSink for CountingSink {
-    fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
-        let r = self.db.append(batch);
-        if let Ok(o) = &r {
-            self.metrics.ingested("scrape", o.samples_appended);
+fn build_state(
+    config: &ServerConfig,
+    db: Arc<Db>,
+    logs: Arc<skopos_logs::Store>,
+    traces: Arc<skopos_traces::Store>,
+    metrics: Arc<SelfMetrics>,
+) -> Arc<AppState> {
+    let derived = config
+        .span_metrics_interval
+        .map(|_| crate::traces::ingest::SpanDerived {
+            span_metrics: parking_lot::Mutex::new(skopos_spanmetrics::SpanMetrics::new(
+                config.span_metrics.clone(),
+            )),
+            service_graph: parking_lot::Mutex::new(skopos_spanmetrics::ServiceGraph::new(
+                config.service_graph.clone(),
+            )),
+        })
+        .map(Arc::new);
+    Arc::new(AppState {
+        db,
+        logs,
+        traces,
+        traceql: config.traceql.clone(),
+        derived,
+        exemplars: crate::metrics::exemplars::ExemplarStore::new(config.max_exemplars),
+        metrics,
+        otlp: Translator::new(config.otlp.clone()),
+        max_body_bytes: config.max_body_bytes,
+        auth_token: config.auth_token.clone(),
+        query: QueryState {
+            opts: config.query.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                config.query_max_concurrency.max(1),
+            )),
+        },
+        metadata: crate::metrics::metadata::MetadataStore::default(),
+        tail: Arc::default(),
+        closing: tokio::sync::watch::Sender::new(false),
+    })
+}
+
+/// Serves the main router on the main and OTLP/HTTP listeners (TLS when
+/// configured).
+async fn serve_http(
+    config: &ServerConfig,
+    app: Router,
+    listeners: impl Iterator<Item = TcpListener>,
+) -> anyhow::Result<Vec<HttpTask>> {
+    let tls = match &config.tls {
+        Some(t) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot load TLS certificate {} and key {}",
+                        t.cert.display(),
+                        t.key.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut http = Vec::new();
+    for l in listeners {
+        let handle = axum_server::Handle::new();
+        let svc = app.clone().into_make_service();
+        let task = match &tls {
+            Some(tls) => {
+                let server = axum_server::from_tcp_rustls(l, tls.clone())?.handle(handle.clone());
+                tokio::spawn(async move { server.serve(svc).await })
+            }
+            None => {
+                let server = axum_server::from_tcp(l)?.handle(handle.clone());
+                tokio::spawn(async move { server.serve(svc).await })
+            }
+        };
+        http.push((handle, task));
+    }
+
+    Ok(http)
+}
+
+/// Serves the three OTLP gRPC services on `l` (TLS when configured).
+fn serve_grpc(
+    config: &ServerConfig,
+    state: &Arc<AppState>,
+    l: TcpListener,
+) -> anyhow::Result<GrpcTask> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(l)?);
+    let svc = crate::metrics::grpc::service(state.clone(), config.max_body_bytes);
+    let logs_svc = crate::logs::grpc::logs_service(state.clone(), config.max_body_bytes);
+    let traces_svc = crate::traces::grpc::traces_service(state.clone(), config.max_body_bytes);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &config.tls {
+        // The gRPC port is as private as the HTTP ports: same certificate.
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&t.cert)?, read(&t.key)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("cannot use the TLS certificate for OTLP/gRPC")?;
+    }
+    let task = tokio::spawn(async move {
+        builder
+            .add_service(svc)
+            .add_service(logs_svc)
+            .add_service(traces_svc)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok((tx, task))
+}
+
+/// TSDB maintenance and log and trace retention, every `every`.
+async fn maintenance_loop(
+    maint_db: Arc<Db>,
+    maint_logs: Arc<skopos_logs::Store>,
+    maint_traces: Arc<skopos_traces::Store>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let db = maint_db.clone();
+        match tokio::task::spawn_blocking(move || db.maintenance(now_ms())).await {
+            Ok(Ok(report)) => tracing::debug!(?report, "maintenance done"),
+            Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
+            Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
         }
-        r
+        let logs = maint_logs.clone();
+        let now_ns = now_ms().saturating_mul(1_000_000);
+        match tokio::task::spawn_blocking(move || logs.apply_retention(now_ns)).await {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(segments = n, "log retention deleted segments")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "log retention failed"),
+            Err(e) => tracing::error!(error = %e, "log retention task panicked"),
+        }
+        let traces = maint_traces.clone();
+        match tokio::task::spawn_blocking(move || traces.apply_retention(now_ns)).await {
+            Ok(Ok(r)) if r.segments_deleted > 0 => tracing::info!(
+                segments = r.segments_deleted,
+                bytes = r.bytes_freed,
+                "trace retention deleted segments"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "trace retention failed"),
+            Err(e) => tracing::error!(error = %e, "trace retention task panicked"),
+        }
     }
 }
 
@@ -547,7 +490,7 @@ impl ServerHandle {
     /// the timer does every `span_metrics_interval`; nothing when that is
     /// off).
     pub async fn collect_span_metrics(&self) {
-        crate::traces::collect_derived(&self.state).await;
+        crate::traces::ingest::collect_derived(&self.state).await;
     }
 
     pub fn scraper(&self) -> &Arc<ScrapeManager> {
@@ -591,7 +534,7 @@ impl ServerHandle {
         }
         drop(self.scraper);
         // What the processors counted since the last tick.
-        crate::traces::collect_derived(&self.state).await;
+        crate::traces::ingest::collect_derived(&self.state).await;
         // The log head goes to a segment, so a restart need not replay it.
         let logs = self.state.logs.clone();
         match tokio::task::spawn_blocking(move || logs.flush()).await? {
@@ -628,112 +571,22 @@ impl ServerHandle {
     }
 }
 
+/// The main HTTP port: each capability's routes, then the layers every
+/// request goes through (counting, the bearer token, the catch-panic layer).
 fn router(state: Arc<AppState>) -> Router {
     let token = state.auth_token.clone().map(|t| Token(t.into()));
     Router::new()
-        .route("/api/v1/write", post(crate::remote_write::write))
-        .route("/loki/api/v1/push", post(crate::loki_api::push))
-        .route("/api/v1/logs/ndjson", post(crate::loki_api::ndjson))
-        .route("/loki/api/v1/tail", get(crate::tail::tail))
-        .route(
-            "/loki/api/v1/delete",
-            post(crate::loki_api::delete).get(crate::loki_api::delete_requests),
-        )
-        .route(
-            "/loki/api/v1/query_range",
-            get(crate::loki_api::query_range).post(crate::loki_api::query_range),
-        )
-        .route(
-            "/loki/api/v1/query",
-            get(crate::loki_api::query).post(crate::loki_api::query),
-        )
-        .route(
-            "/loki/api/v1/series",
-            get(crate::loki_api::series).post(crate::loki_api::series),
-        )
-        .route(
-            "/loki/api/v1/index/stats",
-            get(crate::loki_api::index_stats).post(crate::loki_api::index_stats),
-        )
-        .route(
-            "/loki/api/v1/labels",
-            get(crate::loki_api::labels).post(crate::loki_api::labels),
-        )
-        .route(
-            "/loki/api/v1/label/{name}/values",
-            get(crate::loki_api::label_values).post(crate::loki_api::label_values),
-        )
-        .route("/v1/metrics", post(crate::otlp_http::metrics))
-        .route("/v1/logs", post(crate::otlp_http::logs))
-        .route("/otlp/v1/logs", post(crate::otlp_http::logs))
-        .route(
-            "/api/v1/series",
-            get(crate::api::series).post(crate::api::series),
-        )
-        .route(
-            "/api/v1/labels",
-            get(crate::api::labels).post(crate::api::labels),
-        )
-        .route("/api/v1/label/{name}/values", get(crate::api::label_values))
-        .route(
-            "/api/v1/query",
-            get(crate::query_api::query).post(crate::query_api::query),
-        )
-        .route(
-            "/api/v1/query_range",
-            get(crate::query_api::query_range).post(crate::query_api::query_range),
-        )
-        .route(
-            "/api/v1/format_query",
-            get(crate::query_api::format_query).post(crate::query_api::format_query),
-        )
-        .route("/api/v1/status/buildinfo", get(crate::query_api::buildinfo))
-        .route("/api/v1/status/tsdb", get(crate::metadata::status_tsdb))
-        .route("/api/v1/metadata", get(crate::metadata::metadata))
-        .route(
-            "/api/v1/query_exemplars",
-            get(crate::exemplars::query_exemplars).post(crate::exemplars::query_exemplars),
-        )
-        .route("/v1/traces", post(crate::traces::otlp_traces))
-        .route("/api/v2/spans", post(crate::traces::zipkin_spans))
-        .route("/api/echo", get(|| async { "echo" }))
-        .route("/api/traces/{id}", get(crate::tempo_api::trace_v1))
-        .route("/api/v2/traces/{id}", get(crate::tempo_api::trace_v2))
-        .route("/api/traces/{id}/logs", get(crate::tempo_api::trace_logs))
-        .route("/api/search", get(crate::tempo_api::search))
-        .route("/api/search/tags", get(crate::tempo_api::tags_v1))
-        .route("/api/v2/search/tags", get(crate::tempo_api::tags_v2))
-        .route(
-            "/api/search/tag/{tag}/values",
-            get(crate::tempo_api::tag_values_v1),
-        )
-        .route(
-            "/api/v2/search/tag/{tag}/values",
-            get(crate::tempo_api::tag_values_v2),
-        )
-        .route("/jaeger/api/services", get(crate::jaeger_api::services))
-        .route(
-            "/jaeger/api/services/{service}/operations",
-            get(crate::jaeger_api::service_operations),
-        )
-        .route("/jaeger/api/operations", get(crate::jaeger_api::operations))
-        .route("/jaeger/api/traces", get(crate::jaeger_api::find_traces))
-        .route("/jaeger/api/traces/{id}", get(crate::jaeger_api::trace))
-        .route(
-            "/jaeger/api/dependencies",
-            get(crate::jaeger_api::dependencies),
-        )
-        .route("/metrics", get(self_metrics))
-        .route("/-/healthy", get(|| async { "skopos is Healthy.\n" }))
-        .route("/-/ready", get(|| async { "skopos is Ready.\n" }))
-        .route("/", get(index))
+        .merge(crate::metrics::routes())
+        .merge(crate::logs::routes())
+        .merge(crate::traces::routes())
+        .merge(crate::http::routes())
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "404 page not found\n") })
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(
             token,
-            crate::auth::require_token,
+            crate::http::auth::require_token,
         ))
-        .layer(middleware::from_fn(crate::panic::catch_panic))
+        .layer(middleware::from_fn(crate::http::panic::catch_panic))
         .with_state(state)
 }
 
@@ -748,20 +601,4 @@ async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
     st.metrics
         .observe_request(&handler, resp.status().as_u16(), started.elapsed());
     resp
-}
-
-async fn self_metrics(State(st): State<Arc<AppState>>) -> Response {
-    let text = st.metrics.render(&st.db);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
 }

@@ -19,8 +19,8 @@ use promql_parser::parser::Expr;
 use serde_json::{json, Value};
 use skopos_model::{Exemplar, Labels, Matcher, SeriesExemplars};
 
-use crate::api::{ApiError, Params};
-use crate::server::AppState;
+use crate::http::api::{ApiError, Params};
+use crate::state::AppState;
 
 /// The default capacity, as Prometheus' `--storage.exemplars.exemplars-limit`
 /// examples use.
@@ -148,11 +148,11 @@ pub fn query_selectors(expr: &Expr) -> Result<Vec<Vec<Matcher>>, String> {
     fn walk(e: &Expr, out: &mut Vec<Vec<Matcher>>) -> Result<(), String> {
         match e {
             Expr::VectorSelector(vs) => {
-                out.extend(crate::api::selector_matchers(vs)?);
+                out.extend(crate::http::api::selector_matchers(vs)?);
                 Ok(())
             }
             Expr::MatrixSelector(ms) => {
-                out.extend(crate::api::selector_matchers(&ms.vs)?);
+                out.extend(crate::http::api::selector_matchers(&ms.vs)?);
                 Ok(())
             }
             Expr::Subquery(sq) => walk(&sq.expr, out),
@@ -208,7 +208,7 @@ pub async fn query_exemplars(
     let mut range = [i64::MIN, i64::MAX];
     for (i, name) in ["start", "end"].into_iter().enumerate() {
         if let Some(v) = p.get(name).filter(|v| !v.is_empty()) {
-            range[i] = crate::api::parse_time(name, v)?;
+            range[i] = crate::http::api::parse_time(name, v)?;
         }
     }
     if range[1] < range[0] {

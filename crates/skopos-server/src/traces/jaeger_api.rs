@@ -31,8 +31,8 @@ use skopos_model::{
     to_hex, AttrValue, Attribute, Span, SpanField, SpanKind, StatusCode as SpanStatus, Trace,
 };
 
-use crate::server::AppState;
-use crate::tempo_api::{blocking, now_ns, params, parse_trace_id, TempoError};
+use crate::state::AppState;
+use crate::traces::tempo_api::{blocking, now_ns, params, parse_trace_id, TempoError};
 
 const DAY_NS: i64 = 86_400_000_000_000;
 /// How far back `/api/services/<s>/operations` looks.
@@ -298,7 +298,7 @@ pub async fn operations(
     Ok(envelope(Value::Array(list), n))
 }
 
-fn micros(p: &crate::api::Params, name: &str) -> Result<Option<i64>, JaegerError> {
+fn micros(p: &crate::http::api::Params, name: &str) -> Result<Option<i64>, JaegerError> {
     match p.get(name).map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v
@@ -313,7 +313,7 @@ fn micros(p: &crate::api::Params, name: &str) -> Result<Option<i64>, JaegerError
 }
 
 /// `tags` (a JSON object) and repeated `tag=key:value` parameters.
-fn jaeger_tags(p: &crate::api::Params) -> Result<Vec<(String, String)>, JaegerError> {
+fn jaeger_tags(p: &crate::http::api::Params) -> Result<Vec<(String, String)>, JaegerError> {
     let mut out = Vec::new();
     if let Some(t) = p.get("tags").map(str::trim).filter(|t| !t.is_empty()) {
         let m: BTreeMap<String, Value> = serde_json::from_str(t).map_err(|e| {

@@ -15,8 +15,8 @@ use parking_lot::RwLock;
 use serde_json::{json, Value};
 use skopos_ingest::MetricMetadata;
 
-use crate::api::{ApiError, Params};
-use crate::server::AppState;
+use crate::http::api::{ApiError, Params};
+use crate::state::AppState;
 
 /// Most metric names whose metadata is remembered.
 const MAX_METRICS: usize = 100_000;
@@ -122,7 +122,7 @@ pub async fn status_tsdb(
     let p = Params::collect(&Method::GET, &HeaderMap::new(), q, Body::empty()).await?;
     let limit = int_param(&p, "limit")?.unwrap_or(10);
     let db = st.db.clone();
-    let c = crate::panic::blocking(move || db.head_cardinality(limit)).await;
+    let c = crate::http::panic::blocking(move || db.head_cardinality(limit)).await;
     let list = |v: &[(String, u64)]| -> Value {
         Value::Array(
             v.iter()

@@ -13,11 +13,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::{AppState, StoreError};
+use crate::state::{AppState, StoreError};
 
 pub async fn write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     const PROTO: &str = "remote_write";
-    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
+    let raw = match crate::http::body::read_body(&headers, body, st.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
             st.metrics.rejected(PROTO, "body", 1);

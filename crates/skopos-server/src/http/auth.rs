@@ -7,6 +7,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tonic::Status;
+
+use crate::state::AppState;
 
 #[derive(Clone)]
 pub struct Token(pub Arc<str>);
@@ -49,6 +52,20 @@ pub async fn require_token(
         }
     }
     next.run(req).await
+}
+
+/// The gRPC services' form of the same check, on the `authorization` metadata.
+pub fn check_token<T>(st: &AppState, request: &tonic::Request<T>) -> Result<(), Status> {
+    if let Some(token) = &st.auth_token {
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if !crate::http::auth::authorized(token, given) {
+            return Err(Status::unauthenticated("missing or wrong bearer token"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

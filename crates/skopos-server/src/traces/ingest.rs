@@ -20,7 +20,7 @@ use prost::Message;
 use skopos_ingest::otlp_traces::TranslatedSpans;
 use skopos_spanmetrics::{ServiceGraph, SpanMetrics};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The processors that turn spans into metrics, behind one mutex each.
 pub struct SpanDerived {
@@ -70,7 +70,7 @@ impl AppState {
         let store = self.traces.clone();
         let derived = self.derived.clone();
         let batch = t.batch;
-        let result = crate::panic::blocking_or_error("span append", move || {
+        let result = crate::http::panic::blocking_or_error("span append", move || {
             let Some(derived) = derived else {
                 return store.append(batch);
             };
@@ -132,7 +132,7 @@ pub async fn otlp_traces(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (enc, req) = match crate::otlp_http::read_request(
+    let (enc, req) = match crate::http::otlp::read_request(
         &st,
         "otlp_traces",
         &headers,
@@ -149,7 +149,7 @@ pub async fn otlp_traces(
             let rejected = partial
                 .as_ref()
                 .map(|p| ("rejectedSpans", p.rejected_spans, p.error_message.clone()));
-            crate::otlp_http::export_success(
+            crate::http::otlp::export_success(
                 enc,
                 || {
                     ExportTraceServiceResponse {
@@ -160,10 +160,10 @@ pub async fn otlp_traces(
                 rejected,
             )
         }
-        Err(TracesUnavailable(m)) => crate::otlp_http::status_response(
+        Err(TracesUnavailable(m)) => crate::http::otlp::status_response(
             StatusCode::SERVICE_UNAVAILABLE,
             enc,
-            crate::otlp_http::UNAVAILABLE,
+            crate::http::otlp::UNAVAILABLE,
             m,
         ),
     }
@@ -193,7 +193,7 @@ pub async fn zipkin_spans(
         )
             .into_response();
     }
-    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
+    let raw = match crate::http::body::read_body(&headers, body, st.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
             st.metrics.rejected("zipkin", "body", 1);
@@ -260,7 +260,7 @@ pub async fn collect_derived(st: &AppState) {
     st.exemplars.add(ex);
     match st.store("spanmetrics", wb).await {
         Ok(_) => {}
-        Err(crate::server::StoreError::Client(m) | crate::server::StoreError::Unavailable(m)) => {
+        Err(crate::state::StoreError::Client(m) | crate::state::StoreError::Unavailable(m)) => {
             tracing::warn!(error = %m, "storing span metrics failed")
         }
     }

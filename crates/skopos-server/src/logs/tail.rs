@@ -22,8 +22,8 @@ use serde_json::{json, Value as J};
 use skopos_model::{Direction, Labels, LogBatch, LogStream, Matcher};
 use tokio::sync::mpsc;
 
-use crate::api::{ApiError, Params};
-use crate::server::AppState;
+use crate::http::api::{ApiError, Params};
+use crate::state::AppState;
 
 /// Stream batches a tail may have queued before it starts losing entries.
 const QUEUE: usize = 1024;
@@ -121,8 +121,8 @@ struct TailRequest {
 }
 
 fn tail_request(st: &AppState, p: &Params) -> Result<TailRequest, ApiError> {
-    let expr = crate::loki_api::required_query(p)?;
-    let log = match skopos_logql::parse(&expr).map_err(crate::loki_api::logql_error)? {
+    let expr = crate::logs::loki_api::required_query(p)?;
+    let log = match skopos_logql::parse(&expr).map_err(crate::logs::loki_api::logql_error)? {
         skopos_logql::Expr::Log(log) => log,
         _ => {
             return Err(ApiError::bad_data(
@@ -130,9 +130,11 @@ fn tail_request(st: &AppState, p: &Params) -> Result<TailRequest, ApiError> {
             ))
         }
     };
-    let (start, _) = crate::loki_api::range(p)?;
-    let (limit, _) = crate::loki_api::limit_and_direction(p)?;
-    let max = crate::loki_api::engine(st).options().max_entries_limit;
+    let (start, _) = crate::logs::loki_api::range(p)?;
+    let (limit, _) = crate::logs::loki_api::limit_and_direction(p)?;
+    let max = crate::logs::loki_api::engine(st)
+        .options()
+        .max_entries_limit;
     if limit == 0 || (max > 0 && limit > max) {
         return Err(ApiError::bad_data(format!(
             "invalid limit {limit}: want 1 to {max}"
@@ -221,11 +223,11 @@ async fn run(st: Arc<AppState>, req: TailRequest, mut socket: WebSocket) {
     let mut sub = st.tail.subscribe(req.log.matchers.clone());
     let mut closing = st.closing.subscribe();
     // Stored lines first; the subscription is already collecting new ones.
-    let now = crate::loki_api::now_ns();
-    let engine = crate::loki_api::engine(&st);
+    let now = crate::logs::loki_api::now_ns();
+    let engine = crate::logs::loki_api::engine(&st);
     let logs = st.logs.clone();
     let (expr, start, limit) = (req.expr.clone(), req.start, req.limit);
-    let history = crate::panic::blocking_or_error("tail history", move || {
+    let history = crate::http::panic::blocking_or_error("tail history", move || {
         let cancel = skopos_logql::CancelToken::new();
         engine.query_range(
             logs.as_ref(),

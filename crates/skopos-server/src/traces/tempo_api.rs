@@ -31,8 +31,8 @@ use skopos_model::{
     TraceQueryable,
 };
 
-use crate::api::Params;
-use crate::server::AppState;
+use crate::http::api::Params;
+use crate::state::AppState;
 
 /// The window a search or tag lookup covers when the caller gives none.
 pub const DEFAULT_RANGE_SECS: i64 = 24 * 3600;
@@ -63,8 +63,8 @@ impl IntoResponse for TempoError {
     }
 }
 
-impl From<crate::api::ApiError> for TempoError {
-    fn from(e: crate::api::ApiError) -> Self {
+impl From<crate::http::api::ApiError> for TempoError {
+    fn from(e: crate::http::api::ApiError) -> Self {
         let r = e.into_response();
         TempoError(r.status(), "invalid request parameters".into())
     }
@@ -149,7 +149,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| TempoError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
     let store = st.traces.clone();
-    crate::panic::blocking(move || f(store.as_ref())).await
+    crate::http::panic::blocking(move || f(store.as_ref())).await
 }
 
 // ---- OTLP shape -------------------------------------------------------
@@ -655,11 +655,13 @@ pub async fn trace_logs(
     let given = |name: &str| -> Result<Option<i64>, TempoError> {
         match p.get(name).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => crate::loki_api::parse_ns(name, v).map(Some).map_err(|_| {
-                TempoError::bad(format!(
-                    "invalid {name} {v:?}: want Unix ns, seconds or RFC 3339"
-                ))
-            }),
+            Some(v) => crate::logs::loki_api::parse_ns(name, v)
+                .map(Some)
+                .map_err(|_| {
+                    TempoError::bad(format!(
+                        "invalid {name} {v:?}: want Unix ns, seconds or RFC 3339"
+                    ))
+                }),
         }
     };
     let (start, end) = match (given("start")?, given("end")?) {
@@ -693,7 +695,7 @@ pub async fn trace_logs(
     };
     let logs = st.logs.clone();
     let began = std::time::Instant::now();
-    let streams = crate::panic::blocking(move || {
+    let streams = crate::http::panic::blocking(move || {
         let sel = LogSelect {
             matchers: Vec::new(),
             start,
@@ -724,7 +726,7 @@ pub async fn trace_logs(
     })
     .await
     .map_err(|e| TempoError::internal(e.to_string()))?;
-    let body = crate::loki_api::loki_body(
+    let body = crate::logs::loki_api::loki_body(
         &skopos_logql::Value::Streams(streams),
         began.elapsed().as_secs_f64(),
     );

@@ -17,8 +17,8 @@ use serde_json::json;
 use skopos_logs::LogsError;
 use skopos_model::{LogBatch, LogQueryable};
 
-use crate::api::{parse_selector, ApiError, Params};
-use crate::server::AppState;
+use crate::http::api::{parse_selector, ApiError, Params};
+use crate::state::AppState;
 
 const PROTO: &str = "loki_push";
 
@@ -61,7 +61,7 @@ fn decode(headers: &HeaderMap, raw: &[u8], limit: usize) -> Result<LogBatch, (St
 }
 
 pub async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
+    let raw = match crate::http::body::read_body(&headers, body, st.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
             st.metrics.rejected(PROTO, "body", 1);
@@ -128,7 +128,7 @@ pub(crate) fn range(p: &Params) -> Result<(i64, i64), ApiError> {
     let start = match (p.get("start"), p.get("since")) {
         (Some(v), _) if !v.is_empty() => parse_ns("start", v)?,
         (_, Some(s)) if !s.is_empty() => {
-            let d = crate::query_api::parse_duration_param("since", s)?;
+            let d = crate::metrics::query_api::parse_duration_param("since", s)?;
             end.saturating_sub(d.saturating_mul(1_000_000))
         }
         _ => end.saturating_sub(3_600_000_000_000),
@@ -200,7 +200,7 @@ pub async fn ndjson(
         }
         labels.set(k.clone(), v.clone());
     }
-    let raw = match crate::body::read_body(&headers, body, st.max_body_bytes).await {
+    let raw = match crate::http::body::read_body(&headers, body, st.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
             st.metrics.rejected(PROTO, "body", 1);
@@ -230,7 +230,8 @@ fn step_ns(p: &Params, start: i64, end: i64) -> Result<i64, ApiError> {
             if let Ok(f) = s.parse::<f64>() {
                 return Ok((f * 1e9) as i64);
             }
-            crate::query_api::parse_duration_param("step", s).map(|ms| ms.saturating_mul(1_000_000))
+            crate::metrics::query_api::parse_duration_param("step", s)
+                .map(|ms| ms.saturating_mul(1_000_000))
         }
         // Loki's default: a 250th of the range, at least a second.
         _ => Ok(((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000),
@@ -265,7 +266,7 @@ pub(crate) fn limit_and_direction(
 }
 
 pub(crate) fn logql_error(e: skopos_logql::QueryError) -> ApiError {
-    crate::query_api::engine_error(e.error_type(), e.to_string())
+    crate::metrics::query_api::engine_error(e.error_type(), e.to_string())
 }
 
 /// Cancels the query when dropped: the client went away or the handler ended.
@@ -308,12 +309,12 @@ async fn run_logql(
     let engine = engine(st);
     let logs = st.logs.clone();
     let began = std::time::Instant::now();
-    let value = crate::panic::blocking(move || run(&engine, logs.as_ref(), &token))
+    let value = crate::http::panic::blocking(move || run(&engine, logs.as_ref(), &token))
         .await
         .map_err(logql_error)?;
     drop(guard);
     let secs = began.elapsed().as_secs_f64();
-    let body = crate::panic::blocking(move || loki_body(&value, secs)).await;
+    let body = crate::http::panic::blocking(move || loki_body(&value, secs)).await;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -555,7 +556,7 @@ pub async fn delete(
             contains: Vec::new(),
             matches: Vec::new(),
         };
-        let lines = crate::panic::blocking(move || {
+        let lines = crate::http::panic::blocking(move || {
             let mut n = 0u64;
             logs.select(&sel, &mut |s| {
                 n += s.entries.iter().filter(|e| doomed(e)).count() as u64;
@@ -567,7 +568,7 @@ pub async fn delete(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         return Ok(axum::Json(json!({ "lines": lines })).into_response());
     }
-    let report = crate::panic::blocking(move || {
+    let report = crate::http::panic::blocking(move || {
         // `end` is inclusive in Loki's delete API.
         let deleted = logs.delete(&matchers, start, end.saturating_add(1), &doomed)?;
         let record = json!({

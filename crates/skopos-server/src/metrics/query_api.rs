@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use skopos_promql::{CancelToken, QueryError, Value};
 
-use crate::api::{parse_time, ApiError, Params};
-use crate::server::AppState;
+use crate::http::api::{parse_time, ApiError, Params};
+use crate::state::AppState;
 
 /// Prometheus refuses range queries with more points than this per series.
 const MAX_POINTS: i64 = 11_000;
@@ -226,11 +226,11 @@ async fn evaluate(
         ..st.query.opts.clone()
     });
     let db = st.db.clone();
-    let value = crate::panic::blocking(move || run(&engine, db.as_ref(), &token))
+    let value = crate::http::panic::blocking(move || run(&engine, db.as_ref(), &token))
         .await
         .map_err(query_error)?;
     drop(guard);
-    let body = crate::panic::blocking(move || success_body(&value)).await;
+    let body = crate::http::panic::blocking(move || success_body(&value)).await;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

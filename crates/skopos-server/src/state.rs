@@ -1,0 +1,128 @@
+//! The state every capability's handlers share: the three stores, the
+//! self-monitoring registry, authentication and limits, and the append paths
+//! that count what they store. Built once by `server::start`.
+
+use std::sync::Arc;
+
+use skopos_ingest::otlp::Translator;
+use skopos_model::{AppendError, AppendOutcome, LogBatch, SampleSink, WriteBatch};
+use skopos_tsdb::Db;
+
+use crate::metrics::selfmon::SelfMetrics;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub db: Arc<Db>,
+    /// The log store (`<data-dir>/logs`).
+    pub logs: Arc<skopos_logs::Store>,
+    /// The trace store (`<data-dir>/traces`).
+    pub traces: Arc<skopos_traces::Store>,
+    /// TraceQL limits for the Tempo and Jaeger APIs.
+    pub traceql: skopos_traceql::EngineOptions,
+    /// Span metrics and service graph processors fed by every stored batch
+    /// (`None` when `span_metrics_interval` is off).
+    pub derived: Option<Arc<crate::traces::ingest::SpanDerived>>,
+    /// Exemplars from the span metrics, for `/api/v1/query_exemplars`.
+    pub exemplars: crate::metrics::exemplars::ExemplarStore,
+    pub metrics: Arc<SelfMetrics>,
+    pub otlp: Translator,
+    pub max_body_bytes: usize,
+    pub auth_token: Option<String>,
+    pub query: QueryState,
+    pub metadata: crate::metrics::metadata::MetadataStore,
+    /// Open `/loki/api/v1/tail` sockets, offered every stored log batch.
+    pub tail: Arc<crate::logs::tail::TailHub>,
+    /// Set to true when the server begins shutting down, so long-lived
+    /// connections (tails) close instead of holding the shutdown up.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// What the query handlers share: engine limits and the concurrency gate.
+pub struct QueryState {
+    pub opts: skopos_promql::EngineOptions,
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// A store failure, classified for status codes.
+pub enum StoreError {
+    /// The client's data is at fault; do not retry.
+    Client(String),
+    /// Storage could not take the write; retry later.
+    Unavailable(String),
+}
+
+impl AppState {
+    /// Appends a log batch off the async runtime, then offers it to the
+    /// open tails.
+    pub async fn append_logs(
+        &self,
+        batch: LogBatch,
+    ) -> Result<Result<skopos_logs::Appended, skopos_logs::LogsError>, crate::http::panic::Panicked>
+    {
+        let copy = self.tail.active().then(|| batch.clone());
+        let logs = self.logs.clone();
+        let result =
+            crate::http::panic::blocking_or_error("log append", move || logs.append(batch)).await?;
+        if let (Ok(_), Some(batch)) = (&result, copy) {
+            self.tail.publish(&batch);
+        }
+        Ok(result)
+    }
+
+    /// Appends a batch off the async runtime and counts the outcome.
+    pub async fn store(
+        &self,
+        protocol: &'static str,
+        batch: WriteBatch,
+    ) -> Result<AppendOutcome, StoreError> {
+        if batch.series.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        let db = self.db.clone();
+        let result =
+            crate::http::panic::blocking_or_error("sample append", move || db.append(&batch))
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match result {
+            Ok(outcome) => {
+                self.metrics.ingested(protocol, outcome.samples_appended);
+                if outcome.too_old > 0 {
+                    self.metrics.rejected(protocol, "too_old", outcome.too_old);
+                }
+                if outcome.conflicts > 0 {
+                    self.metrics
+                        .rejected(protocol, "conflict", outcome.conflicts);
+                }
+                Ok(outcome)
+            }
+            Err(e @ AppendError::SeriesLimit { .. }) => {
+                self.metrics.rejected(protocol, "series_limit", 1);
+                Err(StoreError::Client(e.to_string()))
+            }
+            Err(e) if e.is_client_error() => {
+                self.metrics.rejected(protocol, "invalid_series", 1);
+                Err(StoreError::Client(e.to_string()))
+            }
+            Err(e) => {
+                self.metrics.rejected(protocol, "unavailable", 1);
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Sends scraped samples to the TSDB and counts them.
+pub(crate) struct CountingSink {
+    pub db: Arc<Db>,
+    pub metrics: Arc<SelfMetrics>,
+}
+
+impl SampleSink for CountingSink {
+    fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, AppendError> {
+        let r = self.db.append(batch);
+        if let Ok(o) = &r {
+            self.metrics.ingested("scrape", o.samples_appended);
+        }
+        r
+    }
+}
