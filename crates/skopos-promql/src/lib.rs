@@ -271,6 +271,92 @@ fn nesting_estimate(q: &str) -> usize {
     max_depth + ops
 }
 
+/// The first duration written as a plain number (`x[300]`, `x[5m:30]`,
+/// `x offset 60`) that is not finite or does not fit in `i64` milliseconds.
+/// `promql-parser` turns such a number into a `Duration` with
+/// `Duration::from_secs_f64`, which panics on infinity, NaN and anything
+/// past `u64::MAX` seconds (found by the `promql` fuzz target:
+/// `x[999999999999999999999990]`).
+fn number_duration_out_of_range(q: &str) -> Option<String> {
+    #[derive(PartialEq)]
+    enum Prev {
+        DurationPlace,
+        Other,
+    }
+    const MAX_SECONDS: f64 = (i64::MAX / 1000) as f64;
+    let b = q.as_bytes();
+    let (mut i, mut prev, mut braces) = (0, Prev::Other, 0usize);
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'"' | b'\'' | b'`' => {
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    i += if b[i] == b'\\' && c != b'`' { 2 } else { 1 };
+                }
+                i += 1;
+                prev = Prev::Other;
+                continue;
+            }
+            b'{' => braces += 1,
+            b'}' => braces = braces.saturating_sub(1),
+            _ if braces > 0 => {}
+            b'[' | b':' => prev = Prev::DurationPlace,
+            b'-' | b'+' if prev == Prev::DurationPlace => {}
+            _ if c.is_ascii_whitespace() => {}
+            _ if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                {
+                    i += 1;
+                }
+                let word = &q[start..i];
+                let nonfinite =
+                    word.eq_ignore_ascii_case("inf") || word.eq_ignore_ascii_case("nan");
+                if prev == Prev::DurationPlace && nonfinite {
+                    return Some(word.to_string());
+                }
+                prev = if word.eq_ignore_ascii_case("offset") {
+                    Prev::DurationPlace
+                } else {
+                    Prev::Other
+                };
+                continue;
+            }
+            _ if c.is_ascii_digit() || c == b'.' => {
+                let start = i;
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'.'
+                        || b[i] == b'_'
+                        || ((b[i] == b'+' || b[i] == b'-')
+                            && matches!(b[i - 1], b'e' | b'E')
+                            && !q[start..i].starts_with("0x")))
+                {
+                    i += 1;
+                }
+                let tok = &q[start..i];
+                if prev == Prev::DurationPlace {
+                    let v = match tok.strip_prefix("0x").or_else(|| tok.strip_prefix("0X")) {
+                        Some(hex) => {
+                            u64::from_str_radix(hex, 16).map_or(f64::INFINITY, |v| v as f64)
+                        }
+                        None => tok.parse::<f64>().unwrap_or(0.0),
+                    };
+                    if !(v.is_finite() && v <= MAX_SECONDS) {
+                        return Some(tok.to_string());
+                    }
+                }
+                prev = Prev::Other;
+                continue;
+            }
+            _ => prev = Prev::Other,
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Parses a PromQL expression (with `holt_winters`, which Prometheus 2.x has
 /// and the parser knows under its 3.x name only).
 /// Functions, aggregations and modifiers newer than Prometheus 2.x are
@@ -279,6 +365,11 @@ pub fn parse(expr: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     if nesting_estimate(expr) > MAX_NESTING {
         return Err(QueryError::Parse(format!(
             "query is nested too deeply (more than {MAX_NESTING} levels of operators and parentheses)"
+        )));
+    }
+    if let Some(bad) = number_duration_out_of_range(expr) {
+        return Err(QueryError::Parse(format!(
+            "duration out of range: {bad:?} (a range, subquery step or offset must be a finite number of seconds that fits in milliseconds)"
         )));
     }
     functions::register_extra();

@@ -251,3 +251,40 @@ proptest! {
         let _ = e.instant(&Small, &q, 700_000, &CancelToken::new());
     }
 }
+
+/// Found by fuzzing (FUZZING.md): a range, subquery step or offset written
+/// as a number too large for a `Duration` panicked inside `promql-parser`
+/// (`Duration::from_secs_f64`); it is a parse error.
+#[test]
+fn durations_written_as_huge_or_non_finite_numbers_are_parse_errors_not_panics() {
+    let engine = Engine::new(EngineOptions::default());
+    let cancel = CancelToken::new();
+    for q in [
+        "a[999999999999999999999990]",
+        "rate(a[1e400])",
+        "a[Inf]",
+        "a[NaN]",
+        "a offset 1e30",
+        "a offset -1e30",
+        "a[5m:1e300]",
+        "a[0xffffffffffffffffffff]",
+    ] {
+        match engine.instant(&Small, q, 1_000_000, &cancel) {
+            Err(skopos_promql::QueryError::Parse(m)) => {
+                assert!(m.contains("duration out of range"), "{q}: {m}")
+            }
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+    for q in [
+        "a[300]",
+        "a offset 60",
+        "a[5m:30]",
+        "a{l=\"[1e400]\"}",
+        "a_1e400",
+    ] {
+        engine
+            .instant(&Small, q, 1_000_000, &cancel)
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+    }
+}
