@@ -262,6 +262,14 @@ fn lex_number(src: &str, start: usize) -> Result<(Tok, usize), LexError> {
         pos: start,
         msg: format!("syntax error: invalid number {text:?}"),
     })?;
+    // Go's ParseFloat refuses what overflows (and the canonical form of
+    // infinity, `+Inf`, would not parse back: found by fuzzing).
+    if !v.is_finite() {
+        return Err(LexError {
+            pos: start,
+            msg: format!("syntax error: number out of range {text:?}"),
+        });
+    }
     Ok((Tok::Num(v), i - start))
 }
 
