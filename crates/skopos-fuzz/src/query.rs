@@ -732,7 +732,6 @@ pub fn units(data: &[u8]) {
         if let Err(e) = skopos_ingest::scrape::parse_size(l) {
             check_message(&e);
         }
-        let _ = promql_parser::util::parse_duration(l);
         if let Ok(id) = skopos_model::parse_hex_id::<16>(l) {
             assert_eq!(
                 skopos_model::parse_hex_id::<16>(&skopos_model::to_hex(&id)),
