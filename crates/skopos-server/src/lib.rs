@@ -18,3 +18,4 @@ mod traces;
 pub use http::api::parse_selector;
 pub use metrics::selfmon::SelfMetrics;
 pub use server::{start, ServerConfig, ServerHandle, TlsConfig};
+pub use state::Lifecycle;

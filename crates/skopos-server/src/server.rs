@@ -71,6 +71,13 @@ pub struct ServerConfig {
     pub span_metrics_interval: Option<Duration>,
     /// Exemplars kept in memory (a ring over all series).
     pub max_exemplars: usize,
+    /// The config file as `/api/v1/status/config` shows it (secrets
+    /// already redacted by whoever read it).
+    pub config_yaml: String,
+    /// The effective settings by flag name, for `/api/v1/status/flags`.
+    pub flags: std::collections::BTreeMap<String, String>,
+    /// Accept `POST /-/reload` and `/-/quit` (`--web.enable-lifecycle`).
+    pub enable_lifecycle: bool,
 }
 
 impl ServerConfig {
@@ -98,6 +105,9 @@ impl ServerConfig {
             service_graph: skopos_spanmetrics::ServiceGraphConfig::default(),
             span_metrics_interval: Some(Duration::from_secs(15)),
             max_exemplars: crate::metrics::exemplars::DEFAULT_MAX_EXEMPLARS,
+            config_yaml: String::new(),
+            flags: Default::default(),
+            enable_lifecycle: false,
         }
     }
 
@@ -149,6 +159,8 @@ pub struct ServerHandle {
     grpc: Option<GrpcTask>,
     loops: Vec<JoinHandle<()>>,
     scraper: Arc<ScrapeManager>,
+    lifecycle:
+        parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::state::Lifecycle>>>,
 }
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -172,12 +184,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let (db, logs, traces) = open_stores(&config).await?;
     let metrics = Arc::new(SelfMetrics::default());
+    let (lifecycle_tx, lifecycle_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = build_state(
         &config,
-        db.clone(),
-        logs.clone(),
-        traces.clone(),
+        (db.clone(), logs.clone(), traces.clone()),
         metrics.clone(),
+        config.enable_lifecycle.then_some(lifecycle_tx),
     );
 
     let main_listener = bind(config.listen, "--listen")?;
@@ -227,12 +239,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
             interval,
         )));
     }
-    let sink: Arc<dyn SampleSink> = Arc::new(CountingSink {
-        db: db.clone(),
-        metrics: metrics.clone(),
-    });
-    let scraper = Arc::new(ScrapeManager::new(sink));
-    let scrape_file = config.scrape.clone().unwrap_or_default();
+    let scraper = state.scraper.clone();
+    let scrape_file = state.scrape_config.read().clone();
     for w in scrape_file.warnings() {
         tracing::warn!("{w}");
     }
@@ -259,6 +267,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         grpc,
         loops,
         scraper,
+        lifecycle: parking_lot::Mutex::new(Some(lifecycle_rx)),
     })
 }
 
@@ -313,13 +322,19 @@ async fn open_stores(
     Ok((db, logs, traces))
 }
 
+type Stores = (Arc<Db>, Arc<skopos_logs::Store>, Arc<skopos_traces::Store>);
+
 fn build_state(
     config: &ServerConfig,
-    db: Arc<Db>,
-    logs: Arc<skopos_logs::Store>,
-    traces: Arc<skopos_traces::Store>,
+    (db, logs, traces): Stores,
     metrics: Arc<SelfMetrics>,
+    lifecycle: Option<tokio::sync::mpsc::UnboundedSender<crate::state::Lifecycle>>,
 ) -> Arc<AppState> {
+    let sink: Arc<dyn SampleSink> = Arc::new(CountingSink {
+        db: db.clone(),
+        metrics: metrics.clone(),
+    });
+    let status = crate::metrics::status::StatusInfo::new(config, db.stats().wal_segments);
     let derived = config
         .span_metrics_interval
         .map(|_| crate::traces::ingest::SpanDerived {
@@ -351,6 +366,10 @@ fn build_state(
         metadata: crate::metrics::metadata::MetadataStore::default(),
         tail: Arc::default(),
         closing: tokio::sync::watch::Sender::new(false),
+        scraper: Arc::new(ScrapeManager::new(sink)),
+        scrape_config: parking_lot::RwLock::new(config.scrape.clone().unwrap_or_default()),
+        status,
+        lifecycle,
     })
 }
 
@@ -499,11 +518,26 @@ impl ServerHandle {
 
     /// Applies a new scrape configuration (on SIGHUP): targets that remain
     /// keep scraping, removed ones are stopped with staleness markers.
+    /// The lifecycle requests (`POST /-/reload`, `/-/quit`) for the caller
+    /// to carry out; `None` after the first call.
+    pub fn lifecycle_requests(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::state::Lifecycle>> {
+        self.lifecycle.lock().take()
+    }
+
+    /// Records a reload that failed (the running configuration stays).
+    pub fn reload_failed(&self) {
+        self.state.status.reloaded(false);
+    }
+
     pub fn reload_scrape(&self, file: &ScrapeConfigFile) {
         for w in file.warnings() {
             tracing::warn!("{w}");
         }
         self.scraper.apply(file);
+        *self.state.scrape_config.write() = file.clone();
+        self.state.status.reloaded(true);
         tracing::info!(
             jobs = file.scrape_configs.len(),
             "scrape configuration reloaded"

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use skopos_ingest::otlp::Translator;
+use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
 use skopos_model::{AppendError, AppendOutcome, LogBatch, SampleSink, WriteBatch};
 use skopos_tsdb::Db;
 
@@ -35,6 +36,26 @@ pub struct AppState {
     /// Set to true when the server begins shutting down, so long-lived
     /// connections (tails) close instead of holding the shutdown up.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The scrape manager, for the targets API.
+    pub scraper: Arc<ScrapeManager>,
+    /// The scrape configuration in force (its `global.external_labels` go
+    /// on federated series); replaced on reload.
+    pub scrape_config: parking_lot::RwLock<ScrapeConfigFile>,
+    /// What the status endpoints report.
+    pub status: crate::metrics::status::StatusInfo,
+    /// Where `POST /-/reload` and `/-/quit` go (`None` unless lifecycle
+    /// requests are enabled).
+    pub lifecycle: Option<tokio::sync::mpsc::UnboundedSender<Lifecycle>>,
+}
+
+/// A lifecycle request made over HTTP, carried out by the binary (only it
+/// knows the config file and the process).
+#[derive(Debug)]
+pub enum Lifecycle {
+    /// Re-read the configuration; the answer goes back to the request.
+    Reload(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Shut down gracefully.
+    Quit,
 }
 
 /// What the query handlers share: engine limits and the concurrency gate.

@@ -107,6 +107,9 @@ pub struct ServerFlags {
     /// Longest a trace search may run [default: 30s]
     #[arg(long = "traces.search-timeout")]
     pub traces_search_timeout: Option<String>,
+    /// Accept POST /-/reload and /-/quit, as Prometheus' flag of that name.
+    #[arg(long = "web.enable-lifecycle")]
+    pub web_enable_lifecycle: bool,
 }
 
 /// The keys the config file takes besides Prometheus' `global` and
@@ -143,6 +146,7 @@ const FILE_KEYS: &[&str] = &[
     "traces_max_exemplars",
     "traces_search_timeout",
     "log_format",
+    "web_enable_lifecycle",
     "global",
     "scrape_configs",
 ];
@@ -326,7 +330,134 @@ pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
     resolve_metrics(flags, &src, &mut cfg)?;
     resolve_traces(flags, &src, &mut cfg)?;
     resolve_scrape(&file, &mut cfg)?;
+    cfg.enable_lifecycle = flags.web_enable_lifecycle
+        || src
+            .get("--web.enable-lifecycle", None::<bool>)?
+            .map(|s| s.bool())
+            .transpose()?
+            .unwrap_or(false);
+    cfg.config_yaml = redacted_yaml(&file.map);
+    cfg.flags = effective_flags(flags, &cfg);
     Ok(cfg)
+}
+
+/// Keys whose values `/api/v1/status/config` never shows.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "bearer_token",
+    "credentials",
+    "client_secret",
+    "secret",
+];
+
+/// The config file as YAML with every secret value replaced by `<secret>`,
+/// as Prometheus shows its configuration.
+fn redacted_yaml(map: &serde_yaml_ng::Mapping) -> String {
+    fn walk(v: &mut serde_yaml_ng::Value) {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) => {
+                for (k, val) in m.iter_mut() {
+                    if k.as_str().is_some_and(|k| SECRET_KEYS.contains(&k)) && !val.is_null() {
+                        *val = serde_yaml_ng::Value::String("<secret>".into());
+                    } else {
+                        walk(val);
+                    }
+                }
+            }
+            serde_yaml_ng::Value::Sequence(s) => s.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = serde_yaml_ng::Value::Mapping(map.clone());
+    walk(&mut v);
+    if map.is_empty() {
+        return String::new();
+    }
+    serde_yaml_ng::to_string(&v).unwrap_or_default()
+}
+
+/// The settings in force, by flag name, for `/api/v1/status/flags`.
+fn effective_flags(
+    flags: &ServerFlags,
+    cfg: &ServerConfig,
+) -> std::collections::BTreeMap<String, String> {
+    let addr = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+    let dur =
+        |d: Option<Duration>| d.map_or_else(|| "0".to_string(), skopos_units::format_duration);
+    let size = |s: Option<u64>| s.map_or_else(|| "0".to_string(), skopos_units::format_size);
+    let fsync = match cfg.tsdb.wal_fsync {
+        FsyncPolicy::Always => "always",
+        FsyncPolicy::Interval(_) => "interval",
+        FsyncPolicy::Never => "never",
+    };
+    [
+        (
+            "config",
+            flags
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("data-dir", cfg.data_dir.display().to_string()),
+        ("listen", cfg.listen.to_string()),
+        ("otlp-http-listen", addr(cfg.otlp_http_listen)),
+        ("otlp-grpc-listen", addr(cfg.otlp_grpc_listen)),
+        (
+            "auth-token-file",
+            flags
+                .auth_token_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("insecure", cfg.insecure.to_string()),
+        ("wal-fsync", fsync.to_string()),
+        ("retention.time", dur(cfg.tsdb.retention_time)),
+        ("retention.size", size(cfg.tsdb.retention_size)),
+        (
+            "out-of-order-window",
+            dur(Some(Duration::from_millis(
+                cfg.tsdb.out_of_order_window_ms.max(0) as u64,
+            ))),
+        ),
+        ("max-body-size", size(Some(cfg.max_body_bytes as u64))),
+        ("max-series", cfg.tsdb.limits.max_series.to_string()),
+        (
+            "self-scrape-interval",
+            cfg.self_scrape_interval
+                .map_or("off".into(), skopos_units::format_duration),
+        ),
+        (
+            "query.lookback-delta",
+            dur(Some(Duration::from_millis(
+                cfg.query.lookback_delta_ms.max(0) as u64,
+            ))),
+        ),
+        ("query.max-samples", cfg.query.max_samples.to_string()),
+        ("query.timeout", dur(Some(cfg.query.timeout))),
+        (
+            "query.max-concurrency",
+            cfg.query_max_concurrency.to_string(),
+        ),
+        (
+            "traces.retention-time",
+            dur(cfg
+                .traces
+                .retention_ns
+                .map(|n| Duration::from_nanos(n.max(0) as u64))),
+        ),
+        ("traces.retention-size", size(cfg.traces.retention_bytes)),
+        (
+            "traces.span-metrics-interval",
+            cfg.span_metrics_interval
+                .map_or("off".into(), skopos_units::format_duration),
+        ),
+        ("web.enable-lifecycle", cfg.enable_lifecycle.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Listeners, authentication, TLS and the body limit.

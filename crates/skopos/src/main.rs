@@ -501,14 +501,41 @@ fn run_server(flags: &config::ServerFlags) -> anyhow::Result<()> {
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         let handle = skopos_server::start(cfg).await?;
+        let mut lifecycle = handle.lifecycle_requests();
+        // Only the scrape configuration is reloadable; ports and storage
+        // settings need a restart.
+        let reload = |handle: &skopos_server::ServerHandle| match config::resolve(flags) {
+            Ok(new) => {
+                handle.reload_scrape(&new.scrape.unwrap_or_default());
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("reload failed, keeping the running configuration: {e:#}");
+                handle.reload_failed();
+                Err(format!("{e:#}"))
+            }
+        };
         loop {
+            let request = async {
+                match lifecycle.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = hup.recv() => match config::resolve(flags) {
-                    // Only the scrape configuration is reloadable; ports and
-                    // storage settings need a restart.
-                    Ok(new) => handle.reload_scrape(&new.scrape.unwrap_or_default()),
-                    Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
+                _ = hup.recv() => {
+                    let _ = reload(&handle);
+                }
+                r = request => match r {
+                    Some(skopos_server::Lifecycle::Reload(reply)) => {
+                        let _ = reply.send(reload(&handle));
+                    }
+                    Some(skopos_server::Lifecycle::Quit) => {
+                        tracing::info!("quit requested over HTTP");
+                        break;
+                    }
+                    None => lifecycle = None,
                 },
             }
         }

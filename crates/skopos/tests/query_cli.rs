@@ -544,3 +544,98 @@ fn environment_names_the_server_and_a_401_says_what_to_pass() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"2\""));
 }
+
+/// `--web.enable-lifecycle`: `POST /-/reload` re-reads the config file
+/// (scrape pools change, a broken file answers 500 and keeps the running
+/// configuration), the shown config hides secrets, `POST /-/quit` ends the
+/// process cleanly.
+#[test]
+fn lifecycle_reload_and_quit_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("skopos.yml");
+    let job = |name: &str| {
+        format!(
+            "scrape_configs:\n  - job_name: {name}\n    scrape_interval: 1h\n    basic_auth: {{username: u, password: hunter2}}\n    static_configs: [{{targets: ['127.0.0.1:1']}}]\n"
+        )
+    };
+    std::fs::write(&file, job("first")).unwrap();
+    let mut server = common::start(
+        &tmp.path().join("data"),
+        &["--config", file.to_str().unwrap(), "--web.enable-lifecycle"],
+    );
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str| -> serde_json::Value {
+        client
+            .get(format!("{}{path}", server.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let shown = get("/api/v1/status/config")["data"]["yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        shown.contains("<secret>") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert_eq!(
+        get("/api/v1/status/flags")["data"]["web.enable-lifecycle"],
+        "true"
+    );
+    assert_eq!(
+        get("/api/v1/scrape_pools")["data"]["scrapePools"][0],
+        "first"
+    );
+
+    std::fs::write(&file, job("second")).unwrap();
+    let r = client
+        .post(format!("{}/-/reload", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        get("/api/v1/scrape_pools")["data"]["scrapePools"][0],
+        "second"
+    );
+
+    std::fs::write(
+        &file,
+        "scrape_configs: [{job_name: x, scrape_interval: 5q}]\n",
+    )
+    .unwrap();
+    let r = client
+        .post(format!("{}/-/reload", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let text = r.text().unwrap();
+    assert!(text.contains("5q"), "{text}");
+    assert_eq!(
+        get("/api/v1/status/runtimeinfo")["data"]["reloadConfigSuccess"],
+        false
+    );
+    assert_eq!(
+        get("/api/v1/scrape_pools")["data"]["scrapePools"][0],
+        "second"
+    );
+
+    let r = client
+        .post(format!("{}/-/quit", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not quit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -20,6 +20,7 @@ pub mod query_api;
 pub mod remote_write;
 pub mod selfmon;
 pub mod series_api;
+pub mod status;
 
 /// The metrics routes of the main HTTP port.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -54,6 +55,15 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/v1/query_exemplars",
             get(exemplars::query_exemplars).post(exemplars::query_exemplars),
         )
+        .route("/api/v1/status/config", get(status::config))
+        .route("/api/v1/status/flags", get(status::flags))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
+        .route("/api/v1/status/walreplay", get(status::walreplay))
+        .route("/api/v1/targets", get(status::targets))
+        .route("/api/v1/scrape_pools", get(status::scrape_pools))
+        .route("/federate", get(status::federate))
+        .route("/-/reload", post(status::reload).put(status::reload))
+        .route("/-/quit", post(status::quit).put(status::quit))
         .route("/metrics", get(self_metrics))
 }
 
