@@ -559,15 +559,15 @@ impl Segment {
         self.streams
             .iter()
             .flat_map(|s| &s.blocks)
-            .map(|b| b.raw)
-            .sum()
+            // Saturating: a damaged footer may declare anything.
+            .fold(0u64, |a, b| a.saturating_add(b.raw))
     }
 
     pub(crate) fn entries(&self) -> u64 {
         self.streams
             .iter()
             .flat_map(|s| &s.blocks)
-            .map(|b| b.count)
-            .sum()
+            // Saturating: a damaged footer may declare anything.
+            .fold(0u64, |a, b| a.saturating_add(b.count))
     }
 }

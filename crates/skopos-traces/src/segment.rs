@@ -580,7 +580,8 @@ impl Segment {
                 max_duration: i64::try_from(r.uvarint()?).ok()?,
             };
             spans += u64::from(b.spans);
-            raw_bytes += b.raw;
+            // A damaged footer may declare anything (found by fuzzing).
+            raw_bytes = raw_bytes.checked_add(b.raw)?;
             blocks.push(b);
         }
         let nt = r.len(footer.len())?;
