@@ -265,10 +265,11 @@ pub enum RangeOp {
     StddevOverTime,
     StdvarOverTime,
     QuantileOverTime,
+    RateCounter,
 }
 
 impl RangeOp {
-    pub const ALL: [RangeOp; 14] = [
+    pub const ALL: [RangeOp; 15] = [
         RangeOp::Rate,
         RangeOp::CountOverTime,
         RangeOp::BytesRate,
@@ -283,6 +284,7 @@ impl RangeOp {
         RangeOp::StddevOverTime,
         RangeOp::StdvarOverTime,
         RangeOp::QuantileOverTime,
+        RangeOp::RateCounter,
     ];
 
     pub fn name(self) -> &'static str {
@@ -301,6 +303,7 @@ impl RangeOp {
             RangeOp::StddevOverTime => "stddev_over_time",
             RangeOp::StdvarOverTime => "stdvar_over_time",
             RangeOp::QuantileOverTime => "quantile_over_time",
+            RangeOp::RateCounter => "rate_counter",
         }
     }
 

@@ -251,9 +251,16 @@ fn eval_node(ctx: &mut Ctx<'_>, e: &Expr, steps: &[i64]) -> Result<Steps, QueryE
             labels: Labels::empty(),
             values: vec![Some(*v); steps.len()],
         }]),
-        Expr::RangeAgg(r) => Steps::Vector(range_agg(ctx, r, steps)?),
+        Expr::RangeAgg(r) => Steps::Vector(range_agg(ctx, r, steps, false)?),
         Expr::VectorAgg(v) => {
-            let inner = eval_node(ctx, &v.expr, steps)?;
+            // As Loki's parser hints: grouping `by (__error__)` right over a
+            // range aggregation asks for the errors, so they are no failure.
+            let inner = match &*v.expr {
+                Expr::RangeAgg(r) => {
+                    Steps::Vector(range_agg(ctx, r, steps, groups_by_error(&v.grouping))?)
+                }
+                e => eval_node(ctx, e, steps)?,
+            };
             let Steps::Vector(series) = inner else {
                 return Err(QueryError::Execution(format!(
                     "{} expects a vector, got a scalar",
@@ -279,11 +286,18 @@ fn eval_node(ctx: &mut Ctx<'_>, e: &Expr, steps: &[i64]) -> Result<Steps, QueryE
     Ok(out)
 }
 
+fn groups_by_error(g: &Option<Grouping>) -> bool {
+    g.as_ref()
+        .is_some_and(|g| !g.without && g.labels.iter().any(|l| l == ERROR_LABEL))
+}
+
 fn range_agg(
     ctx: &mut Ctx<'_>,
     r: &RangeAgg,
     steps: &[i64],
+    preserve_error: bool,
 ) -> Result<Vec<StepSeries>, QueryError> {
+    let preserve_error = preserve_error || groups_by_error(&r.grouping);
     let lr = &r.range;
     let first = steps[0].saturating_sub(lr.offset);
     let last = steps[steps.len() - 1].saturating_sub(lr.offset);
@@ -407,11 +421,15 @@ fn range_agg(
                     RangeOp::Rate if counts_only => (hi - lo) as f64 / range_secs,
                     RangeOp::BytesOverTime => prefix[hi] - prefix[lo],
                     RangeOp::BytesRate => (prefix[hi] - prefix[lo]) / range_secs,
+                    RangeOp::RateCounter => rate_counter(&ts[lo..hi], &vals[lo..hi], lr.range),
                     op => range_fn(op, r.param, &vals[lo..hi], range_secs),
                 })
             })
             .collect();
-        if labels.get(ERROR_LABEL).is_some() && values.iter().any(Option::is_some) {
+        if !preserve_error
+            && labels.get(ERROR_LABEL).is_some()
+            && values.iter().any(Option::is_some)
+        {
             return Err(pipeline_error(&labels));
         }
         out.push(StepSeries { labels, values });
@@ -441,6 +459,51 @@ fn pipeline_error(labels: &Labels) -> QueryError {
     QueryError::Execution(format!(
         "pipeline error: '{err}' for series: '{labels}'.\nUse a label filter to intentionally skip this error. (e.g | __error__!=\"{err}\").\nTo skip all potential errors you can match empty errors.(e.g __error__=\"\")\nThe label filter can also be specified after unwrap. (e.g | unwrap latency | __error__=\"\" )"
     ))
+}
+
+/// Loki's `rate_counter`: Prometheus' extrapolated `rate` over the unwrapped
+/// values taken as a counter (resets add the value before them), 0 under
+/// two samples. Computed as Loki computes it: its samples carry nanosecond
+/// times while the window start subtracts the range in milliseconds and the
+/// durations divide by 1000, so the extrapolation adds almost nothing and
+/// the result is close to the plain increase over the range in seconds.
+fn rate_counter(ts: &[i64], w: &[f64], range_ns: i64) -> f64 {
+    if w.len() < 2 {
+        return 0.0;
+    }
+    let (first, last) = (ts[0], ts[ts.len() - 1]);
+    let range_start = first - range_ns / 1_000_000;
+    let mut result = w[w.len() - 1] - w[0];
+    let mut prev = 0.0;
+    for &v in w {
+        if v < prev {
+            result += prev;
+        }
+        prev = v;
+    }
+    let mut to_start = (first - range_start) as f64 / 1000.0;
+    let to_end = 0.0;
+    let sampled = (last - first) as f64 / 1000.0;
+    let avg_gap = sampled / (w.len() - 1) as f64;
+    if result > 0.0 && w[0] >= 0.0 {
+        let to_zero = sampled * (w[0] / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = avg_gap * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg_gap / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        avg_gap / 2.0
+    };
+    result * (interval / sampled) / (range_ns as f64 / 1e9)
 }
 
 fn range_fn(op: RangeOp, param: Option<f64>, w: &[f64], range_secs: f64) -> f64 {
@@ -509,6 +572,7 @@ fn range_fn(op: RangeOp, param: Option<f64>, w: &[f64], range_secs: f64) -> f64 
         RangeOp::StddevOverTime => variance().sqrt(),
         RangeOp::QuantileOverTime => quantile(param.unwrap_or(0.0), w),
         RangeOp::AbsentOverTime => 1.0,
+        RangeOp::RateCounter => f64::NAN, // computed from the times by `rate_counter`
     }
 }
 

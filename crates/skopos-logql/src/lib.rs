@@ -20,7 +20,7 @@
 //! `testdata/*.test`, run by `tests/cases.rs` against an in-memory store.
 //! Where Loki 2.9 and 3.x differ, 3.x is followed (numeric label filters
 //! on lines that already carry an error; logfmt's `--strict`). Deliberately
-//! absent: `ip()` filters, `rate_counter`, `distinct`, the
+//! absent: `ip()` filters, `distinct`, the
 //! `_with_timestamp` range functions. Regexes use Rust's `regex` syntax,
 //! which matches Go's RE2 except that `\d`, `\w`, `\s` and `\b` are
 //! Unicode-aware.
@@ -209,7 +209,9 @@ impl Engine {
     /// `/loki/api/v1/query_range`. A log query returns the `limit` entries
     /// of `[start, end)` nearest `start` (forward) or `end` (backward); a
     /// metric query is evaluated at `start, start+step, … ≤ end` and
-    /// returns a matrix.
+    /// returns a matrix, after `start` is rounded down and `end` up to a
+    /// multiple of `step` (since the Unix epoch), as Loki's query frontend
+    /// aligns every metric range query before splitting it.
     #[allow(clippy::too_many_arguments)]
     pub fn query_range(
         &self,
@@ -246,6 +248,11 @@ impl Engine {
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
             ));
         }
+        let start = start - start.rem_euclid(step);
+        let end = match end.rem_euclid(step) {
+            0 => end,
+            r => end.saturating_add(step - r),
+        };
         let n = ((i128::from(end) - i128::from(start)) / i128::from(step)) as u128 + 1;
         if n > 11_000 {
             return Err(QueryError::Parse(

@@ -234,25 +234,19 @@ impl Parser<'_> {
         Ok(lhs)
     }
 
+    /// A sign applies to a number only, as in Loki's grammar (`SUB NUMBER`):
+    /// `-1` is a literal, `-sum(...)` and `-(1)` are errors.
     fn unary(&mut self) -> PResult<Expr> {
         match self.peek() {
             Tok::Sub | Tok::Add => {
                 let neg = *self.peek() == Tok::Sub;
                 self.next();
-                self.enter()?;
-                let e = self.unary()?;
-                self.depth -= 1;
-                match e {
-                    Expr::Literal(v) => Ok(Expr::Literal(if neg { -v } else { v })),
-                    other if !neg => Ok(other),
-                    Expr::Log(_) => Err(self.unexpected("")),
-                    other => Ok(Expr::Binary(Box::new(BinaryExpr {
-                        op: BinOp::Mul,
-                        return_bool: false,
-                        matching: None,
-                        lhs: Expr::Literal(-1.0),
-                        rhs: other,
-                    }))),
+                match *self.peek() {
+                    Tok::Num(v) => {
+                        self.next();
+                        Ok(Expr::Literal(if neg { -v } else { v }))
+                    }
+                    _ => Err(self.unexpected("NUMBER")),
                 }
             }
             _ => self.primary(),

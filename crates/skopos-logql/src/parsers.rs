@@ -29,6 +29,8 @@ const ERR_OBJECT: &str = "Value looks like object, but can't find closing '}' sy
 const ERR_ARRAY: &str = "Value is array, but can't find closing ']' symbol";
 const ERR_STRING: &str = "Value is string, but can't find closing '\"' symbol";
 const ERR_VALUE: &str = "Unknown value type";
+/// The input ends where a value should start (jsonparser's MalformedJsonError).
+const ERR_MALFORMED: &str = "Malformed JSON error";
 
 /// A parse that may have stopped at an error: what was read before the
 /// error (objects and arrays hold their complete members), and the error.
@@ -223,6 +225,10 @@ impl<'a> JsonReader<'a> {
                     return None;
                 }
                 JKind::Num(text.to_string())
+            }
+            None => {
+                self.fail(ERR_MALFORMED);
+                return None;
             }
             _ => {
                 self.fail(ERR_VALUE);

@@ -720,6 +720,25 @@ fn printf(fmt: &str, args: &[Val]) -> String {
             out.push(c);
             continue;
         }
+        // Go's flags and width: `%-6s` pads on the right, `%05d` with zeros.
+        let (mut left, mut zero) = (false, false);
+        while let Some(&f) = it.peek() {
+            match f {
+                '-' => left = true,
+                '0' => zero = true,
+                '+' | ' ' | '#' => {}
+                _ => break,
+            }
+            it.next();
+        }
+        let mut width = 0usize;
+        while let Some(d) = it.peek().and_then(|c| c.to_digit(10)) {
+            width = width
+                .saturating_mul(10)
+                .saturating_add(d as usize)
+                .min(1 << 16);
+            it.next();
+        }
         let mut prec: Option<usize> = None;
         if it.peek() == Some(&'.') {
             it.next();
@@ -743,6 +762,7 @@ fn printf(fmt: &str, args: &[Val]) -> String {
             continue;
         };
         next += 1;
+        let before = out.len();
         match verb {
             's' | 'v' => out.push_str(&arg.render()),
             'q' => out.push_str(&go_quote(&arg.render())),
@@ -755,6 +775,27 @@ fn printf(fmt: &str, args: &[Val]) -> String {
                 None => out.push_str(&format!("%!f({})", arg.render())),
             },
             other => out.push_str(&format!("%!{other}({})", arg.render())),
+        }
+        let len = out[before..].chars().count();
+        if len < width {
+            let pad = width - len;
+            if left {
+                out.extend(std::iter::repeat_n(' ', pad));
+            } else {
+                let fill = if zero && verb != 's' && verb != 'q' {
+                    '0'
+                } else {
+                    ' '
+                };
+                let text = out.split_off(before);
+                let (sign, digits) = match text.strip_prefix('-') {
+                    Some(d) if fill == '0' => ("-", d.to_string()),
+                    _ => ("", text.clone()),
+                };
+                out.push_str(sign);
+                out.extend(std::iter::repeat_n(fill, pad));
+                out.push_str(&digits);
+            }
         }
     }
     if next < args.len() {
