@@ -8,6 +8,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
+pub mod explore;
 pub mod grpc;
 pub mod loki_api;
 pub mod otlp;
@@ -49,4 +50,26 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/loki/api/v1/label/{name}/values",
             get(loki_api::label_values).post(loki_api::label_values),
         )
+        .route(
+            "/loki/api/v1/index/volume",
+            get(explore::volume).post(explore::volume),
+        )
+        .route(
+            "/loki/api/v1/index/volume_range",
+            get(explore::volume_range).post(explore::volume_range),
+        )
+        .route(
+            "/loki/api/v1/detected_labels",
+            get(explore::detected_labels),
+        )
+        .route(
+            "/loki/api/v1/detected_fields",
+            get(explore::detected_fields),
+        )
+        .route(
+            "/loki/api/v1/format_query",
+            get(explore::format_query).post(explore::format_query),
+        )
+        .route("/loki/api/v1/status/buildinfo", get(explore::buildinfo))
+        .route("/ready", get(|| async { "ready\n" }))
 }
