@@ -385,7 +385,13 @@ impl Lexer<'_> {
                 let value: f64 = num
                     .parse()
                     .map_err(|_| self.err(start, format!("bad number {num:?}")))?;
-                total += (value * scale as f64).round() as i128;
+                // Checked before the cast, which saturates: a part past
+                // i64 would overflow the sum (found by fuzzing).
+                let part = (value * scale as f64).round();
+                if !(part.is_finite() && part <= i64::MAX as f64) {
+                    return Err(self.err(start, "duration is too large"));
+                }
+                total += part as i128;
                 if total > i64::MAX as i128 {
                     return Err(self.err(start, "duration is too large"));
                 }
