@@ -84,6 +84,8 @@ pub enum Stage {
     By(Vec<FieldExpr>),
     /// `select(field, ...)`: reports these fields on the matched spans.
     Select(Vec<FieldExpr>),
+    /// `coalesce()`: merges the spansets of a trace into one.
+    Coalesce,
 }
 
 /// An aggregate over the spans of a spanset.
@@ -515,6 +517,7 @@ impl fmt::Display for Stage {
                 write_fields(f, fields)?;
                 f.write_str(")")
             }
+            Stage::Coalesce => f.write_str("coalesce()"),
         }
     }
 }

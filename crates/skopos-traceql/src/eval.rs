@@ -76,6 +76,17 @@ impl Value<'_> {
         })
     }
 
+    /// The value as a spanset attribute (`by()` and aggregate results), as
+    /// Tempo writes them: durations as Go prints them (`136.456827ms`).
+    /// A `by()` group of spans without the field is `nil`.
+    fn spanset_attr(&self) -> Option<AttrValue> {
+        match self {
+            Value::Duration(d) => Some(AttrValue::Str(go_duration(*d))),
+            Value::Nil => Some(AttrValue::Str("nil".into())),
+            other => other.to_attr(),
+        }
+    }
+
     /// A key to group `by()` on.
     fn group_key(&self) -> String {
         match self {
@@ -89,6 +100,42 @@ impl Value<'_> {
             Value::Status(s) => format!("t{}", s.name()),
             Value::Kind(k) => format!("k{}", k.name()),
         }
+    }
+}
+
+/// Nanoseconds as Go's `time.Duration.String` prints them: `177.476µs`,
+/// `2.326100714s`, `1m30s`, `1h0m0s`.
+pub(crate) fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let sign = if ns < 0 { "-" } else { "" };
+    let u = ns.unsigned_abs();
+    let frac = |v: u64, size: u64| -> String {
+        let (whole, rest) = (v / size, v % size);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = size.ilog10() as usize;
+        let f = format!("{rest:0digits$}");
+        format!("{whole}.{}", f.trim_end_matches('0'))
+    };
+    if u < 1_000 {
+        return format!("{sign}{u}ns");
+    }
+    if u < 1_000_000 {
+        return format!("{sign}{}µs", frac(u, 1_000));
+    }
+    if u < 1_000_000_000 {
+        return format!("{sign}{}ms", frac(u, 1_000_000));
+    }
+    let secs = u % 60_000_000_000;
+    let mins = u / 60_000_000_000;
+    let s = format!("{}s", frac(secs, 1_000_000_000));
+    match (mins / 60, mins % 60) {
+        (0, 0) => format!("{sign}{s}"),
+        (0, m) => format!("{sign}{m}m{s}"),
+        (h, m) => format!("{sign}{h}h{m}m{s}"),
     }
 }
 
@@ -367,13 +414,35 @@ impl Evaluator {
                 })
                 .collect(),
             Stage::Select(_) => sets,
+            // Tempo adds the aggregate's value to the spansets that pass,
+            // under the aggregate's text (`count()`, `avg(duration)`).
             Stage::Aggregate { agg, op, value } => sets
                 .into_iter()
-                .filter(|s| {
+                .filter_map(|mut s| {
                     let got = self.aggregate(agg, &s.spans, cx);
-                    compare(*op, &got, &static_value(value), None)
+                    if !compare(*op, &got, &static_value(value), None) {
+                        return None;
+                    }
+                    if let Some(v) = got.spanset_attr() {
+                        s.by.push((agg.to_string(), v));
+                    }
+                    Some(s)
                 })
                 .collect(),
+            // Tempo's `coalesce()`: the spansets of a trace become one.
+            Stage::Coalesce => {
+                if sets.is_empty() {
+                    return sets;
+                }
+                let mut spans: Vec<usize> =
+                    sets.iter().flat_map(|s| s.spans.iter().copied()).collect();
+                spans.sort_unstable();
+                spans.dedup();
+                vec![Spanset {
+                    spans,
+                    by: Vec::new(),
+                }]
+            }
             Stage::By(fields) => {
                 let mut out = Vec::new();
                 for s in sets {
@@ -388,8 +457,8 @@ impl Evaluator {
                             None => {
                                 let mut by = s.by.clone();
                                 for (f, v) in fields.iter().zip(&values) {
-                                    if let Some(av) = v.to_attr() {
-                                        by.push((f.to_string(), av));
+                                    if let Some(av) = v.spanset_attr() {
+                                        by.push((format!("by({f})"), av));
                                     }
                                 }
                                 groups.push((key, Spanset { spans: vec![i], by }));
@@ -432,7 +501,8 @@ impl Evaluator {
             Aggregate::Avg(_) => {
                 let avg = nums.iter().sum::<f64>() / nums.len() as f64;
                 if is_duration {
-                    Value::Duration(avg.round() as i64)
+                    // Truncated, as Go's time.Duration(float) truncates.
+                    Value::Duration(avg.trunc() as i64)
                 } else {
                     Value::Float(avg)
                 }
@@ -650,4 +720,23 @@ fn union(sets: &[Spanset], n: usize) -> Vec<bool> {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_print_as_go_prints_them() {
+        for (ns, want) in [
+            (0, "0s"),
+            (7, "7ns"),
+            (177_476, "177.476µs"),
+            (136_456_827, "136.456827ms"),
+            (2_326_100_714, "2.326100714s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (-1_500_000, "-1.5ms"),
+        ] {
+            assert_eq!(super::go_duration(ns), want);
+        }
+    }
 }

@@ -156,8 +156,10 @@ pub struct SpansetMatch {
     pub spans: Vec<MatchedSpan>,
     /// How many spans the spanset has in all.
     pub matched: usize,
-    /// The `by()` values that made this spanset (`key` is the field's
-    /// TraceQL text, e.g. `resource.service.name`).
+    /// As Tempo reports them: the `by()` values that made this spanset
+    /// (`by(resource.service.name)`, `nil` for spans without the field) and
+    /// the aggregates it passed (`count()`, `avg(duration)` as a Go
+    /// duration string).
     pub attributes: Vec<Attribute>,
 }
 
@@ -329,7 +331,7 @@ pub(crate) fn walk_fields<'q>(q: &'q Query, f: &mut dyn FnMut(&'q FieldExpr)) {
             walk_fields(input, f);
             match stage {
                 Stage::Filter(Some(e)) => field(e, f),
-                Stage::Filter(None) => {}
+                Stage::Filter(None) | Stage::Coalesce => {}
                 Stage::Aggregate { agg, .. } => match agg {
                     ast::Aggregate::Count => {}
                     ast::Aggregate::Avg(e)

@@ -192,8 +192,17 @@ impl Parser<'_> {
                     stage,
                 };
             } else if let Some((op, prec)) = spanset_op(self.peek()) {
-                // Only reached after a stage: the operator takes the
-                // whole pipeline so far as its left-hand side.
+                // Only reached after a stage. As in Tempo's grammar, a
+                // spanset operator may follow a filter stage, but not an
+                // aggregate, `by()` or `select()` unless the pipeline is
+                // in parentheses.
+                if let Query::Pipe { stage, .. } = &lhs {
+                    if !matches!(stage, Stage::Filter(_)) {
+                        return Err(self.expected(
+                            "`|` or the end of the query (wrap a pipeline in `( )` to combine it with another spanset)",
+                        ));
+                    }
+                }
                 self.next();
                 let rhs = self.spanset_expr(prec + 1)?;
                 self.op()?;
@@ -346,11 +355,16 @@ impl Parser<'_> {
                             Stage::Select(fields)
                         })
                     }
+                    "coalesce" => {
+                        self.expect(Tok::LParen, "`(` after `coalesce`")?;
+                        self.expect(Tok::RParen, "`)`: coalesce() takes no arguments")?;
+                        Ok(Stage::Coalesce)
+                    }
                     _ => Err(self.err_at(
                         start,
                         format!(
                             "unknown pipeline stage `{w}`: expected count(), avg(), min(), \
-                             max(), sum(), by(), select() or a spanset filter"
+                             max(), sum(), by(), select(), coalesce() or a spanset filter"
                         ),
                     )),
                 }
