@@ -41,12 +41,15 @@ pub struct AppendOutcome {
     pub too_old: usize,
     /// Same timestamp as a stored sample but a different value.
     pub conflicts: usize,
+    /// Outside the window the store keeps: older than its retention or
+    /// too far in the future (refused at the edge, never stored).
+    pub out_of_bounds: usize,
     pub first_rejection: Option<String>,
 }
 
 impl AppendOutcome {
     pub fn rejected(&self) -> usize {
-        self.too_old + self.conflicts
+        self.too_old + self.conflicts + self.out_of_bounds
     }
 }
 

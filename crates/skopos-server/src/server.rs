@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub flags: std::collections::BTreeMap<String, String>,
     /// Accept `POST /-/reload` and `/-/quit` (`--web.enable-lifecycle`).
     pub enable_lifecycle: bool,
+    /// How far ahead of now a sample, line or span may be stamped.
+    pub future_grace: Duration,
 }
 
 impl ServerConfig {
@@ -108,6 +110,7 @@ impl ServerConfig {
             config_yaml: String::new(),
             flags: Default::default(),
             enable_lifecycle: false,
+            future_grace: Duration::from_secs(600),
         }
     }
 
@@ -335,6 +338,11 @@ fn build_state(
         metrics: metrics.clone(),
     });
     let status = crate::metrics::status::StatusInfo::new(config, db.stats().wal_segments);
+    let future_grace_ns = config.future_grace.as_nanos().min(i64::MAX as u128) as i64;
+    let bounds = |retention_ns: Option<i64>| crate::state::TimeBounds {
+        retention_ns: retention_ns.filter(|r| *r > 0),
+        future_grace_ns,
+    };
     let derived = config
         .span_metrics_interval
         .map(|_| crate::traces::ingest::SpanDerived {
@@ -367,6 +375,9 @@ fn build_state(
         tail: Arc::default(),
         closing: tokio::sync::watch::Sender::new(false),
         scraper: Arc::new(ScrapeManager::new(sink)),
+        metrics_bounds: bounds(config.tsdb.retention_time.map(|d| d.as_nanos() as i64)),
+        logs_bounds: bounds(config.logs.retention_ns),
+        traces_bounds: bounds(config.traces.retention_ns),
         scrape_config: parking_lot::RwLock::new(config.scrape.clone().unwrap_or_default()),
         status,
         lifecycle,

@@ -46,6 +46,56 @@ pub struct AppState {
     /// Where `POST /-/reload` and `/-/quit` go (`None` unless lifecycle
     /// requests are enabled).
     pub lifecycle: Option<tokio::sync::mpsc::UnboundedSender<Lifecycle>>,
+    /// Where samples, log lines and spans may land.
+    pub metrics_bounds: TimeBounds,
+    pub logs_bounds: TimeBounds,
+    pub traces_bounds: TimeBounds,
+}
+
+/// The window a write may land in, per store: nothing older than the
+/// store's retention (it would be deleted at the next maintenance, so it is
+/// never acknowledged) and nothing further ahead of now than the grace (a
+/// sample stamped days ahead would otherwise move the store's newest time
+/// and turn every later sample into an out-of-order one).
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBounds {
+    /// Unix ns; `None` keeps everything.
+    pub retention_ns: Option<i64>,
+    pub future_grace_ns: i64,
+}
+
+impl TimeBounds {
+    /// Why `t_ns` is refused at `now_ns`, or `None` when it is in bounds.
+    pub fn check(&self, t_ns: i64, now_ns: i64) -> Option<String> {
+        let at = |t: i64| skopos_units::format_rfc3339(t, skopos_units::Precision::Millis);
+        let dur = |ns: i64| {
+            skopos_units::format_duration(std::time::Duration::from_nanos(ns.max(0) as u64))
+        };
+        if let Some(r) = self.retention_ns {
+            if t_ns < now_ns.saturating_sub(r) {
+                return Some(format!(
+                    "out of bounds: timestamp {} is older than the retention window ({} before now)",
+                    at(t_ns),
+                    dur(r)
+                ));
+            }
+        }
+        if t_ns > now_ns.saturating_add(self.future_grace_ns) {
+            return Some(format!(
+                "out of bounds: timestamp {} is too far in the future (more than {} after now, {})",
+                at(t_ns),
+                dur(self.future_grace_ns),
+                at(now_ns)
+            ));
+        }
+        None
+    }
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
 /// A lifecycle request made over HTTP, carried out by the binary (only it
@@ -73,6 +123,31 @@ pub enum StoreError {
 }
 
 impl AppState {
+    /// Removes the samples outside [`AppState::metrics_bounds`]: how many,
+    /// and the message for the first.
+    fn drop_out_of_bounds(&self, batch: &mut WriteBatch) -> (usize, Option<String>) {
+        let now = now_ns();
+        let mut dropped = 0;
+        let mut first = None;
+        for s in &mut batch.series {
+            s.samples.retain(|smp| {
+                match self
+                    .metrics_bounds
+                    .check(smp.t.saturating_mul(1_000_000), now)
+                {
+                    None => true,
+                    Some(why) => {
+                        dropped += 1;
+                        first.get_or_insert_with(|| format!("{why}: series {}", s.labels));
+                        false
+                    }
+                }
+            });
+        }
+        batch.series.retain(|s| !s.samples.is_empty());
+        (dropped, first)
+    }
+
     /// Appends a log batch off the async runtime, then offers it to the
     /// open tails.
     pub async fn append_logs(
@@ -80,12 +155,38 @@ impl AppState {
         batch: LogBatch,
     ) -> Result<Result<skopos_logs::Appended, skopos_logs::LogsError>, crate::http::panic::Panicked>
     {
+        let mut batch = batch;
+        let now = now_ns();
+        let (mut dropped, mut first) = (0usize, None);
+        for s in &mut batch.streams {
+            s.entries
+                .retain(|e| match self.logs_bounds.check(e.ts, now) {
+                    None => true,
+                    Some(why) => {
+                        dropped += 1;
+                        first
+                            .get_or_insert_with(|| format!("entry for stream {}: {why}", s.labels));
+                        false
+                    }
+                });
+        }
+        batch.streams.retain(|s| !s.entries.is_empty());
         let copy = self.tail.active().then(|| batch.clone());
         let logs = self.logs.clone();
-        let result =
-            crate::http::panic::blocking_or_error("log append", move || logs.append(batch)).await?;
+        let result = if batch.streams.is_empty() {
+            Ok(skopos_logs::Appended::default())
+        } else {
+            crate::http::panic::blocking_or_error("log append", move || logs.append(batch)).await?
+        };
         if let (Ok(_), Some(batch)) = (&result, copy) {
             self.tail.publish(&batch);
+        }
+        // As Loki does: the lines in bounds are stored, the answer is a 400
+        // naming the first line refused.
+        if let (Ok(_), Some(why)) = (&result, first) {
+            return Ok(Err(skopos_logs::LogsError::Limit(format!(
+                "{dropped} of the lines were refused; {why}"
+            ))));
         }
         Ok(result)
     }
@@ -99,13 +200,26 @@ impl AppState {
         if batch.series.is_empty() {
             return Ok(AppendOutcome::default());
         }
+        let mut batch = batch;
+        let (out_of_bounds, first) = self.drop_out_of_bounds(&mut batch);
+        if out_of_bounds > 0 {
+            self.metrics
+                .rejected(protocol, "out_of_bounds", out_of_bounds);
+        }
         let db = self.db.clone();
-        let result =
+        let result = if batch.series.is_empty() {
+            Ok(AppendOutcome::default())
+        } else {
             crate::http::panic::blocking_or_error("sample append", move || db.append(&batch))
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        };
         match result {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                outcome.out_of_bounds = out_of_bounds;
+                if first.is_some() {
+                    outcome.first_rejection = first;
+                }
                 self.metrics.ingested(protocol, outcome.samples_appended);
                 if outcome.too_old > 0 {
                     self.metrics.rejected(protocol, "too_old", outcome.too_old);

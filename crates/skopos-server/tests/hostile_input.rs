@@ -118,3 +118,92 @@ async fn body_over_the_limit_written_whole_before_reading_gets_413_with_the_mess
     }
     h.shutdown().await.unwrap();
 }
+
+/// Never acknowledge what will not be kept: a sample older than the
+/// retention window or stamped too far ahead is refused with 400 "out of
+/// bounds" (the rest of the request is stored, as Prometheus does), and a
+/// sample 30 days ahead no longer moves the store's newest time.
+#[tokio::test]
+async fn samples_lines_and_spans_out_of_bounds_are_refused() {
+    use skopos_model::{Labels, Sample, SeriesSamples, WriteBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day = 86_400_000;
+    let write = |samples: Vec<Sample>| {
+        let batch = WriteBatch {
+            series: vec![SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "m"), ("job", "x")]),
+                samples,
+            }],
+        };
+        let url = format!("http://{}/api/v1/write", h.listen);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .body(skopos_ingest::remote_write::encode(&batch))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (code, body) = write(vec![Sample::new(now - 16 * day, 1.0)]).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("out of bounds") && body.contains("retention"),
+        "{body}"
+    );
+    let (code, body) = write(vec![
+        Sample::new(now + 30 * day, 1.0),
+        Sample::new(now - 60_000, 2.0),
+    ])
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("out of bounds") && body.contains("future"),
+        "{body}"
+    );
+    // The in-bounds sample of that request was stored, and the refused one
+    // did not move the newest time: a sample a minute late is still in order.
+    let (code, body) = write(vec![Sample::new(now - 120_000, 3.0)]).await;
+    assert_eq!(code, 204, "{body}");
+    let stored = h
+        .db()
+        .select(
+            &[skopos_model::Matcher::equal("__name__", "m")],
+            i64::MIN,
+            i64::MAX,
+        )
+        .unwrap();
+    let times: Vec<i64> = stored[0].samples.iter().map(|s| s.t).collect();
+    assert_eq!(times, vec![now - 120_000, now - 60_000]);
+
+    // Log lines stamped too far ahead: 400 naming the line, the rest stored.
+    let ns = |ms: i64| (ms * 1_000_000).to_string();
+    let push = serde_json::json!({"streams": [{"stream": {"app": "b"},
+        "values": [[ns(now + 30 * day), "ahead"], [ns(now), "fine"]]}]});
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/loki/api/v1/push", h.listen))
+        .json(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("too far in the future") && text.contains("app=\"b\""),
+        "{text}"
+    );
+    let (code, body) = get(
+        &h,
+        "/loki/api/v1/query_range?query=%7Bapp%3D%22b%22%7D&since=1h&limit=10",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("fine") && !body.contains("ahead"), "{body}");
+    h.shutdown().await.unwrap();
+}

@@ -14,6 +14,9 @@ async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> 
     cfg.otlp_http_listen = None;
     cfg.otlp_grpc_listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.self_scrape_interval = None;
+    // Fixed timestamps of November 2023: keep everything, or they would be
+    // refused as older than the retention window.
+    cfg.tsdb.retention_time = None;
     tweak(&mut cfg);
     skopos_server::start(cfg).await.unwrap()
 }

@@ -107,6 +107,9 @@ pub struct ServerFlags {
     /// Longest a trace search may run [default: 30s]
     #[arg(long = "traces.search-timeout")]
     pub traces_search_timeout: Option<String>,
+    /// How far ahead of now a sample, log line or span may be stamped; later ones are refused [default: 10m]
+    #[arg(long)]
+    pub future_grace: Option<String>,
     /// Accept POST /-/reload and /-/quit, as Prometheus' flag of that name.
     #[arg(long = "web.enable-lifecycle")]
     pub web_enable_lifecycle: bool,
@@ -147,6 +150,7 @@ const FILE_KEYS: &[&str] = &[
     "traces_search_timeout",
     "log_format",
     "web_enable_lifecycle",
+    "future_grace",
     "global",
     "scrape_configs",
 ];
@@ -454,6 +458,7 @@ fn effective_flags(
                 .map_or("off".into(), skopos_units::format_duration),
         ),
         ("web.enable-lifecycle", cfg.enable_lifecycle.to_string()),
+        ("future-grace", dur(Some(cfg.future_grace))),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -501,6 +506,9 @@ fn resolve_edges(flags: &ServerFlags, src: &Sources, cfg: &mut ServerConfig) -> 
     }
     if let Some(s) = src.get("--max-body-size", flags.max_body_size.as_ref())? {
         cfg.max_body_bytes = s.size()? as usize;
+    }
+    if let Some(s) = src.get("--future-grace", flags.future_grace.as_ref())? {
+        cfg.future_grace = s.duration()?;
     }
     Ok(())
 }

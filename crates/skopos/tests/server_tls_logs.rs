@@ -83,8 +83,12 @@ async fn https_json_logs_token_and_sigterm() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = client.get(&url).send().await.unwrap();
+    let guarded = format!("https://127.0.0.1:{port}/api/v1/labels");
+    let r = client.get(&guarded).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "no token, no entry");
+    // Probes need no token.
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "health probes are open");
     assert!(
         reqwest::get(format!("http://127.0.0.1:{port}/-/healthy"))
             .await

@@ -32,12 +32,12 @@ pub async fn export(
     let outcome = st.store("otlp", translation.batch).await?;
     let mut rejected = translation.rejected_points;
     let mut message = translation.error_message;
-    if let Some(r) = outcome.first_rejection {
-        rejected += (outcome.too_old + outcome.conflicts) as i64;
+    if let Some(r) = &outcome.first_rejection {
+        rejected += outcome.rejected() as i64;
         if !message.is_empty() {
             message.push_str("; ");
         }
-        message.push_str(&r);
+        message.push_str(r);
     }
     Ok(
         (rejected > 0 || !message.is_empty()).then_some(ExportMetricsPartialSuccess {

@@ -64,12 +64,34 @@ impl AppState {
             self.metrics
                 .rejected(proto, "malformed", out.rejected as usize);
         }
-        if t.batch.spans.is_empty() {
+        let mut batch = t.batch;
+        let now = crate::state::now_ns();
+        let before = batch.spans.len();
+        let mut first = None;
+        batch
+            .spans
+            .retain(|s| match self.traces_bounds.check(s.start_ns, now) {
+                None => true,
+                Some(why) => {
+                    first.get_or_insert(why);
+                    false
+                }
+            });
+        let refused = before - batch.spans.len();
+        if let Some(why) = first {
+            self.metrics.rejected(proto, "out_of_bounds", refused);
+            out.rejected += refused as i64;
+            if !out.message.is_empty() {
+                out.message.push_str("; ");
+            }
+            out.message
+                .push_str(&format!("{refused} spans refused: {why}"));
+        }
+        if batch.spans.is_empty() {
             return Ok(out);
         }
         let store = self.traces.clone();
         let derived = self.derived.clone();
-        let batch = t.batch;
         let result = crate::http::panic::blocking_or_error("span append", move || {
             let Some(derived) = derived else {
                 return store.append(batch);
