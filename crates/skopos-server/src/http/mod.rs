@@ -28,3 +28,39 @@ pub fn routes() -> Router<Arc<AppState>> {
 async fn index() -> Html<&'static str> {
     Html(include_str!("index.html"))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The index page lists every route a capability registers.
+    #[test]
+    fn index_page_lists_every_route() {
+        let page = include_str!("index.html");
+        let sources = [
+            include_str!("../metrics/mod.rs"),
+            include_str!("../logs/mod.rs"),
+            include_str!("../traces/mod.rs"),
+            include_str!("mod.rs"),
+        ];
+        let mut routes = 0;
+        for src in sources {
+            // Spelt in two so that this test's own text does not match.
+            for part in src.split(concat!(".rou", "te(")).skip(1) {
+                let path = part.trim_start().strip_prefix('"').expect("a quoted path");
+                let path = &path[..path.find('"').expect("a quoted path")];
+                routes += 1;
+                if path == "/" {
+                    continue;
+                }
+                assert!(
+                    page.contains(&format!("<code>{path}</code>"))
+                        || page.contains(&format!("<code>POST {path}</code>")),
+                    "the index page does not list {path}"
+                );
+            }
+        }
+        assert!(
+            routes > 60,
+            "only {routes} routes found: the scan is broken"
+        );
+    }
+}
