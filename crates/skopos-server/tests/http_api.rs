@@ -466,6 +466,20 @@ async fn own_metrics_are_stored_as_job_skopos() {
         {
             assert_eq!(s.labels.get("instance"), Some(addr.to_string().as_str()));
             assert_eq!(s.samples.last().unwrap().v, 1.0);
+            // `up{job="skopos"}`, as Prometheus' self-scrape gives.
+            let up = h
+                .db()
+                .select(
+                    &[
+                        Matcher::equal("__name__", "up"),
+                        Matcher::equal("job", "skopos"),
+                    ],
+                    i64::MIN / 2,
+                    i64::MAX / 2,
+                )
+                .unwrap();
+            assert_eq!(up.len(), 1);
+            assert_eq!(up[0].samples.last().unwrap().v, 1.0);
             break;
         }
         assert!(

@@ -72,6 +72,12 @@ enum Command {
         #[command(subcommand)]
         command: TracesCommand,
     },
+    /// Check configuration files without starting anything, as `promtool
+    /// check config` does.
+    Check {
+        #[command(subcommand)]
+        command: CheckCommand,
+    },
     /// Work with the metrics store on disk.
     Tsdb {
         #[command(subcommand)]
@@ -216,6 +222,17 @@ enum TracesCommand {
         /// Output: text or json (the raw API response).
         #[arg(short = 'o', long, default_value = "text")]
         output: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckCommand {
+    /// A server config file (skopos settings, Prometheus' global and
+    /// scrape_configs): prints SUCCESS, or the problem with file and line.
+    Config {
+        /// The config files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -368,6 +385,28 @@ fn run_client(command: Command) -> anyhow::Result<()> {
             })
         }
         Command::Logs { command } => run_logs(command),
+        Command::Check {
+            command: CheckCommand::Config { files },
+        } => {
+            let mut failed = 0;
+            for f in &files {
+                let flags = config::ServerFlags {
+                    config: Some(f.clone()),
+                    ..Default::default()
+                };
+                match config::resolve(&flags) {
+                    Ok(_) => println!("Checking {}\n  SUCCESS", f.display()),
+                    Err(e) => {
+                        println!("Checking {}\n  FAILED: {e:#}", f.display());
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} config files have problems", files.len());
+            }
+            Ok(())
+        }
         Command::Traces { command } => run_traces(command),
         Command::Server(_) | Command::Agent(_) | Command::Tsdb { .. } => {
             unreachable!("not a client command")

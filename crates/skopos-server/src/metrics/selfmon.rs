@@ -166,14 +166,14 @@ impl SelfMetrics {
                 s.head_chunks as f64,
             ),
             (
-                "skopos_tsdb_head_min_time_ms",
-                "Oldest timestamp in the head.",
-                s.head_min_t.unwrap_or(0) as f64,
+                "skopos_tsdb_head_min_time_seconds",
+                "Oldest timestamp in the head, in Unix seconds.",
+                s.head_min_t.unwrap_or(0) as f64 / 1000.0,
             ),
             (
-                "skopos_tsdb_head_max_time_ms",
-                "Newest timestamp in the head.",
-                s.head_max_t.unwrap_or(0) as f64,
+                "skopos_tsdb_head_max_time_seconds",
+                "Newest timestamp in the head, in Unix seconds.",
+                s.head_max_t.unwrap_or(0) as f64 / 1000.0,
             ),
             ("skopos_tsdb_blocks", "Persisted blocks.", s.blocks as f64),
             (
@@ -331,6 +331,7 @@ pub async fn self_scrape_loop(
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as i64;
+        let began = std::time::Instant::now();
         let text = metrics.render(&db);
         let parsed = match skopos_ingest::exposition::parse(
             &text,
@@ -351,6 +352,24 @@ pub async fn self_scrape_loop(
             batch.series.push(SeriesSamples {
                 labels: b.build(),
                 samples: vec![sample],
+            });
+        }
+        // The series a Prometheus scrape adds for every target, so that
+        // `up{job="skopos"}` exists as it does for Prometheus' self-scrape.
+        let scraped = batch.series.len() as f64;
+        for (name, v) in [
+            ("up", 1.0),
+            ("scrape_duration_seconds", began.elapsed().as_secs_f64()),
+            ("scrape_samples_scraped", scraped),
+            ("scrape_samples_post_metric_relabeling", scraped),
+        ] {
+            batch.series.push(SeriesSamples {
+                labels: skopos_model::Labels::from_pairs([
+                    ("__name__", name),
+                    ("job", "skopos"),
+                    ("instance", instance.as_str()),
+                ]),
+                samples: vec![skopos_model::Sample::new(now, v)],
             });
         }
         let n = batch.sample_count();
