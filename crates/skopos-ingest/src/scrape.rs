@@ -83,6 +83,9 @@ pub struct TargetStatus {
     pub last_scrape_duration: Duration,
     pub scrape_interval: Duration,
     pub scrape_timeout: Duration,
+    /// TYPE, HELP and UNIT of the families of the last successful scrape,
+    /// for the metadata APIs.
+    pub metadata: Arc<Vec<crate::MetricMetadata>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -307,6 +310,7 @@ async fn run_job(
                         last_scrape_duration: Duration::ZERO,
                         scrape_interval: t.interval,
                         scrape_timeout: t.timeout,
+                        metadata: Arc::default(),
                     }));
                     inner
                         .statuses
@@ -456,6 +460,7 @@ async fn run_target(
                     batch.push(gone.clone(), Sample::new(ts, STALE_NAN));
                 }
                 prev = current;
+                status.lock().metadata = Arc::new(res.metadata);
                 (1.0, res.scraped, res.post_relabel, added, String::new())
             }
             Err(e) => {
@@ -638,6 +643,7 @@ struct ScrapeResult {
     series: Vec<(Labels, Sample)>,
     scraped: usize,
     post_relabel: usize,
+    metadata: Vec<crate::MetricMetadata>,
 }
 
 /// Merges target labels into scraped labels (`honor_labels` semantics).
@@ -734,6 +740,7 @@ fn process(
         post_relabel: series.len(),
         series,
         scraped,
+        metadata: parsed.metadata,
     })
 }
 

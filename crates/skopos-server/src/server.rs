@@ -236,8 +236,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     }
     if let Some(interval) = config.self_scrape_interval {
         loops.push(tokio::spawn(crate::metrics::selfmon::self_scrape_loop(
-            metrics.clone(),
-            db.clone(),
+            state.clone(),
             listen.to_string(),
             interval,
         )));

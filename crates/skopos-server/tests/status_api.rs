@@ -204,3 +204,93 @@ async fn lifecycle_api_is_off_by_default_and_reaches_the_owner_when_on() {
     assert_eq!(owner.await.unwrap(), vec!["reload", "reload", "quit"]);
     h.shutdown().await.unwrap();
 }
+
+/// A target serving a fixed exposition on loopback.
+async fn exposition_target(text: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn metadata_of_scrapes_and_the_self_scrape_is_served() {
+    let target = exposition_target(
+        "# HELP jobs_done_total Jobs finished.\n# TYPE jobs_done_total counter\njobs_done_total 7\n# HELP queue_depth Items waiting.\n# TYPE queue_depth gauge\n# UNIT queue_depth items\nqueue_depth 3\n",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |c| {
+        c.self_scrape_interval = Some(std::time::Duration::from_millis(100));
+        c.scrape = Some(
+            skopos_ingest::scrape::ScrapeConfigFile::from_yaml(&format!(
+                "scrape_configs:\n  - job_name: worker\n    scrape_interval: 200ms\n    scrape_timeout: 100ms\n    static_configs: [{{targets: ['{target}']}}]\n"
+            ))
+            .unwrap(),
+        );
+    })
+    .await;
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let md = loop {
+        let (_, body) = get(&h, "/api/v1/metadata").await;
+        let v = json(&body);
+        if v["data"]["jobs_done_total"].is_array()
+            && v["data"]["skopos_http_requests_total"].is_array()
+        {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metadata never appeared: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        md["data"]["jobs_done_total"],
+        serde_json::json!([{"type": "counter", "help": "Jobs finished.", "unit": ""}])
+    );
+    assert_eq!(
+        md["data"]["skopos_http_requests_total"][0]["type"],
+        "counter"
+    );
+    let (_, body) = get(
+        &h,
+        "/api/v1/targets/metadata?match_target=%7Bjob%3D%22worker%22%7D&metric=queue_depth",
+    )
+    .await;
+    let v = json(&body);
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{
+            "target": {"instance": target.to_string(), "job": "worker"},
+            "metric": "queue_depth", "type": "gauge", "help": "Items waiting.",
+            // `# UNIT` is OpenMetrics only; the text format ignores it, as Prometheus does.
+            "unit": "",
+        }]),
+        "{body}"
+    );
+    let (_, body) = get(
+        &h,
+        "/api/v1/targets/metadata?match_target=%7Bjob%3D%22nobody%22%7D",
+    )
+    .await;
+    assert_eq!(json(&body)["data"], serde_json::json!([]));
+    h.shutdown().await.unwrap();
+}

@@ -35,6 +35,62 @@ pub struct MetadataStore {
     by_metric: RwLock<BTreeMap<String, Vec<Entry>>>,
 }
 
+impl Entry {
+    fn of(md: &MetricMetadata) -> Entry {
+        Entry {
+            type_: md.type_.clone(),
+            help: md.help.clone(),
+            unit: md.unit.clone(),
+        }
+    }
+}
+
+/// `/api/v1/targets/metadata`: per target, the metadata of its last
+/// scrape; `match_target` (a label selector over the target's labels),
+/// `metric` and `limit` narrow it, as in Prometheus.
+pub async fn targets_metadata(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = Params::collect(&method, &headers, q, body).await?;
+    let limit = int_param(&p, "limit")?;
+    let metric = p.get("metric").filter(|m| !m.is_empty());
+    let matchers = match p.get("match_target").filter(|m| !m.is_empty()) {
+        Some(sel) => crate::http::api::parse_selector(sel).map_err(ApiError::bad_data)?,
+        None => Vec::new(),
+    };
+    let mut out = Vec::new();
+    'targets: for t in st.scraper.targets() {
+        if !matchers.iter().all(|m| m.matches_labels(&t.labels)) {
+            continue;
+        }
+        let target: serde_json::Map<String, Value> = t
+            .labels
+            .iter()
+            .map(|l| (l.name.to_string(), Value::String(l.value.to_string())))
+            .collect();
+        for md in t.metadata.iter() {
+            if metric.is_some_and(|m| m != md.metric_family_name) {
+                continue;
+            }
+            if limit.is_some_and(|l| out.len() >= l) {
+                break 'targets;
+            }
+            out.push(json!({
+                "target": target,
+                "metric": md.metric_family_name,
+                "type": md.type_,
+                "help": md.help,
+                "unit": md.unit,
+            }));
+        }
+    }
+    Ok(ok(Value::Array(out)))
+}
+
 impl MetadataStore {
     pub fn record(&self, metadata: &[MetricMetadata]) {
         if metadata.is_empty() {
@@ -95,7 +151,18 @@ pub async fn metadata(
     let limit = int_param(&p, "limit")?;
     let per_metric = int_param(&p, "limit_per_metric")?;
     let only = p.get("metric").filter(|m| !m.is_empty());
-    let m = st.metadata.by_metric.read();
+    // Remote-write metadata, then what the scrapes (and the self-scrape)
+    // last saw, as Prometheus keeps it per target.
+    let mut m = st.metadata.by_metric.read().clone();
+    for t in st.scraper.targets() {
+        for md in t.metadata.iter() {
+            let e = Entry::of(md);
+            let list = m.entry(md.metric_family_name.clone()).or_default();
+            if !list.contains(&e) {
+                list.push(e);
+            }
+        }
+    }
     let mut out = serde_json::Map::new();
     for (name, entries) in m.iter() {
         if only.is_some_and(|o| o != name) {

@@ -51,6 +51,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/status/buildinfo", get(query_api::buildinfo))
         .route("/api/v1/status/tsdb", get(metadata::status_tsdb))
         .route("/api/v1/metadata", get(metadata::metadata))
+        .route("/api/v1/targets/metadata", get(metadata::targets_metadata))
         .route(
             "/api/v1/query_exemplars",
             get(exemplars::query_exemplars).post(exemplars::query_exemplars),

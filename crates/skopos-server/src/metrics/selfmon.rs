@@ -318,11 +318,11 @@ fn proc_stat() -> Option<(f64, u64)> {
 /// Renders the metrics and appends them to the TSDB every `interval`, with
 /// `job="skopos"` and `instance` set to the listen address.
 pub async fn self_scrape_loop(
-    metrics: Arc<SelfMetrics>,
-    db: Arc<Db>,
+    state: Arc<crate::state::AppState>,
     instance: String,
     interval: Duration,
 ) {
+    let (metrics, db) = (state.metrics.clone(), state.db.clone());
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -344,6 +344,7 @@ pub async fn self_scrape_loop(
                 continue;
             }
         };
+        state.metadata.record(&parsed.metadata);
         let mut batch = WriteBatch::default();
         for (labels, sample) in parsed.series {
             let mut b = labels.builder();
