@@ -10,8 +10,11 @@
 //! by someone uninstrumented, so it makes an edge at once from the node named
 //! by its first peer attribute, or `user`; a client span that expires
 //! without a server side but carries a peer attribute (`peer.service`, ...)
-//! makes an edge to that node. A client span with a `db.*` attribute is a
-//! database request and makes an edge at once to the database node. These
+//! makes an edge to that node. A client span with `db.system`, `db.name` or
+//! `db.namespace` whose database node can be named (see
+//! `DATABASE_NAME_ATTRIBUTES`) is a database request and makes an edge at
+//! once to that node; one that cannot be named pairs with its server span
+//! (a database service that is itself traced). These
 //! edges have `connection_type="virtual_node"` or `"database"`, and only the
 //! side that was measured is observed in the latency histograms (a
 //! database request's client duration is observed as both sides, the
@@ -30,14 +33,18 @@ use crate::histogram::{named, ns_to_ms, seconds, Histogram};
 /// Tempo's default service graph latency buckets, in seconds.
 pub const DEFAULT_SERVICE_GRAPH_BUCKETS: &[f64] = &[0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8];
 
-/// Span attributes that name a database node, in Tempo's precedence.
+/// Span attributes that name a database node, in the precedence Tempo's
+/// metrics-generator documents (`peer.service`, `server.address`,
+/// `network.peer.address:network.peer.port`, `db.name`), plus `db.namespace`,
+/// `db.name`'s successor in the semantic conventions. `db.system` names the
+/// kind of database, not the node: a client span that carries only it
+/// waits for its server span like any other.
 const DATABASE_NAME_ATTRIBUTES: &[&str] = &[
     "peer.service",
     "server.address",
     "network.peer.address",
-    "db.namespace",
     "db.name",
-    "db.system",
+    "db.namespace",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -744,6 +751,32 @@ traces_service_graph_unpaired_spans_total{client="frontend"} 1
             12_000,
         );
         assert_eq!(g.stats().pending, 1);
+    }
+
+    #[test]
+    fn db_system_client_span_with_a_traced_server_pairs_as_a_plain_edge() {
+        // Regression: `db.system` alone named a virtual database node
+        // (`postgresql`) instead of the edge api→db Jaeger's dependencies show.
+        let mut g = graph();
+        let mut client = span("api", "query", SpanKind::Client, 7, 2, Some(1), 0, 40);
+        client
+            .attributes
+            .push(Attribute::str("db.system", "postgresql"));
+        let server = span("db", "execute", SpanKind::Server, 7, 3, Some(2), 5, 30);
+        g.push(
+            &SpanBatch {
+                spans: vec![client, server],
+            },
+            0,
+        );
+        let (wb, _) = g.collect(0);
+        let text = render(&wb);
+        assert!(
+            text.contains(r#"traces_service_graph_request_total{client="api", server="db"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("postgresql"), "{text}");
+        assert_eq!(g.stats().pending, 0);
     }
 
     #[test]
