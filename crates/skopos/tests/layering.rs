@@ -9,11 +9,21 @@ use std::process::Command;
 /// Each workspace crate's normal (non-dev, non-build) dependencies.
 fn dependencies() -> BTreeMap<String, Vec<String>> {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut map = BTreeMap::new();
     for p in v["packages"].as_array().unwrap() {
@@ -29,17 +39,40 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
     map
 }
 
-const NETWORK: &[&str] = &["axum", "axum-server", "hyper", "tonic", "reqwest", "http", "tower", "tokio"];
+const NETWORK: &[&str] = &[
+    "axum",
+    "axum-server",
+    "hyper",
+    "tonic",
+    "reqwest",
+    "http",
+    "tower",
+    "tokio",
+];
 const STORAGE: &[&str] = &["skopos-tsdb", "skopos-logs", "skopos-traces"];
-const ENGINES: &[&str] = &["skopos-promql", "skopos-logql", "skopos-traceql", "skopos-spanmetrics"];
+const ENGINES: &[&str] = &[
+    "skopos-promql",
+    "skopos-logql",
+    "skopos-traceql",
+    "skopos-spanmetrics",
+];
 
 #[test]
 fn storage_and_engines_know_no_network_crate() {
     let deps = dependencies();
-    for krate in STORAGE.iter().chain(ENGINES).chain(&["skopos-model", "skopos-units"]) {
-        let d = deps.get(*krate).unwrap_or_else(|| panic!("{krate} is not in the workspace"));
+    for krate in STORAGE
+        .iter()
+        .chain(ENGINES)
+        .chain(&["skopos-model", "skopos-units"])
+    {
+        let d = deps
+            .get(*krate)
+            .unwrap_or_else(|| panic!("{krate} is not in the workspace"));
         for n in NETWORK {
-            assert!(!d.iter().any(|x| x == n), "{krate} depends on {n}: only the edges know the network");
+            assert!(
+                !d.iter().any(|x| x == n),
+                "{krate} depends on {n}: only the edges know the network"
+            );
         }
     }
 }
@@ -49,9 +82,15 @@ fn engines_read_storage_only_through_the_model() {
     let deps = dependencies();
     for krate in ENGINES {
         for s in STORAGE {
-            assert!(!deps[*krate].iter().any(|x| x == s), "{krate} depends on {s}");
+            assert!(
+                !deps[*krate].iter().any(|x| x == s),
+                "{krate} depends on {s}"
+            );
         }
-        assert!(deps[*krate].iter().any(|x| x == "skopos-model"), "{krate} should read through skopos-model");
+        assert!(
+            deps[*krate].iter().any(|x| x == "skopos-model"),
+            "{krate} should read through skopos-model"
+        );
     }
 }
 
@@ -59,7 +98,10 @@ fn engines_read_storage_only_through_the_model() {
 fn the_model_and_units_depend_on_no_other_skopos_crate() {
     let deps = dependencies();
     for krate in ["skopos-model", "skopos-units"] {
-        let own: Vec<_> = deps[krate].iter().filter(|d| d.starts_with("skopos")).collect();
+        let own: Vec<_> = deps[krate]
+            .iter()
+            .filter(|d| d.starts_with("skopos"))
+            .collect();
         assert!(own.is_empty(), "{krate} depends on {own:?}");
     }
     // Storage crates do not know the query languages either.
