@@ -16,8 +16,12 @@
 //! line longer than `max_line_bytes` is truncated to that many bytes, the
 //! rest up to its newline skipped, and counted.
 //!
-//! Globs are evaluated again every `refresh_interval`; new files are read
-//! from their beginning, known ones from their saved position.
+//! Globs are evaluated again every `refresh_interval`, and at once when
+//! the directories they name report a created or renamed entry (inotify,
+//! through `notify`), so a file created and rotated between two scans is
+//! not missed; new files are read from their beginning, known ones from
+//! their saved position. A tracked file renamed to a name the globs do not
+//! match is followed through its open handle until it stops growing.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
@@ -66,6 +70,17 @@ pub struct FileSource {
     exclude: Vec<glob::Pattern>,
     /// Read buffer, reused across files and polls.
     buf: Vec<u8>,
+    /// Files renamed from a name the globs match to one they do not, seen by
+    /// the directory watcher before a scan found them: (old name, new name).
+    renamed_away: Vec<(PathBuf, PathBuf)>,
+}
+
+/// What the directory watcher reports.
+enum DirChange {
+    /// Something appeared: scan now.
+    Created,
+    /// `from` (matched by a glob) is now `to` (not matched).
+    RenamedAway(PathBuf, PathBuf),
 }
 
 fn key_of(m: &std::fs::Metadata) -> FileKey {
@@ -109,6 +124,7 @@ impl FileSource {
             metrics,
             files: BTreeMap::new(),
             last_ts: 0,
+            renamed_away: Vec::new(),
         }
     }
 
@@ -116,7 +132,14 @@ impl FileSource {
     /// read to its end.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>, once: bool) {
         let mut next_scan = Instant::now();
+        let (changed_tx, mut changed) = mpsc::channel::<DirChange>(1024);
+        // Kept alive for the loop; without it, the periodic scan remains.
+        let _watcher = (!once).then(|| self.watch_dirs(changed_tx)).flatten();
         loop {
+            while let Ok(c) = changed.try_recv() {
+                self.note(c);
+                next_scan = Instant::now();
+            }
             if Instant::now() >= next_scan {
                 self.scan();
                 next_scan = Instant::now() + self.cfg.refresh_interval;
@@ -139,11 +162,69 @@ impl FileSource {
             tokio::select! {
                 _ = crate::stopped(&mut stop) => break,
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                Some(c) = changed.recv() => {
+                    self.note(c);
+                    next_scan = Instant::now();
+                }
             }
         }
         let mut t = self.tracking.lock().unwrap();
         for k in self.files.keys() {
             t.remove(k);
+        }
+    }
+
+    /// Watches the directories the include globs start from; an entry
+    /// created or renamed there wakes the loop for a scan. `None` (logged)
+    /// when the platform refuses, leaving the periodic scan.
+    fn watch_dirs(&self, changed: mpsc::Sender<DirChange>) -> Option<notify::RecommendedWatcher> {
+        use notify::event::{ModifyKind, RenameMode};
+        use notify::{EventKind, Watcher};
+        let globs: Vec<glob::Pattern> = self
+            .cfg
+            .include
+            .iter()
+            .filter_map(|g| glob::Pattern::new(g).ok())
+            .collect();
+        let handler = move |ev: notify::Result<notify::Event>| {
+            let Ok(ev) = ev else { return };
+            let change = match (&ev.kind, ev.paths.as_slice()) {
+                (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), [from, to])
+                    if globs.iter().any(|g| g.matches_path(from))
+                        && !globs.iter().any(|g| g.matches_path(to)) =>
+                {
+                    DirChange::RenamedAway(from.clone(), to.clone())
+                }
+                (EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)), _) => {
+                    DirChange::Created
+                }
+                _ => return,
+            };
+            // Full means scans are already due; a rename lost here is found
+            // by the periodic scan's rotation handling when it was tracked.
+            let _ = changed.try_send(change);
+        };
+        let mut w = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch directories ({e}); new files are found every refresh_interval"
+                );
+                return None;
+            }
+        };
+        for pattern in &self.cfg.include {
+            let dir = glob_base(pattern);
+            if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                tracing::debug!(dir = %dir.display(), "not watched: {e}");
+            }
+        }
+        Some(w)
+    }
+
+    fn note(&mut self, c: DirChange) {
+        if let DirChange::RenamedAway(from, to) = c {
+            self.renamed_away.push((from, to));
         }
     }
 
@@ -169,6 +250,39 @@ impl FileSource {
     /// Evaluates the globs: new files start being tailed, renamed tracked
     /// files get their new path.
     pub fn scan(&mut self) {
+        // Files renamed away before any scan saw them: tracked under the
+        // name they had, which no longer names them, so the next poll takes
+        // them as rotated — read to their end, then closed.
+        for (from, to) in std::mem::take(&mut self.renamed_away) {
+            let Ok(meta) = std::fs::metadata(&to) else {
+                continue;
+            };
+            let key = key_of(&meta);
+            if self.files.contains_key(&key) || self.excluded(&from) {
+                continue;
+            }
+            let Ok(file) = File::open(&to) else { continue };
+            tracing::info!(path = %from.display(), now = %to.display(), "renamed before it was scanned; reading it");
+            let labels = self.labels_for(&from);
+            let offset = self
+                .positions
+                .lock()
+                .unwrap()
+                .file_offset(key, meta.len())
+                .unwrap_or(0);
+            self.files.insert(
+                key,
+                Tracked {
+                    path: Arc::from(from.as_path()),
+                    file,
+                    offset,
+                    partial: Vec::new(),
+                    partial_truncated: false,
+                    rotated: None,
+                    labels,
+                },
+            );
+        }
         let mut found = BTreeSet::new();
         for pattern in &self.cfg.include {
             let Ok(paths) = glob::glob(pattern) else {
@@ -386,6 +500,27 @@ impl FileSource {
 #[derive(Debug)]
 pub struct Closed;
 
+/// The deepest directory of a glob without pattern characters
+/// (`/var/log/app/*.log` → `/var/log/app`).
+fn glob_base(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    for part in Path::new(pattern).components() {
+        let s = part.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[', '{']) {
+            break;
+        }
+        base.push(part);
+    }
+    if base == Path::new(pattern) {
+        base.pop(); // a plain file name: watch its directory
+    }
+    if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    }
+}
+
 fn append_capped(t: &mut Tracked, piece: &[u8], max: usize) {
     let room = max.saturating_sub(t.partial.len());
     if piece.len() > room {
@@ -539,6 +674,35 @@ mod tests {
         assert_eq!(f.step().await, ["last-partial"]);
         assert_eq!(f.src.metrics.rotations.load(Relaxed), 1);
         assert_eq!(f.src.tailed(), [f.path("app.log")]);
+    }
+
+    /// Regression: a file created and rotated away between two glob scans
+    /// was never read. The directory watcher sees both the creation and the
+    /// rename, so the lines of the first file go out, then the new one's.
+    #[tokio::test]
+    async fn a_file_created_and_rotated_between_scans_is_read_whole() {
+        let f = fixture("    refresh_interval: 1h\n    poll_interval: 20ms\n");
+        let Fixture {
+            dir, src, mut rx, ..
+        } = f;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(src.run(stop_rx, false));
+        // The first scan finds nothing; the next periodic one is an hour off.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (log, old) = (dir.path().join("app.log"), dir.path().join("app.log.1"));
+        std::fs::write(&log, "first\nsecond\n").unwrap();
+        std::fs::rename(&log, &old).unwrap();
+        std::fs::write(&log, "third\n").unwrap();
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lines.len() < 3 && Instant::now() < deadline {
+            if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                lines.push(r.line);
+            }
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(lines, ["first", "second", "third"]);
     }
 
     #[tokio::test]
