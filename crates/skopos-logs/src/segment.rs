@@ -433,7 +433,10 @@ impl Segment {
             zstd::stream::decode_all(&footer[..]).map_err(|e| corrupt(path, e.to_string()))?;
         let mut r = Reader::new(&index);
         let bad = || corrupt(path, "malformed footer");
-        let wal_upto = r.uvarint().ok_or_else(bad)?;
+        // WAL segments have 8-digit numbers; a damaged footer claiming more
+        // would overflow the next WAL number on open (found by fuzzing the
+        // trace store, which has the same layout).
+        let wal_upto = r.uvarint().filter(|&n| n <= 99_999_999).ok_or_else(bad)?;
         let n = r.len(index.len()).ok_or_else(bad)?;
         let mut streams = Vec::with_capacity(n);
         let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);

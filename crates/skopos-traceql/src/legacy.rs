@@ -76,7 +76,24 @@ pub fn legacy_query(
             },
         });
     }
-    Ok(q.unwrap_or(Query::Filter(None)).to_string())
+    parses(q.unwrap_or(Query::Filter(None)).to_string())
+}
+
+/// The built query, if the parser takes it: enough tags make more
+/// operators than [`crate::MAX_OPERATORS`], and the client should hear that
+/// about its parameters, not about a query it never wrote (found by
+/// fuzzing).
+fn parses(text: String) -> Result<String, QueryError> {
+    match crate::parse(&text) {
+        Ok(_) => Ok(text),
+        Err(e) => Err(QueryError::BadRequest(format!(
+            "the search parameters make a query too large to run ({}); send fewer tags",
+            e.to_string()
+                .rsplit(": ")
+                .next()
+                .unwrap_or("refused by the parser")
+        ))),
+    }
 }
 
 /// The TraceQL query for a Jaeger `/api/traces` search: one span of
@@ -128,7 +145,7 @@ pub fn jaeger_query(
         ));
     }
     let e = conds.into_iter().reduce(|a, b| bin(BinOp::And, a, b));
-    Ok(Query::Filter(e).to_string())
+    parses(Query::Filter(e).to_string())
 }
 
 fn nonempty(s: Option<&str>) -> Option<&str> {

@@ -314,3 +314,19 @@ fn mangled_queries_never_panic() {
         }
     }
 }
+
+/// Found by fuzzing (FUZZING.md): enough tags in Tempo's legacy search
+/// built a query over the parser's operator limit, and the client was told
+/// about column 2875 of a query it never wrote.
+#[test]
+fn too_many_legacy_search_tags_are_refused_naming_the_parameters() {
+    let tags: Vec<String> = (0..200).map(|i| format!("k{i}=v")).collect();
+    let err = skopos_traceql::legacy_query(Some(&tags.join(" ")), None, Some("2s")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("send fewer tags"), "{msg}");
+    assert!(!msg.contains("col "), "{msg}");
+    let ok: Vec<String> = (0..5).map(|i| format!("k{i}=v")).collect();
+    parse(&skopos_traceql::legacy_query(Some(&ok.join(" ")), None, None).unwrap()).unwrap();
+    let many: Vec<(String, String)> = (0..300).map(|i| (format!("k{i}"), "v".into())).collect();
+    assert!(jaeger_query(Some("api"), None, &many, None, None).is_err());
+}

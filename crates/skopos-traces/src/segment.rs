@@ -58,6 +58,8 @@ use crate::codec::{decode_table, put_span, read_span, Tables};
 use crate::TracesError;
 
 const MAGIC: &[u8; 4] = b"SKTS";
+/// The largest WAL segment number (`wal/NNNNNNNN`).
+const MAX_WAL_SEGMENT: u64 = 99_999_999;
 const VERSION: u32 = 1;
 const TRAILER: usize = 32;
 
@@ -555,7 +557,9 @@ impl Segment {
         blocks_end: u64,
     ) -> Option<Segment> {
         let mut r = Reader::new(footer);
-        let wal_upto = r.uvarint()?;
+        // WAL segments have 8-digit numbers; a damaged footer claiming more
+        // made open overflow the next WAL number (found by fuzzing).
+        let wal_upto = r.uvarint().filter(|&n| n <= MAX_WAL_SEGMENT)?;
         let group = r.uvarint()?;
         let nb = r.len(footer.len())?;
         let mut blocks = Vec::with_capacity(nb);
