@@ -34,8 +34,6 @@ mod pipeline;
 mod template;
 mod units;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skopos_model::{Direction, Labels, LogQueryable, LogStream};
@@ -69,21 +67,8 @@ impl Default for EngineOptions {
     }
 }
 
-/// Cancels a running query from another thread.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// The cancellation token all three query engines share.
+pub use skopos_model::CancelToken;
 
 /// One point of a metric series; `t` in Unix nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -22,7 +22,7 @@ pub use labels::{is_valid_label_name, is_valid_metric_name, Label, Labels, Label
 pub use limits::{LimitError, Limits};
 pub use logs::{Direction, LogBatch, LogEntry, LogQueryable, LogSelect, LogStream};
 pub use matcher::{MatchOp, Matcher, MatcherError};
-pub use query::{Queryable, StorageError};
+pub use query::{CancelToken, Queryable, StorageError};
 pub use sample::{is_stale_nan, Sample, STALE_NAN, STALE_NAN_BITS};
 pub use traces::{
     find_attr, parse_hex_id, to_hex, AttrValue, Attribute, Resource, Scope, Span, SpanBatch,

@@ -8,6 +8,23 @@ pub struct StorageError(pub String);
 /// What a query engine reads: the seam between storage (`skopos-tsdb`, or a
 /// remote backend later) and the evaluators (PromQL). Time bounds are
 /// inclusive milliseconds.
+/// Cancels a running query of any engine from another thread (e.g. when the
+/// client goes away): PromQL, LogQL and TraceQL share this one token.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 pub trait Queryable: Send + Sync {
     /// Series matching all `matchers` that have samples in `[mint, maxt]`,
     /// sorted by labels, each with its samples in that range in time order.

@@ -41,8 +41,6 @@ mod format;
 mod functions;
 use skopos_model::fxhash;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use skopos_model::{Labels, Queryable, Sample};
@@ -81,21 +79,8 @@ impl Default for EngineOptions {
 /// global evaluation interval.
 pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
-/// Cancels a running query from another thread (e.g. when the client goes away).
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// The cancellation token all three query engines share.
+pub use skopos_model::CancelToken;
 
 /// One element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]

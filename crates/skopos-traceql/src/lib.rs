@@ -32,8 +32,6 @@ mod lexer;
 mod parser;
 mod pushdown;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skopos_model::{Attribute, SpanId, StorageError, Trace, TraceId, TraceQueryable, TraceSelect};
@@ -79,21 +77,8 @@ impl Default for EngineOptions {
     }
 }
 
-/// Cancels a running search from another thread.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// The cancellation token all three query engines share.
+pub use skopos_model::CancelToken;
 
 /// Why a search failed.
 #[derive(Debug, thiserror::Error)]

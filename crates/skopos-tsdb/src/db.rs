@@ -16,8 +16,7 @@ use crate::block::{self, Block, BlockWriter, FrameCache};
 use crate::head::{align_down, Added, Head, MemSeries};
 use crate::wal::{self, Record, Wal};
 use crate::{
-    format_duration_ms, BackfillReport, Counters, MaintenanceReport, Options, SeriesData, Stats,
-    TsdbError,
+    format_duration_ms, BackfillReport, Counters, MaintenanceReport, Options, Stats, TsdbError,
 };
 
 /// Series per WAL record when writing checkpoints.
@@ -339,10 +338,10 @@ impl Db {
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<SeriesData>, TsdbError> {
+    ) -> Result<Vec<SeriesSamples>, TsdbError> {
         let mut out = Vec::new();
         self.select_each(matchers, mint, maxt, &mut |labels, samples| {
-            out.push(SeriesData { labels, samples });
+            out.push(SeriesSamples { labels, samples });
             true
         })?;
         Ok(out)

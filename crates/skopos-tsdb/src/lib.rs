@@ -41,8 +41,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use skopos_model::{Labels, Sample};
-
 pub use db::Db;
 
 pub use inspect::{inspect, BlockInfo, InspectReport, NameCount, WalInfo};
@@ -119,13 +117,6 @@ impl TsdbError {
             source,
         }
     }
-}
-
-/// One series and its samples, as returned by [`Db::select`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriesData {
-    pub labels: Labels,
-    pub samples: Vec<Sample>,
 }
 
 /// Cardinality of the in-memory head, as Prometheus' `/api/v1/status/tsdb`

@@ -9,7 +9,7 @@ use skopos_model::{
     AppendError, Labels, Limits, MatchOp, Matcher, Sample, SeriesSamples, WriteBatch, STALE_NAN,
 };
 
-use crate::{inspect, Db, FsyncPolicy, Options, SeriesData, TsdbError};
+use crate::{inspect, Db, FsyncPolicy, Options, TsdbError};
 
 const H: i64 = 3_600_000;
 /// A fixed "now" for tests, aligned to nothing in particular.
@@ -39,12 +39,12 @@ fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> WriteBatch {
     }
 }
 
-fn all(db: &Db) -> Vec<SeriesData> {
+fn all(db: &Db) -> Vec<SeriesSamples> {
     let m = Matcher::new(MatchOp::RegexMatch, "__name__", ".+").unwrap();
     db.select(&[m], i64::MIN, i64::MAX).unwrap()
 }
 
-fn total_samples(d: &[SeriesData]) -> usize {
+fn total_samples(d: &[SeriesSamples]) -> usize {
     d.iter().map(|s| s.samples.len()).sum()
 }
 
@@ -67,7 +67,7 @@ fn write_counters(db: &Db, series: usize, n: usize, start: i64) -> WriteBatch {
     b
 }
 
-fn assert_same_data(got: &[SeriesData], want: &WriteBatch) {
+fn assert_same_data(got: &[SeriesSamples], want: &WriteBatch) {
     let mut want: Vec<(Labels, Vec<Sample>)> = want
         .series
         .iter()
