@@ -1,7 +1,6 @@
 //! The agent's own counters and gauges, rendered in the Prometheus text
 //! exposition format on `/metrics`.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -52,13 +51,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
+        let mut w = skopos_model::exposition::TextWriter::new();
         type Get = fn(&SourceMetrics) -> &AtomicU64;
         let per_source: [(&str, &str, &str, Get, Option<&str>); 8] = [
             (
@@ -119,18 +112,18 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, get, only) in per_source {
-            let rows = self
+            w.family(name, kind, help);
+            for s in self
                 .sources
                 .iter()
                 .filter(|s| only.is_none_or(|k| k == s.kind))
-                .map(|s| {
-                    (
-                        format!("{{source=\"{}\",type=\"{}\"}}", escape(&s.name), s.kind),
-                        get(s).load(Relaxed),
-                    )
-                })
-                .collect();
-            family(name, kind, help, rows);
+            {
+                w.sample(
+                    name,
+                    &[("source", s.name.as_str()), ("type", s.kind)],
+                    get(s).load(Relaxed),
+                );
+            }
         }
         let global: [(&str, &str, &str, &AtomicU64); 13] = [
             (
@@ -208,16 +201,11 @@ impl Metrics {
             ("skopos_agent_up", "gauge", "Always 1.", &AtomicU64::new(1)),
         ];
         for (name, kind, help, v) in global {
-            family(name, kind, help, vec![(String::new(), v.load(Relaxed))]);
+            w.family(name, kind, help);
+            w.sample(name, &[], v.load(Relaxed));
         }
-        out
+        w.finish()
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Serves `/metrics` on an already bound listener until the task is aborted.

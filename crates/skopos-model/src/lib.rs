@@ -8,6 +8,7 @@
 //! sits behind it.
 
 pub mod codec;
+pub mod exposition;
 pub mod fxhash;
 mod labels;
 mod limits;

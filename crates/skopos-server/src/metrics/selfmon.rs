@@ -2,8 +2,8 @@
 //! `/metrics`, and (by default) stored in its own TSDB by a loop that renders
 //! them and appends them like any scraped target with `job="skopos"`.
 
+use skopos_model::exposition::TextWriter;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -77,75 +77,55 @@ impl SelfMetrics {
 
     /// Renders every metric in text format 0.0.4.
     pub fn render(&self, db: &Db) -> String {
-        let mut out = String::with_capacity(8192);
-        let _ = writeln!(
-            out,
-            "# HELP skopos_build_info Build information.\n# TYPE skopos_build_info gauge"
-        );
-        let _ = writeln!(
-            out,
-            "skopos_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+        let mut w = TextWriter::new();
+        w.family("skopos_build_info", "gauge", "Build information.");
+        w.sample(
+            "skopos_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
         );
 
-        family(
-            &mut out,
-            "skopos_http_requests_total",
-            "counter",
-            "HTTP requests by handler and status code.",
-        );
+        let name = "skopos_http_requests_total";
+        w.family(name, "counter", "HTTP requests by handler and status code.");
         for ((handler, code), n) in self.requests.lock().iter() {
-            let _ = writeln!(
-                out,
-                "skopos_http_requests_total{{handler=\"{handler}\",code=\"{code}\"}} {n}"
+            w.sample(
+                name,
+                &[("handler", handler.as_str()), ("code", &code.to_string())],
+                n,
             );
         }
         let name = "skopos_http_request_duration_seconds";
-        family(
-            &mut out,
-            name,
-            "histogram",
-            "HTTP request latency by handler.",
-        );
+        w.family(name, "histogram", "HTTP request latency by handler.");
         for (handler, h) in self.latency.lock().iter() {
+            let bucket = format!("{name}_bucket");
             for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{handler=\"{handler}\",le=\"{b}\"}} {}",
-                    h.counts[i]
+                w.sample(
+                    &bucket,
+                    &[("handler", handler.as_str()), ("le", &b.to_string())],
+                    h.counts[i],
                 );
             }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{handler=\"{handler}\",le=\"+Inf\"}} {}",
-                h.count
+            w.sample(
+                &bucket,
+                &[("handler", handler.as_str()), ("le", "+Inf")],
+                h.count,
             );
-            let _ = writeln!(out, "{name}_sum{{handler=\"{handler}\"}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{handler=\"{handler}\"}} {}", h.count);
+            w.sample(&format!("{name}_sum"), &[("handler", handler)], h.sum);
+            w.sample(&format!("{name}_count"), &[("handler", handler)], h.count);
         }
-        family(
-            &mut out,
-            "skopos_ingest_samples_total",
-            "counter",
-            "Samples accepted, by protocol.",
-        );
+        let name = "skopos_ingest_samples_total";
+        w.family(name, "counter", "Samples accepted, by protocol.");
         for (proto, n) in self.ingested.lock().iter() {
-            let _ = writeln!(
-                out,
-                "skopos_ingest_samples_total{{protocol=\"{proto}\"}} {n}"
-            );
+            w.sample(name, &[("protocol", proto)], n);
         }
-        family(
-            &mut out,
-            "skopos_ingest_rejected_total",
+        let name = "skopos_ingest_rejected_total";
+        w.family(
+            name,
             "counter",
             "Samples or requests refused, by protocol and reason.",
         );
         for ((proto, reason), n) in self.rejected.lock().iter() {
-            let _ = writeln!(
-                out,
-                "skopos_ingest_rejected_total{{protocol=\"{proto}\",reason=\"{reason}\"}} {n}"
-            );
+            w.sample(name, &[("protocol", proto), ("reason", reason)], n);
         }
 
         let s = db.stats();
@@ -193,8 +173,8 @@ impl SelfMetrics {
             ),
         ];
         for (name, help, v) in gauges {
-            family(&mut out, name, "gauge", help);
-            let _ = writeln!(out, "{name} {v}");
+            w.family(name, "gauge", help);
+            w.sample(name, &[], v);
         }
         let counters: [(&str, &str, u64); 11] = [
             (
@@ -254,41 +234,37 @@ impl SelfMetrics {
             ),
         ];
         for (name, help, v) in counters {
-            family(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {v}");
+            w.family(name, "counter", help);
+            w.sample(name, &[], v);
         }
-        self.render_process(&mut out);
-        out
+        self.render_process(&mut w);
+        w.finish()
     }
 
-    fn render_process(&self, out: &mut String) {
+    fn render_process(&self, w: &mut TextWriter) {
         let start = self
             .started
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        family(
-            out,
-            "process_start_time_seconds",
+        let name = "process_start_time_seconds";
+        w.family(
+            name,
             "gauge",
             "Start time of the process since unix epoch in seconds.",
         );
-        let _ = writeln!(out, "process_start_time_seconds {start}");
+        w.sample(name, &[], start);
         if let Some((cpu, rss)) = proc_stat() {
-            family(
-                out,
-                "process_cpu_seconds_total",
+            let name = "process_cpu_seconds_total";
+            w.family(
+                name,
                 "counter",
                 "Total user and system CPU time spent in seconds.",
             );
-            let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
-            family(
-                out,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-            );
-            let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+            w.sample(name, &[], cpu);
+            let name = "process_resident_memory_bytes";
+            w.family(name, "gauge", "Resident memory size in bytes.");
+            w.sample(name, &[], rss);
         }
     }
 
@@ -296,10 +272,6 @@ impl SelfMetrics {
     pub fn since_last_self_scrape(&self) -> Option<Duration> {
         self.scrape_age.lock().map(|t| t.elapsed())
     }
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// CPU seconds and resident bytes of this process, from /proc (Linux).
