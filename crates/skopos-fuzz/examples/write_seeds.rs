@@ -1,10 +1,11 @@
 //! Writes the seed inputs of every fuzz target into `fuzz/corpus/<target>/`
 //! from the repository's own test data: the raw string literals of the
 //! decoders' unit tests (and their protobuf encodings), the exposition
-//! cases, the PromQL/LogQL/TraceQL case files. Not part of the suite:
+//! cases, the PromQL/LogQL/TraceQL case files. A tool run by hand, not
+//! a test:
 //!
 //! ```text
-//! cargo test -p skopos-fuzz --test seeds -- --ignored
+//! cargo run -p skopos-fuzz --example write_seeds
 //! ```
 //!
 //! then let the fuzzer grow the corpus and `cargo fuzz cmin` it (see
@@ -133,9 +134,7 @@ fn files_in(dir: &str, ext: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-#[ignore = "writes the seed corpora; run by hand"]
-fn write_seed_corpora() {
+fn main() {
     let ingest = |f: &str| raw_literals(&read(&format!("crates/skopos-ingest/src/{f}")));
 
     // Remote write: protobuf (the target compresses it) and snappy bodies.
