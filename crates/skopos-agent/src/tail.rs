@@ -46,6 +46,13 @@ pub type Tracking = Arc<Mutex<HashSet<FileKey>>>;
 /// does not starve the others.
 const READ_BUDGET: u64 = 4 << 20;
 
+/// How long the loop waits for a directory to fall quiet after a change
+/// before it scans, so a create-then-rotate burst (a file created, renamed
+/// away and replaced) is seen whole and the older file is read first.
+const SETTLE: Duration = Duration::from_millis(100);
+/// The longest a busy directory can hold a scan back.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
+
 struct Tracked {
     path: Arc<Path>,
     file: File,
@@ -136,8 +143,13 @@ impl FileSource {
         // Kept alive for the loop; without it, the periodic scan remains.
         let _watcher = (!once).then(|| self.watch_dirs(changed_tx)).flatten();
         loop {
+            let mut woken = false;
             while let Ok(c) = changed.try_recv() {
                 self.note(c);
+                woken = true;
+            }
+            if woken {
+                self.settle(&mut changed).await;
                 next_scan = Instant::now();
             }
             if Instant::now() >= next_scan {
@@ -164,6 +176,7 @@ impl FileSource {
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
                 Some(c) = changed.recv() => {
                     self.note(c);
+                    self.settle(&mut changed).await;
                     next_scan = Instant::now();
                 }
             }
@@ -220,6 +233,22 @@ impl FileSource {
             }
         }
         Some(w)
+    }
+
+    /// Takes the changes that follow within [`SETTLE`] of each other, up to
+    /// [`SETTLE_MAX`].
+    async fn settle(&mut self, changed: &mut mpsc::Receiver<DirChange>) {
+        let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match tokio::time::timeout(SETTLE.min(left), changed.recv()).await {
+                Ok(Some(c)) => self.note(c),
+                Ok(None) | Err(_) => return,
+            }
+        }
     }
 
     fn note(&mut self, c: DirChange) {
