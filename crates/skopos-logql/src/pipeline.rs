@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 
 use skopos_model::{Labels, LabelsBuilder};
 
-use crate::ast::{Conversion, LabelFilter, LabelFmt, LineOp, Stage, Unwrap};
+use crate::ast::{Conversion, Extraction, LabelFilter, LabelFmt, LabelSel, LineOp, Stage, Unwrap};
 use crate::parsers::{
     json_path, parse_json_object, parse_json_object_partial, parse_json_value_partial, scan_logfmt,
     JKind, JVal,
 };
 use crate::template::Data;
+use crate::template::Template;
 use crate::units::{parse_bytes, parse_go_duration, parse_go_float};
 
 pub const ERROR_LABEL: &str = "__error__";
@@ -196,209 +197,227 @@ pub fn run_stages(
 fn run_stage(stage: &Stage, ts: i64, line: &mut String, lbs: &mut EntryLabels<'_>) -> bool {
     match stage {
         Stage::LineFilter(f) => return f.matches(line),
-        Stage::Json(params) if params.is_empty() => {
-            // Keys read before a syntax error stay, as with Loki's streaming reader.
-            let parsed = parse_json_object_partial(line);
-            if let Some(JVal {
-                kind: JKind::Obj(fields),
-                ..
-            }) = &parsed.value
-            {
-                for (k, v) in fields {
-                    json_fields(lbs, &sanitize_key(k, true), v);
-                }
-            }
-            if let Some(e) = parsed.err {
-                lbs.set_err(ERR_JSON, Some(e));
-            }
-        }
-        Stage::Json(params) => {
-            if line.is_empty() {
-                return true;
-            }
-            if !line.starts_with(['"', '{', '[']) {
-                lbs.set_err(ERR_JSON, None);
-                return true;
-            }
-            let parsed = parse_json_value_partial(line);
-            let mut found = 0;
-            if let Some(root) = &parsed.value {
-                for p in params {
-                    let Some(v) = json_path(root, &p.path) else {
-                        continue;
-                    };
-                    let value = match &v.kind {
-                        JKind::Str(s) => s.clone(),
-                        JKind::Num(n) => n.clone(),
-                        JKind::Bool(b) => b.to_string(),
-                        JKind::Null => String::new(),
-                        JKind::Obj(_) | JKind::Arr(_) => line[v.start..v.end].to_string(),
-                    };
-                    lbs.set_parsed(p.name.clone(), value);
-                    found += 1;
-                }
-            }
-            if let Some(e) = parsed.err {
-                lbs.set_err(ERR_JSON, Some(e));
-            }
-            // Every extraction gets a label, empty when its path is missing.
-            if found < params.len() {
-                for p in params {
-                    if lbs.get(&p.name).is_none() {
-                        lbs.set(p.name.clone(), String::new());
-                    }
-                }
-            }
-        }
+        Stage::LabelFilter(f) => return label_filter(f, lbs),
+        Stage::Json(params) if params.is_empty() => json_all(line, lbs),
+        Stage::Json(params) => json_params(params, line, lbs),
         Stage::Logfmt {
             strict,
             keep_empty,
             params,
-        } => {
-            let mut found: Vec<(String, String)> = Vec::new();
-            let res = scan_logfmt(line, *strict, |k, v| {
-                if params.is_empty() {
-                    let key = sanitize_key(k, true);
-                    // Empty values are skipped unless asked for.
-                    if !key.is_empty() && (*keep_empty || !v.is_empty()) {
-                        found.push((key, v));
-                    }
-                } else if let Some(p) = params.iter().find(|p| p.expr == k) {
-                    found.push((p.name.clone(), v));
-                }
-            });
-            for (k, v) in found {
-                lbs.set_parsed(k, v);
-            }
-            if let Err(e) = res {
-                lbs.set_err(ERR_LOGFMT, Some(e));
-            }
-        }
-        Stage::Regexp { re, .. } => {
-            if let Some(caps) = re.captures(line) {
-                let mut found = Vec::new();
-                for name in re.capture_names().flatten() {
-                    let v = caps.name(name).map_or("", |m| m.as_str());
-                    found.push((sanitize_key(name, true), v.to_string()));
-                }
-                for (k, v) in found {
-                    lbs.set_parsed(k, v);
-                }
-            }
-        }
+        } => logfmt(*strict, *keep_empty, params, line, lbs),
+        Stage::Regexp { re, .. } => regexp(re, line, lbs),
         Stage::Pattern { pattern, .. } => {
-            let found: Vec<(String, String)> = pattern
-                .matches(line)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            for (k, v) in found {
-                lbs.set_parsed(k, v);
+            for (k, v) in pattern.matches(line) {
+                lbs.set_parsed(k.to_string(), v.to_string());
             }
         }
-        Stage::Unpack => {
-            // Only an object with a packed `_entry` is unpacked: its other
-            // string fields become labels and `_entry` becomes the line.
-            if line.is_empty() {
-            } else if !line.starts_with('{') {
-                lbs.set_err(
-                    ERR_JSON,
-                    Some("expecting json object(6), but it is not".into()),
-                );
+        Stage::Unpack => unpack(line, lbs),
+        Stage::LineFormat(tpl) => line_format(tpl, ts, line, lbs),
+        Stage::LabelFormat(items) => label_format(items, ts, line, lbs),
+        Stage::Drop(sels) => drop_labels(sels, lbs),
+        Stage::Keep(sels) => keep_labels(sels, lbs),
+        Stage::Decolorize => *line = strip_ansi(line),
+    }
+    true
+}
+
+/// `| json`: every field, nested keys joined with `_`.
+fn json_all(line: &str, lbs: &mut EntryLabels<'_>) {
+    // Keys read before a syntax error stay, as with Loki's streaming reader.
+    let parsed = parse_json_object_partial(line);
+    if let Some(JVal {
+        kind: JKind::Obj(fields),
+        ..
+    }) = &parsed.value
+    {
+        for (k, v) in fields {
+            json_fields(lbs, &sanitize_key(k, true), v);
+        }
+    }
+    if let Some(e) = parsed.err {
+        lbs.set_err(ERR_JSON, Some(e));
+    }
+}
+
+/// `| json a="path", ...`: the named extractions only.
+fn json_params(params: &[Extraction], line: &str, lbs: &mut EntryLabels<'_>) {
+    if line.is_empty() {
+        return;
+    }
+    if !line.starts_with(['"', '{', '[']) {
+        lbs.set_err(ERR_JSON, None);
+        return;
+    }
+    let parsed = parse_json_value_partial(line);
+    let mut found = 0;
+    if let Some(root) = &parsed.value {
+        for p in params {
+            let Some(v) = json_path(root, &p.path) else {
+                continue;
+            };
+            let value = match &v.kind {
+                JKind::Str(s) => s.clone(),
+                JKind::Num(n) => n.clone(),
+                JKind::Bool(b) => b.to_string(),
+                JKind::Null => String::new(),
+                JKind::Obj(_) | JKind::Arr(_) => line[v.start..v.end].to_string(),
+            };
+            lbs.set_parsed(p.name.clone(), value);
+            found += 1;
+        }
+    }
+    if let Some(e) = parsed.err {
+        lbs.set_err(ERR_JSON, Some(e));
+    }
+    // Every extraction gets a label, empty when its path is missing.
+    if found < params.len() {
+        for p in params {
+            if lbs.get(&p.name).is_none() {
+                lbs.set(p.name.clone(), String::new());
+            }
+        }
+    }
+}
+
+fn logfmt(
+    strict: bool,
+    keep_empty: bool,
+    params: &[Extraction],
+    line: &str,
+    lbs: &mut EntryLabels<'_>,
+) {
+    let mut found: Vec<(String, String)> = Vec::new();
+    let res = scan_logfmt(line, strict, |k, v| {
+        if params.is_empty() {
+            let key = sanitize_key(k, true);
+            // Empty values are skipped unless asked for.
+            if !key.is_empty() && (keep_empty || !v.is_empty()) {
+                found.push((key, v));
+            }
+        } else if let Some(p) = params.iter().find(|p| p.expr == k) {
+            found.push((p.name.clone(), v));
+        }
+    });
+    for (k, v) in found {
+        lbs.set_parsed(k, v);
+    }
+    if let Err(e) = res {
+        lbs.set_err(ERR_LOGFMT, Some(e));
+    }
+}
+
+fn regexp(re: &regex::Regex, line: &str, lbs: &mut EntryLabels<'_>) {
+    if let Some(caps) = re.captures(line) {
+        let mut found = Vec::new();
+        for name in re.capture_names().flatten() {
+            let v = caps.name(name).map_or("", |m| m.as_str());
+            found.push((sanitize_key(name, true), v.to_string()));
+        }
+        for (k, v) in found {
+            lbs.set_parsed(k, v);
+        }
+    }
+}
+
+/// `| unpack`: only an object with a packed `_entry` is unpacked: its
+/// other string fields become labels and `_entry` becomes the line.
+fn unpack(line: &mut String, lbs: &mut EntryLabels<'_>) {
+    if line.is_empty() {
+        return;
+    }
+    if !line.starts_with('{') {
+        let e = "expecting json object(6), but it is not";
+        return lbs.set_err(ERR_JSON, Some(e.into()));
+    }
+    let v = match parse_json_object(line) {
+        Ok(v) => v,
+        Err(e) => return lbs.set_err(ERR_JSON, Some(e)),
+    };
+    let mut entry = None;
+    let mut found = Vec::new();
+    if let JKind::Obj(fields) = v.kind {
+        for (k, v) in fields {
+            let JKind::Str(s) = v.kind else { continue };
+            if k == "_entry" {
+                entry = Some(s);
+                continue;
+            }
+            let name = if lbs.stream.get(&k).is_some() {
+                format!("{k}{DUPLICATE_SUFFIX}")
             } else {
-                match parse_json_object(line) {
-                    Ok(v) => {
-                        let mut entry = None;
-                        let mut found = Vec::new();
-                        if let JKind::Obj(fields) = v.kind {
-                            for (k, v) in fields {
-                                if let JKind::Str(s) = v.kind {
-                                    if k == "_entry" {
-                                        entry = Some(s);
-                                    } else {
-                                        let name = if lbs.stream.get(&k).is_some() {
-                                            format!("{k}{DUPLICATE_SUFFIX}")
-                                        } else {
-                                            k
-                                        };
-                                        found.push((sanitize_key(&name, true), s));
-                                    }
-                                }
-                            }
-                        }
-                        if let Some(e) = entry {
-                            for (k, v) in found {
-                                lbs.set(k, v);
-                            }
-                            *line = e;
-                        }
+                k
+            };
+            found.push((sanitize_key(&name, true), s));
+        }
+    }
+    if let Some(e) = entry {
+        for (k, v) in found {
+            lbs.set(k, v);
+        }
+        *line = e;
+    }
+}
+
+fn line_format(tpl: &Template, ts: i64, line: &mut String, lbs: &mut EntryLabels<'_>) {
+    let snap = lbs.snapshot();
+    let get = |n: &str| snap.get(n).cloned();
+    match tpl.execute(&Data {
+        label: &get,
+        line,
+        ts,
+    }) {
+        Ok(out) => *line = out,
+        Err(e) => lbs.set_err(ERR_TEMPLATE, Some(e)),
+    }
+}
+
+fn label_format(items: &[LabelFmt], ts: i64, line: &str, lbs: &mut EntryLabels<'_>) {
+    let snap = lbs.snapshot();
+    let get = |n: &str| snap.get(n).cloned();
+    for item in items {
+        match item {
+            LabelFmt::Rename { dst, src } => {
+                if let Some(v) = lbs.get(src).map(str::to_string) {
+                    lbs.set(dst.clone(), v);
+                    if src != dst {
+                        lbs.del(src);
                     }
-                    Err(e) => lbs.set_err(ERR_JSON, Some(e)),
                 }
             }
-        }
-        Stage::LabelFilter(f) => return label_filter(f, lbs),
-        Stage::LineFormat(tpl) => {
-            let snap = lbs.snapshot();
-            let get = |n: &str| snap.get(n).cloned();
-            match tpl.execute(&Data {
+            LabelFmt::Template { dst, tpl } => match tpl.execute(&Data {
                 label: &get,
                 line,
                 ts,
             }) {
-                Ok(out) => *line = out,
+                Ok(v) => lbs.set(dst.clone(), v),
                 Err(e) => lbs.set_err(ERR_TEMPLATE, Some(e)),
-            }
+            },
         }
-        Stage::LabelFormat(items) => {
-            let snap = lbs.snapshot();
-            let get = |n: &str| snap.get(n).cloned();
-            for item in items {
-                match item {
-                    LabelFmt::Rename { dst, src } => {
-                        if let Some(v) = lbs.get(src).map(str::to_string) {
-                            lbs.set(dst.clone(), v);
-                            if src != dst {
-                                lbs.del(src);
-                            }
-                        }
-                    }
-                    LabelFmt::Template { dst, tpl } => match tpl.execute(&Data {
-                        label: &get,
-                        line,
-                        ts,
-                    }) {
-                        Ok(v) => lbs.set(dst.clone(), v),
-                        Err(e) => lbs.set_err(ERR_TEMPLATE, Some(e)),
-                    },
-                }
-            }
-        }
-        Stage::Drop(sels) => {
-            for s in sels {
-                let value = lbs.get(&s.name).map(str::to_string);
-                if let Some(v) = value {
-                    if s.matcher.as_ref().is_none_or(|m| m.matches(&v)) {
-                        lbs.del(&s.name);
-                    }
-                }
-            }
-        }
-        Stage::Keep(sels) => {
-            let names: Vec<String> = lbs.map.keys().cloned().collect();
-            for name in names {
-                let v = lbs.map[&name].clone();
-                let keep = sels
-                    .iter()
-                    .any(|s| s.name == name && s.matcher.as_ref().is_none_or(|m| m.matches(&v)));
-                if !keep {
-                    lbs.map.remove(&name);
-                }
-            }
-        }
-        Stage::Decolorize => *line = strip_ansi(line),
     }
-    true
+}
+
+fn drop_labels(sels: &[LabelSel], lbs: &mut EntryLabels<'_>) {
+    for s in sels {
+        let value = lbs.get(&s.name).map(str::to_string);
+        if let Some(v) = value {
+            if s.matcher.as_ref().is_none_or(|m| m.matches(&v)) {
+                lbs.del(&s.name);
+            }
+        }
+    }
+}
+
+fn keep_labels(sels: &[LabelSel], lbs: &mut EntryLabels<'_>) {
+    let names: Vec<String> = lbs.map.keys().cloned().collect();
+    for name in names {
+        let v = lbs.map[&name].clone();
+        let keep = sels
+            .iter()
+            .any(|s| s.name == name && s.matcher.as_ref().is_none_or(|m| m.matches(&v)));
+        if !keep {
+            lbs.map.remove(&name);
+        }
+    }
 }
 
 fn json_fields(lbs: &mut EntryLabels<'_>, key: &str, v: &JVal) {

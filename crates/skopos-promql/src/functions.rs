@@ -586,45 +586,7 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
     let name = c.func.name;
     let args: Vec<&Expr> = c.args.args.iter().map(|a| unwrap(a)).collect();
     if let Some(f) = range_fn(name) {
-        let idx = if name == "quantile_over_time" { 1 } else { 0 };
-        let mut scalars = Vec::new();
-        for (i, a) in args.iter().enumerate() {
-            if i != idx {
-                scalars.push(ev.eval_scalar(a, ts)?);
-            }
-        }
-        let keep_name = name == "last_over_time";
-        let mut out = Vec::new();
-        let mut apply = |labels: &Rc<Labels>, samples: &[Sample], w: &Window| -> Result<()> {
-            if let Some(v) = f(samples, w)? {
-                let labels = if keep_name {
-                    labels.clone()
-                } else {
-                    ev.drop_name_cached(labels)
-                };
-                out.push(Elem { labels, v });
-            }
-            Ok(())
-        };
-        let mut w = Window {
-            ts,
-            end: 0,
-            range_ms: 0,
-            scalars,
-        };
-        if let Expr::MatrixSelector(ms) = args[idx] {
-            // The common case: windows straight out of the loaded series.
-            (w.end, w.range_ms) = ev.window_bounds(ms, ts);
-            ev.each_window(ms, ts, |labels, samples| apply(labels, samples, &w))?;
-        } else {
-            let (series, end, range_ms) = ev.eval_range(args[idx], ts)?;
-            (w.end, w.range_ms) = (end, range_ms);
-            for s in &series {
-                apply(&s.labels, &s.samples, &w)?;
-            }
-        }
-        check_dups(&out)?;
-        return Ok(Val::Vector(out));
+        return over_time(ev, name, f, &args, ts);
     }
     if let Some(f) = simple_fn(name) {
         return map_drop(ev, ev.eval_vector(args[0], ts)?, f);
@@ -632,70 +594,11 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
     match name {
         "absent_over_time" => {
             let (series, _, _) = ev.eval_range(args[0], ts)?;
-            Ok(Val::Vector(if series.is_empty() {
-                vec![Elem {
-                    labels: Rc::new(absent_labels(args[0])),
-                    v: 1.0,
-                }]
-            } else {
-                Vec::new()
-            }))
+            Ok(absent(series.is_empty(), args[0]))
         }
-        "absent" => {
-            let v = ev.eval_vector(args[0], ts)?;
-            Ok(Val::Vector(if v.is_empty() {
-                vec![Elem {
-                    labels: Rc::new(absent_labels(args[0])),
-                    v: 1.0,
-                }]
-            } else {
-                Vec::new()
-            }))
-        }
-        "round" => {
-            let v = ev.eval_vector(args[0], ts)?;
-            let to = match args.get(1) {
-                Some(a) => ev.eval_scalar(a, ts)?,
-                None => 1.0,
-            };
-            let inv = 1.0 / to;
-            map_drop(ev, v, |x| (x * inv + 0.5).floor() / inv)
-        }
-        "clamp" => {
-            let v = ev.eval_vector(args[0], ts)?;
-            let min = ev.eval_scalar(args[1], ts)?;
-            let max = ev.eval_scalar(args[2], ts)?;
-            if max < min {
-                return Ok(Val::Vector(Vec::new()));
-            }
-            map_drop(ev, v, |x| go_max(min, go_min(max, x)))
-        }
-        "clamp_max" => {
-            let v = ev.eval_vector(args[0], ts)?;
-            let max = ev.eval_scalar(args[1], ts)?;
-            map_drop(ev, v, |x| go_min(max, x))
-        }
-        "clamp_min" => {
-            let v = ev.eval_vector(args[0], ts)?;
-            let min = ev.eval_scalar(args[1], ts)?;
-            map_drop(ev, v, |x| go_max(min, x))
-        }
-        "timestamp" => {
-            if let Expr::VectorSelector(vs) = args[0] {
-                let out: Vec<Elem> = ev
-                    .select_instant(vs, ts)?
-                    .into_iter()
-                    .map(|(labels, t, _)| Elem {
-                        labels: drop_name(&labels),
-                        v: t as f64 / 1000.0,
-                    })
-                    .collect();
-                check_dups(&out)?;
-                return Ok(Val::Vector(out));
-            }
-            let t = ts as f64 / 1000.0;
-            map_drop(ev, ev.eval_vector(args[0], ts)?, |_| t)
-        }
+        "absent" => Ok(absent(ev.eval_vector(args[0], ts)?.is_empty(), args[0])),
+        "round" | "clamp" | "clamp_max" | "clamp_min" => clamp_or_round(ev, name, &args, ts),
+        "timestamp" => timestamp(ev, args[0], ts),
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
         | "month" | "year" => {
             let v = match args.first() {
@@ -717,19 +620,10 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
             let v = ev.eval_vector(args[0], ts)?;
             Ok(Val::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }))
         }
-        "sort" | "sort_desc" => {
-            let mut v = ev.eval_vector(args[0], ts)?;
-            let desc = name == "sort_desc";
-            // NaN sorts last either way.
-            v.sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
-                (true, true) => std::cmp::Ordering::Equal,
-                (true, false) => std::cmp::Ordering::Greater,
-                (false, true) => std::cmp::Ordering::Less,
-                _ if desc => b.v.partial_cmp(&a.v).unwrap_or(std::cmp::Ordering::Equal),
-                _ => a.v.partial_cmp(&b.v).unwrap_or(std::cmp::Ordering::Equal),
-            });
-            Ok(Val::Vector(v))
-        }
+        "sort" | "sort_desc" => Ok(Val::Vector(sorted(
+            ev.eval_vector(args[0], ts)?,
+            name == "sort_desc",
+        ))),
         // Native-histogram functions of Prometheus 2.40+: float samples are
         // ignored, and the model holds no native histograms.
         "histogram_count" | "histogram_sum" | "histogram_fraction" => {
@@ -743,78 +637,200 @@ pub(crate) fn call(ev: &Evaluator, c: &Call, ts: i64) -> Result<Val> {
             let v = ev.eval_vector(args[1], ts)?;
             histogram_quantile(q, v)
         }
-        "label_replace" => {
-            let v = ev.eval_vector(args[0], ts)?;
-            let dst = string_arg(args[1])?;
-            let repl = string_arg(args[2])?;
-            let src = string_arg(args[3])?;
-            let re_str = string_arg(args[4])?;
-            let re = ev.regex(&re_str).map_err(|_| {
-                exec_err(format!(
-                    "invalid regular expression in label_replace(): {re_str}"
-                ))
-            })?;
-            if !is_valid_label_name(&dst) {
-                return Err(exec_err(format!(
-                    "invalid destination label name in label_replace(): {dst}"
-                )));
-            }
-            let mut out = Vec::with_capacity(v.len());
-            for e in v {
-                let src_val = e.labels.get(&src).unwrap_or("");
-                let labels = match re.captures(src_val) {
-                    None => e.labels,
-                    Some(caps) => {
-                        let mut res = String::new();
-                        caps.expand(&repl, &mut res);
-                        let mut b = e.labels.builder();
-                        b.set(dst.clone(), res);
-                        Rc::new(b.build())
-                    }
-                };
-                out.push(Elem { labels, v: e.v });
-            }
-            check_dups(&out)?;
-            Ok(Val::Vector(out))
-        }
-        "label_join" => {
-            let v = ev.eval_vector(args[0], ts)?;
-            let dst = string_arg(args[1])?;
-            let sep = string_arg(args[2])?;
-            let mut srcs = Vec::new();
-            for a in &args[3..] {
-                let s = string_arg(a)?;
-                if !is_valid_label_name(&s) {
-                    return Err(exec_err(format!(
-                        "invalid source label name in label_join(): {s}"
-                    )));
-                }
-                srcs.push(s);
-            }
-            if !is_valid_label_name(&dst) {
-                return Err(exec_err(format!(
-                    "invalid destination label name in label_join(): {dst}"
-                )));
-            }
-            let mut out = Vec::with_capacity(v.len());
-            for e in v {
-                let joined = srcs
-                    .iter()
-                    .map(|s| e.labels.get(s).unwrap_or(""))
-                    .collect::<Vec<_>>()
-                    .join(&sep);
-                let mut b = e.labels.builder();
-                b.set(dst.clone(), joined);
-                out.push(Elem {
-                    labels: Rc::new(b.build()),
-                    v: e.v,
-                });
-            }
-            check_dups(&out)?;
-            Ok(Val::Vector(out))
-        }
+        "label_replace" => label_replace(ev, &args, ts),
+        "label_join" => label_join(ev, &args, ts),
         other => Err(exec_err(format!("function {other}() is not supported"))),
     }
+}
+
+/// The `*_over_time` family, `rate` and the other functions of a range:
+/// `f` applied to each series' window.
+fn over_time(ev: &Evaluator, name: &str, f: RangeFn, args: &[&Expr], ts: i64) -> Result<Val> {
+    let idx = if name == "quantile_over_time" { 1 } else { 0 };
+    let mut scalars = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if i != idx {
+            scalars.push(ev.eval_scalar(a, ts)?);
+        }
+    }
+    let keep_name = name == "last_over_time";
+    let mut out = Vec::new();
+    let mut apply = |labels: &Rc<Labels>, samples: &[Sample], w: &Window| -> Result<()> {
+        if let Some(v) = f(samples, w)? {
+            let labels = if keep_name {
+                labels.clone()
+            } else {
+                ev.drop_name_cached(labels)
+            };
+            out.push(Elem { labels, v });
+        }
+        Ok(())
+    };
+    let mut w = Window {
+        ts,
+        end: 0,
+        range_ms: 0,
+        scalars,
+    };
+    if let Expr::MatrixSelector(ms) = args[idx] {
+        // The common case: windows straight out of the loaded series.
+        (w.end, w.range_ms) = ev.window_bounds(ms, ts);
+        ev.each_window(ms, ts, |labels, samples| apply(labels, samples, &w))?;
+    } else {
+        let (series, end, range_ms) = ev.eval_range(args[idx], ts)?;
+        (w.end, w.range_ms) = (end, range_ms);
+        for s in &series {
+            apply(&s.labels, &s.samples, &w)?;
+        }
+    }
+    check_dups(&out)?;
+    Ok(Val::Vector(out))
+}
+
+/// `absent` and `absent_over_time`: one sample, labelled from the
+/// selector's equality matchers, when the argument had nothing.
+fn absent(empty: bool, arg: &Expr) -> Val {
+    Val::Vector(if empty {
+        vec![Elem {
+            labels: Rc::new(absent_labels(arg)),
+            v: 1.0,
+        }]
+    } else {
+        Vec::new()
+    })
+}
+
+fn clamp_or_round(ev: &Evaluator, name: &str, args: &[&Expr], ts: i64) -> Result<Val> {
+    let v = ev.eval_vector(args[0], ts)?;
+    match name {
+        "round" => {
+            let to = match args.get(1) {
+                Some(a) => ev.eval_scalar(a, ts)?,
+                None => 1.0,
+            };
+            let inv = 1.0 / to;
+            map_drop(ev, v, |x| (x * inv + 0.5).floor() / inv)
+        }
+        "clamp" => {
+            let min = ev.eval_scalar(args[1], ts)?;
+            let max = ev.eval_scalar(args[2], ts)?;
+            if max < min {
+                return Ok(Val::Vector(Vec::new()));
+            }
+            map_drop(ev, v, |x| go_max(min, go_min(max, x)))
+        }
+        "clamp_max" => {
+            let max = ev.eval_scalar(args[1], ts)?;
+            map_drop(ev, v, |x| go_min(max, x))
+        }
+        _ => {
+            let min = ev.eval_scalar(args[1], ts)?;
+            map_drop(ev, v, |x| go_max(min, x))
+        }
+    }
+}
+
+/// `timestamp(v)`: the samples' own times for a plain selector, the
+/// evaluation time otherwise.
+fn timestamp(ev: &Evaluator, arg: &Expr, ts: i64) -> Result<Val> {
+    if let Expr::VectorSelector(vs) = arg {
+        let out: Vec<Elem> = ev
+            .select_instant(vs, ts)?
+            .into_iter()
+            .map(|(labels, t, _)| Elem {
+                labels: drop_name(&labels),
+                v: t as f64 / 1000.0,
+            })
+            .collect();
+        check_dups(&out)?;
+        return Ok(Val::Vector(out));
+    }
+    let t = ts as f64 / 1000.0;
+    map_drop(ev, ev.eval_vector(arg, ts)?, |_| t)
+}
+
+/// `sort` / `sort_desc`; NaN sorts last either way.
+fn sorted(mut v: Vec<Elem>, desc: bool) -> Vec<Elem> {
+    v.sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ if desc => b.v.partial_cmp(&a.v).unwrap_or(std::cmp::Ordering::Equal),
+        _ => a.v.partial_cmp(&b.v).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    v
+}
+
+fn label_replace(ev: &Evaluator, args: &[&Expr], ts: i64) -> Result<Val> {
+    let v = ev.eval_vector(args[0], ts)?;
+    let dst = string_arg(args[1])?;
+    let repl = string_arg(args[2])?;
+    let src = string_arg(args[3])?;
+    let re_str = string_arg(args[4])?;
+    let re = ev.regex(&re_str).map_err(|_| {
+        exec_err(format!(
+            "invalid regular expression in label_replace(): {re_str}"
+        ))
+    })?;
+    if !is_valid_label_name(&dst) {
+        return Err(exec_err(format!(
+            "invalid destination label name in label_replace(): {dst}"
+        )));
+    }
+    let mut out = Vec::with_capacity(v.len());
+    for e in v {
+        let src_val = e.labels.get(&src).unwrap_or("");
+        let labels = match re.captures(src_val) {
+            None => e.labels,
+            Some(caps) => {
+                let mut res = String::new();
+                caps.expand(&repl, &mut res);
+                let mut b = e.labels.builder();
+                b.set(dst.clone(), res);
+                Rc::new(b.build())
+            }
+        };
+        out.push(Elem { labels, v: e.v });
+    }
+    check_dups(&out)?;
+    Ok(Val::Vector(out))
+}
+
+fn label_join(ev: &Evaluator, args: &[&Expr], ts: i64) -> Result<Val> {
+    let v = ev.eval_vector(args[0], ts)?;
+    let dst = string_arg(args[1])?;
+    let sep = string_arg(args[2])?;
+    let mut srcs = Vec::new();
+    for a in &args[3..] {
+        let s = string_arg(a)?;
+        if !is_valid_label_name(&s) {
+            return Err(exec_err(format!(
+                "invalid source label name in label_join(): {s}"
+            )));
+        }
+        srcs.push(s);
+    }
+    if !is_valid_label_name(&dst) {
+        return Err(exec_err(format!(
+            "invalid destination label name in label_join(): {dst}"
+        )));
+    }
+    let mut out = Vec::with_capacity(v.len());
+    for e in v {
+        let joined = srcs
+            .iter()
+            .map(|s| e.labels.get(s).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(&sep);
+        let mut b = e.labels.builder();
+        b.set(dst.clone(), joined);
+        out.push(Elem {
+            labels: Rc::new(b.build()),
+            v: e.v,
+        });
+    }
+    check_dups(&out)?;
+    Ok(Val::Vector(out))
 }
 
 /// Per histogram: the output labels and the (upper bound, count) buckets.
