@@ -453,7 +453,7 @@ fn type_name(t: ValueType) -> &'static str {
 }
 
 /// Converts the parser's matchers into the model's, one set per `or` branch.
-pub(crate) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+pub fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
     let conv = |m: &promql_parser::label::Matcher| -> Result<Matcher> {
         let op = match m.op {
             PMatchOp::Equal => MatchOp::Equal,

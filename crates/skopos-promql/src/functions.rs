@@ -25,87 +25,13 @@ pub(crate) fn register_extra() {
     });
 }
 
-/// Names of the functions this engine evaluates (Prometheus 2.x's, for floats).
-const SUPPORTED: &[&str] = &[
-    "abs",
-    "absent",
-    "absent_over_time",
-    "acos",
-    "acosh",
-    "asin",
-    "asinh",
-    "atan",
-    "atanh",
-    "avg_over_time",
-    "ceil",
-    "changes",
-    "clamp",
-    "clamp_max",
-    "clamp_min",
-    "cos",
-    "cosh",
-    "count_over_time",
-    "day_of_month",
-    "day_of_week",
-    "day_of_year",
-    "days_in_month",
-    "deg",
-    "delta",
-    "deriv",
-    "exp",
-    "floor",
-    "histogram_count",
-    "histogram_fraction",
-    "histogram_quantile",
-    "histogram_sum",
-    "holt_winters",
-    "hour",
-    "idelta",
-    "increase",
-    "irate",
-    "label_join",
-    "label_replace",
-    "last_over_time",
-    "ln",
-    "log10",
-    "log2",
-    "max_over_time",
-    "min_over_time",
-    "minute",
-    "month",
-    "pi",
-    "predict_linear",
-    "present_over_time",
-    "quantile_over_time",
-    "rad",
-    "rate",
-    "resets",
-    "round",
-    "scalar",
-    "sgn",
-    "sin",
-    "sinh",
-    "sort",
-    "sort_desc",
-    "sqrt",
-    "stddev_over_time",
-    "stdvar_over_time",
-    "sum_over_time",
-    "tan",
-    "tanh",
-    "time",
-    "timestamp",
-    "vector",
-    "year",
-];
-
 /// Refuses what the parser knows but Prometheus 2.x does not: newer
 /// functions, `limitk`/`limit_ratio`, `fill` modifiers.
 pub(crate) fn check_supported(e: &Expr) -> std::result::Result<(), String> {
     use promql_parser::parser::token::{T_LIMITK, T_LIMIT_RATIO};
     match e {
         Expr::Call(c) => {
-            if !SUPPORTED.contains(&c.func.name) {
+            if crate::syntax::signature(c.func.name).is_none() {
                 return Err(format!("unknown function with name {:?}", c.func.name));
             }
             c.args.args.iter().try_for_each(|a| check_supported(a))

@@ -1,6 +1,8 @@
 //! PromQL evaluation for skopos, over the [`Queryable`] storage trait.
 //!
-//! Parsing is done by the `promql-parser` crate; this crate evaluates the
+//! Queries are checked as Prometheus 2.42 checks them (`syntax.rs`, which
+//! also words the errors as Prometheus does, with positions), then parsed
+//! by the `promql-parser` crate; this crate evaluates the
 //! parsed tree with Prometheus 2.x semantics (lookback, staleness, `@`,
 //! offsets, subqueries, vector matching, aggregations and functions).
 //!
@@ -25,7 +27,8 @@
 //! Map: `eval.rs` (planning, reads, selectors, subqueries, the step loop),
 //! `batch.rs` (series-major evaluation),
 //! `binary.rs` (operators and vector matching), `aggregate.rs`,
-//! `functions.rs`, `format.rs` (Prometheus' float formatting). Semantics are
+//! `functions.rs`, `format.rs` (Prometheus' float formatting), `syntax.rs`
+//! (Prometheus' lexer, grammar errors and type checks). Semantics are
 //! pinned by Prometheus test scripts in `testdata/*.test`, run by
 //! `tests/scripts.rs` against an in-memory store and against `skopos-tsdb`;
 //! the same file's peer tests check those expectations, and thousands of
@@ -39,12 +42,14 @@ mod binary;
 mod eval;
 mod format;
 mod functions;
+pub mod syntax;
 use skopos_model::fxhash;
 
 use std::time::Duration;
 
 use skopos_model::{Labels, Queryable, Sample};
 
+pub use eval::matcher_sets;
 pub use format::{format_value, write_value};
 
 /// Engine limits. `Default` gives Prometheus' defaults.
@@ -123,6 +128,9 @@ impl Value {
 pub enum QueryError {
     #[error("{0}")]
     Parse(String),
+    /// The query text does not parse: Prometheus' `LINE:COL: parse error: ...`.
+    #[error("{0}")]
+    Syntax(String),
     #[error("{0}")]
     Execution(String),
     #[error("query timed out in query execution")]
@@ -140,7 +148,7 @@ impl QueryError {
     /// The `errorType` string of Prometheus' HTTP API.
     pub fn error_type(&self) -> &'static str {
         match self {
-            QueryError::Parse(_) => "bad_data",
+            QueryError::Parse(_) | QueryError::Syntax(_) => "bad_data",
             QueryError::Execution(_) | QueryError::TooManySamples(_) => "execution",
             QueryError::Timeout => "timeout",
             QueryError::Canceled => "canceled",
@@ -358,7 +366,39 @@ pub fn parse(expr: &str) -> Result<promql_parser::parser::Expr, QueryError> {
         )));
     }
     functions::register_extra();
-    let ast = promql_parser::parser::parse(expr).map_err(QueryError::Parse)?;
-    functions::check_supported(&ast).map_err(QueryError::Parse)?;
+    // Prometheus' own reading first: it refuses some queries the parser
+    // crate takes (Go's regexp grammar, quoted label names, a sign on a
+    // string), and its errors carry positions.
+    if let Some(e) = syntax::explain(expr) {
+        return Err(QueryError::Syntax(e.render(expr)));
+    }
+    let refused = |why: String| QueryError::Syntax(format!("parse error: {why}"));
+    let ast = promql_parser::parser::parse(expr).map_err(refused)?;
+    functions::check_supported(&ast).map_err(refused)?;
     Ok(ast)
+}
+
+/// Parses one series selector (`match[]` of the series, labels and
+/// federation APIs, `--match` of the CLI: `up`, `{job="a"}`,
+/// `up{job=~"a|b"}`) into storage matchers, the metric name first.
+pub fn parse_selector(s: &str) -> Result<Vec<skopos_model::Matcher>, String> {
+    let expr = parse(s).map_err(|e| e.to_string())?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(format!("{s:?} is not a series selector"));
+    };
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(format!(
+            "{s:?}: `or` inside a selector is not supported here"
+        ));
+    }
+    let out = matcher_sets(&vs)
+        .map_err(|e| e.to_string())?
+        .pop()
+        .unwrap_or_default();
+    if out.iter().all(|m| m.matches_empty()) {
+        return Err(format!(
+            "{s:?}: vector selector must contain at least one non-empty matcher"
+        ));
+    }
+    Ok(out)
 }

@@ -152,7 +152,10 @@ fn parse_errors_are_bad_data() {
     let e = engine()
         .instant(&g, "sum(", 0, &CancelToken::new())
         .unwrap_err();
-    assert!(matches!(e, QueryError::Parse(_)));
+    assert_eq!(
+        e,
+        QueryError::Syntax("1:5: parse error: unclosed left parenthesis".into())
+    );
     assert_eq!(e.error_type(), "bad_data");
 }
 

@@ -276,13 +276,24 @@ fn durations_written_as_huge_or_non_finite_numbers_are_parse_errors_not_panics()
             other => panic!("{q}: {other:?}"),
         }
     }
-    for q in [
-        "a[300]",
-        "a offset 60",
-        "a[5m:30]",
-        "a{l=\"[1e400]\"}",
-        "a_1e400",
+    // Numbers where a duration goes are Prometheus 3's; 2.42 refuses them.
+    for (q, want) in [
+        ("a[300]", "1:3: parse error: missing unit character in duration"),
+        (
+            "a offset 60",
+            "1:10: parse error: unexpected number \"60\" in offset, expected duration",
+        ),
+        (
+            "a[5m:30]",
+            "1:6: parse error: unexpected number \"30\" in subquery selector, expected duration or \"]\"",
+        ),
     ] {
+        match engine.instant(&Small, q, 1_000_000, &cancel) {
+            Err(skopos_promql::QueryError::Syntax(m)) => assert_eq!(m, want, "{q}"),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+    for q in ["a{l=\"[1e400]\"}", "a_1e400"] {
         engine
             .instant(&Small, q, 1_000_000, &cancel)
             .unwrap_or_else(|e| panic!("{q}: {e}"));

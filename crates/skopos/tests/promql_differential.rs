@@ -7,6 +7,10 @@
 //! relative 1e-6 (NaN equals NaN). The test prints the pass rate and fails
 //! under 100%, except for the cases listed with a reason in
 //! `promql/known_differences.txt`.
+//!
+//! A second test sends the malformed queries of `promql/parse_errors.txt`
+//! to both and requires the same error, word for word and position for
+//! position (`1:16: parse error: unclosed left parenthesis`).
 
 mod common;
 #[path = "promql/corpus.rs"]
@@ -486,6 +490,10 @@ async fn promql_agrees_with_prometheus() {
     let known = known_differences();
     let client = reqwest::Client::new();
     let end = END_S;
+    // Prometheus-worded parse errors are explained only for what the
+    // evaluator's parser refuses; what Prometheus accepts must have nothing
+    // to explain, or a query refused by a parser bug would read as valid.
+    let mut accepted = 0;
     let (mut pass, mut fail, mut excused) = (0usize, Vec::new(), 0usize);
     // Agreement on errors or on nothing proves little, so count those.
     let (mut both_failed, mut empty) = (Vec::new(), 0usize);
@@ -496,6 +504,11 @@ async fn promql_agrees_with_prometheus() {
             let p = ask(&client, &prom.url, "/api/v1/query", &form).await;
             let s = ask(&client, &sk.url, "/api/v1/query", &form).await;
             if n == 0 {
+                if p["status"] == "success" {
+                    accepted += 1;
+                    let why = skopos_promql::syntax::explain(q).map(|e| e.render(q));
+                    assert_eq!(why, None, "Prometheus accepts {q:?}");
+                }
                 if p["status"] == "error" {
                     if s["status"] == "error" {
                         both_failed.push(q.clone());
@@ -537,6 +550,7 @@ async fn promql_agrees_with_prometheus() {
         both_failed.len(),
     );
     common::stop(sk);
+    assert!(accepted * 2 > total, "only {accepted} queries parse");
     let unexpected: Vec<_> = both_failed
         .iter()
         .filter(|q| !corpus::EXPECTED_ERRORS.contains(&q.as_str()))
@@ -552,6 +566,77 @@ async fn promql_agrees_with_prometheus() {
     assert!(
         fail.is_empty(),
         "{} queries disagree with Prometheus:\n{}",
+        fail.len(),
+        fail.join("\n")
+    );
+}
+
+/// The malformed queries of `promql/parse_errors.txt` (separated by lines
+/// `====`).
+fn malformed() -> Vec<&'static str> {
+    include_str!("promql/parse_errors.txt")
+        .trim_end_matches('\n')
+        .split("\n====\n")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_errors_match_prometheus_word_for_word() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prom = start_prometheus(&tmp.path().join("prometheus"));
+    let sk = common::start(&tmp.path().join("skopos"), &[]);
+    wait_ready(&prom.url).await;
+    let queries = malformed();
+    assert!(queries.len() >= 150, "{} queries", queries.len());
+    let client = reqwest::Client::new();
+    let (mut kinds, mut fail) = (HashSet::new(), Vec::new());
+    for q in &queries {
+        for path in ["/api/v1/query", "/api/v1/query_range"] {
+            let form = [
+                ("query", q.to_string()),
+                ("time", END_S.to_string()),
+                ("start", (END_S - 60).to_string()),
+                ("end", END_S.to_string()),
+                ("step", "15".to_string()),
+            ];
+            let p = ask(&client, &prom.url, path, &form).await;
+            let s = ask(&client, &sk.url, path, &form).await;
+            // Every case must be an error in Prometheus, or agreement
+            // proves nothing.
+            assert_eq!(p["status"], "error", "Prometheus accepts {q:?}: {p}");
+            assert_eq!(p["errorType"], "bad_data", "{q:?}: {p}");
+            let want = p["error"].as_str().unwrap().to_string();
+            // How many different messages the file exercises.
+            let message = want.split("parse error: ").nth(1).unwrap_or(&want);
+            kinds.insert(
+                message
+                    .split(['"', '\'', ':', '`'])
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+            if s["error"].as_str() != Some(want.as_str()) || s["errorType"] != "bad_data" {
+                fail.push(format!(
+                    "{q:?} ({path})\n    prometheus: {want}\n    skopos:     {s}"
+                ));
+            }
+        }
+    }
+    common::stop(sk);
+    println!(
+        "PromQL parse errors: {}/{} agree, {} different messages",
+        queries.len() * 2 - fail.len(),
+        queries.len() * 2,
+        kinds.len()
+    );
+    assert!(
+        kinds.len() >= 40,
+        "only {} kinds of error: {kinds:?}",
+        kinds.len()
+    );
+    assert!(
+        fail.is_empty(),
+        "{} parse errors differ from Prometheus':\n{}",
         fail.len(),
         fail.join("\n")
     );

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use skopos_model::{MatchOp, Matcher, METRIC_NAME};
+use skopos_model::Matcher;
 
 /// Prometheus' smallest and largest representable timestamps, in ms, used
 /// when `start`/`end` are absent.
@@ -170,57 +170,14 @@ pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
     Ok(ms.clamp(MIN_TIME, MAX_TIME))
 }
 
-/// Parses one `match[]` selector (`up`, `{job="a"}`, `up{job=~"a|b"}`)
-/// into storage matchers.
-pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
-    let expr = promql_parser::parser::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
-    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
-        return Err(format!("{s:?} is not a series selector"));
-    };
-    if !vs.matchers.or_matchers.is_empty() {
-        return Err(format!(
-            "{s:?}: `or` inside a selector is not supported here"
-        ));
-    }
-    let out = selector_matchers(&vs)?.pop().unwrap_or_default();
-    if out.iter().all(|m| m.matches_empty()) {
-        return Err(format!(
-            "{s:?}: vector selector must contain at least one non-empty matcher"
-        ));
-    }
-    Ok(out)
-}
+pub use skopos_promql::parse_selector;
 
 /// The storage matchers of a parsed selector: one list, or one per `or`
 /// alternative.
 pub fn selector_matchers(
     vs: &promql_parser::parser::VectorSelector,
 ) -> Result<Vec<Vec<Matcher>>, String> {
-    let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, String> {
-        let mut out = Vec::new();
-        if let Some(name) = &vs.name {
-            out.push(Matcher::equal(METRIC_NAME, name.clone()));
-        }
-        for m in ms {
-            let op = match m.op {
-                promql_parser::label::MatchOp::Equal => MatchOp::Equal,
-                promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
-                promql_parser::label::MatchOp::Re(_) => MatchOp::RegexMatch,
-                promql_parser::label::MatchOp::NotRe(_) => MatchOp::RegexNoMatch,
-            };
-            out.push(Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| e.to_string())?);
-        }
-        Ok(out)
-    };
-    if vs.matchers.or_matchers.is_empty() {
-        Ok(vec![convert(&vs.matchers.matchers)?])
-    } else {
-        vs.matchers
-            .or_matchers
-            .iter()
-            .map(|alt| convert(alt))
-            .collect()
-    }
+    skopos_promql::matcher_sets(vs).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -201,8 +201,7 @@ pub async fn query_exemplars(
 ) -> Result<Response, ApiError> {
     let p = Params::collect(&method, &headers, q, body).await?;
     let query = p.get("query").unwrap_or("");
-    let expr = promql_parser::parser::parse(query)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+    let expr = skopos_promql::parse(query).map_err(super::query_api::query_error)?;
     let selectors = query_selectors(&expr)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
     let mut range = [i64::MIN, i64::MAX];

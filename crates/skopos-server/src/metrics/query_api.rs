@@ -173,7 +173,18 @@ pub fn success_body(v: &Value) -> String {
     out
 }
 
-fn query_error(e: QueryError) -> ApiError {
+/// A failed query as `/api/v1/query` (and the other endpoints that take an
+/// expression) answers: a parse error names the parameter.
+pub(crate) fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::Syntax(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
+        e => range_query_error(e),
+    }
+}
+
+/// A failed query as `/api/v1/query_range` answers: Prometheus gives its
+/// parse errors bare there.
+fn range_query_error(e: QueryError) -> ApiError {
     engine_error(e.error_type(), e.to_string())
 }
 
@@ -203,6 +214,7 @@ fn timeout(p: &Params, default: Duration) -> Result<Duration, ApiError> {
 async fn evaluate(
     st: &Arc<AppState>,
     p: &Params,
+    errors: fn(QueryError) -> ApiError,
     run: impl FnOnce(
             &skopos_promql::Engine,
             &dyn skopos_model::Queryable,
@@ -228,7 +240,7 @@ async fn evaluate(
     let db = st.db.clone();
     let value = crate::http::panic::blocking(move || run(&engine, db.as_ref(), &token))
         .await
-        .map_err(query_error)?;
+        .map_err(errors)?;
     drop(guard);
     let body = crate::http::panic::blocking(move || success_body(&value)).await;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -247,7 +259,10 @@ pub async fn query(
         Some(v) if !v.is_empty() => parse_time("time", v)?,
         _ => now_ms(),
     };
-    evaluate(&st, &p, move |e, db, c| e.instant(db, &expr, t, c)).await
+    evaluate(&st, &p, query_error, move |e, db, c| {
+        e.instant(db, &expr, t, c)
+    })
+    .await
 }
 
 pub async fn query_range(
@@ -277,7 +292,7 @@ pub async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    evaluate(&st, &p, move |e, db, c| {
+    evaluate(&st, &p, range_query_error, move |e, db, c| {
         e.range(db, &expr, start, end, step, c)
     })
     .await
@@ -290,8 +305,7 @@ pub async fn format_query(
     body: Body,
 ) -> Result<Response, ApiError> {
     let p = Params::collect(&method, &headers, q, body).await?;
-    let expr = promql_parser::parser::parse(p.get("query").unwrap_or(""))
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+    let expr = skopos_promql::parse(p.get("query").unwrap_or("")).map_err(query_error)?;
     let body = json!({"status": "success", "data": expr.prettify()});
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
