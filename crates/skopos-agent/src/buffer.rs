@@ -3,7 +3,7 @@
 //! One file per batch in `<state_dir>/buffer/`, named by a sequence number
 //! (`<seq:016x>.batch`), replayed in sequence order, so the order of batches
 //! is the order they were made. A file is written to `.tmp`, fsynced and
-//! renamed, so a batch is whole or absent. Layout:
+//! renamed (`skopos_storage::write_atomic`), so a batch is whole or absent. Layout:
 //!
 //! ```text
 //! magic "SKAB" | version u8 = 1 | lines u32 LE | len u32 LE | crc32(payload) u32 LE | payload
@@ -18,7 +18,6 @@
 //! accepted into an empty buffer.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"SKAB";
@@ -47,15 +46,12 @@ impl DiskBuffer {
     /// Opens (creating) `dir`; leftover `.tmp` files are removed.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<DiskBuffer> {
         std::fs::create_dir_all(dir)?;
+        skopos_storage::remove_leftover_tmp(dir).map_err(std::io::Error::other)?;
         let mut queue = Vec::new();
         for e in std::fs::read_dir(dir)? {
             let e = e?;
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".tmp") {
-                std::fs::remove_file(e.path())?;
-                continue;
-            }
             let Some(seq) = name
                 .strip_suffix(".batch")
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
@@ -117,7 +113,6 @@ impl DiskBuffer {
         }
         let seq = self.next_seq;
         let path = self.file(seq);
-        let tmp = path.with_extension("tmp");
         let mut data = Vec::with_capacity(HEADER + body.len());
         data.extend_from_slice(MAGIC);
         data.push(VERSION);
@@ -125,13 +120,7 @@ impl DiskBuffer {
         data.extend_from_slice(&(body.len() as u32).to_le_bytes());
         data.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
         data.extend_from_slice(body);
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        skopos_storage::write_atomic(&path, &data).map_err(std::io::Error::other)?;
         self.next_seq += 1;
         self.queue.push_back((seq, data.len() as u64));
         self.bytes += data.len() as u64;

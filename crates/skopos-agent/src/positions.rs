@@ -4,13 +4,13 @@
 //!
 //! Stored as JSON in `<state_dir>/positions.json`:
 //! `{"version":1,"files":[{"path":..,"dev":..,"inode":..,"offset":..}],"containers":{"<id>":<unix ns>}}`,
-//! replaced atomically (write `positions.json.tmp`, fsync, rename, fsync the
-//! directory). A file entry is keyed by (device, inode) and records the path
-//! it was last seen at; it is used only when the file is at least `offset`
-//! bytes long (otherwise the inode was reused or the file truncated).
+//! replaced atomically (`skopos_storage::write_atomic`: write
+//! `positions.json.tmp`, fsync, rename, fsync the directory). A file entry
+//! is keyed by (device, inode) and records the path it was last seen at; it
+//! is used only when the file is at least `offset` bytes long (otherwise
+//! the inode was reused or the file truncated).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -155,32 +155,10 @@ impl Positions {
             containers: self.containers.clone().into_iter().collect(),
         };
         let body = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
-        write_atomic(&self.path, &body)?;
+        skopos_storage::write_atomic(&self.path, &body).map_err(std::io::Error::other)?;
         self.dirty = false;
         Ok(())
     }
-}
-
-/// Replaces `path` with `body`: temp file, fsync, rename, fsync directory.
-pub(crate) fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(body)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -29,9 +29,9 @@ use crate::input::Input;
 /// How the files of one store are framed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Framing {
-    /// `len u32 | crc u32 | payload`, after an 8-byte header; `typed`: a
-    /// type byte after the crc, covered by it (the TSDB's WAL).
-    Wal { typed: bool },
+    /// `len u32 | crc u32 | type u8 | payload`, after an 8-byte header
+    /// (`skopos-storage`'s framing, which all three WALs use).
+    Wal,
     /// `header 8 | blocks | zstd(footer) | trailer`; the trailer is
     /// `offset u64 | length u64 | [raw length u64] | crc32 u32 | magic 4`.
     Segment { raw_len: bool },
@@ -125,8 +125,8 @@ fn footer_range(b: &[u8], raw_len: bool) -> Option<(usize, usize)> {
 /// CRC, a segment trailer's footer CRC, the index file's CRC.
 fn reseal(b: &mut [u8], framing: Framing) {
     match framing {
-        Framing::Wal { typed } => {
-            let hdr = if typed { 9 } else { 8 };
+        Framing::Wal => {
+            let hdr = skopos_storage::RECORD_HEADER;
             let mut pos = 8usize;
             while pos + hdr <= b.len() {
                 let len = u32::from_le_bytes(b[pos..pos + 4].try_into().expect("4")) as usize;
@@ -268,17 +268,9 @@ fn materialize(t: &Template, which: &dyn Fn(&Path) -> bool, data: &[u8], dir: &P
                 // A well-framed record with a payload of the fuzzer's making.
                 let n = inp.u16() as usize % 4096;
                 let payload = inp.take(n);
-                if let Framing::Wal { typed } = framing {
-                    let (typ, body) = match (typed, payload.split_first()) {
-                        (true, Some((t, rest))) => (Some(*t), rest),
-                        (true, None) => (Some(1), payload),
-                        (false, _) => (None, payload),
-                    };
-                    b.extend_from_slice(&(body.len() as u32).to_le_bytes());
-                    let mut covered = typ.map(|t| vec![t]).unwrap_or_default();
-                    covered.extend_from_slice(body);
-                    b.extend_from_slice(&crc32fast::hash(&covered).to_le_bytes());
-                    b.extend_from_slice(&covered);
+                if framing == Framing::Wal {
+                    let (typ, body) = payload.split_first().unwrap_or((&1, payload));
+                    skopos_storage::frame(b, *typ, |r| r.extend_from_slice(body));
                 } else {
                     put_inner(b, framing, payload);
                 }
@@ -358,7 +350,7 @@ fn tsdb_template() -> &'static Template {
         let t = template(&s.0, |p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if p.starts_with("wal") {
-                Framing::Wal { typed: true }
+                Framing::Wal
             } else if name == "index" {
                 Framing::TsdbIndex
             } else {
@@ -459,7 +451,7 @@ fn logs_template() -> &'static Template {
         drop(store);
         let t = template(&s.0, |p| {
             if p.starts_with("wal") {
-                Framing::Wal { typed: false }
+                Framing::Wal
             } else if p.extension().is_some_and(|e| e == "seg") {
                 Framing::Segment { raw_len: false }
             } else {
@@ -613,7 +605,7 @@ fn traces_template() -> &'static Template {
         drop(store);
         let t = template(&s.0, |p| {
             if p.starts_with("wal") {
-                Framing::Wal { typed: false }
+                Framing::Wal
             } else if p.extension().is_some_and(|e| e == "seg") {
                 Framing::Segment { raw_len: true }
             } else {

@@ -80,8 +80,7 @@ pub fn inspect(dir: &Path) -> Result<Report, LogsError> {
     }
     let wal_dir = dir.join("wal");
     if wal_dir.is_dir() {
-        for n in crate::wal::segments(&wal_dir)? {
-            let p = crate::wal::segment_path(&wal_dir, n);
+        for (_, p) in skopos_storage::list_segments(&wal_dir)? {
             report.wal_files += 1;
             report.wal_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         }

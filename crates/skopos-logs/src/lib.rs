@@ -24,8 +24,6 @@ mod wal;
 pub use inspect::{inspect, Report, SegmentInfo};
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,17 +34,15 @@ use skopos_model::{
 };
 
 use segment::Segment;
+use skopos_storage::{DirLock, FsyncPolicy, Wal, WalOptions};
 
 /// A log store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum LogsError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    /// I/O, corruption, the directory lock: what the shared storage
+    /// mechanics report.
+    #[error(transparent)]
+    Storage(#[from] skopos_storage::Error),
     /// The batch breaks a limit; nothing of it was stored.
     #[error("{0}")]
     Limit(String),
@@ -56,20 +52,16 @@ pub enum LogsError {
     /// An earlier WAL write failed; appends are refused until a restart.
     #[error("the log WAL failed earlier; refusing appends until restart")]
     Failed,
-    /// Another process (or `Store`) has the directory open.
-    #[error("{path}: the log store is in use by another process: {source}")]
-    Locked {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 impl LogsError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        LogsError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+    /// An I/O failure on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        skopos_storage::Error::io(path, source).into()
+    }
+
+    pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> Self {
+        skopos_storage::Error::corrupt(path, detail).into()
     }
 }
 
@@ -179,9 +171,7 @@ impl Head {
 }
 
 struct WalState {
-    dir: PathBuf,
-    file: File,
-    seg: u64,
+    wal: Wal,
     failed: bool,
 }
 
@@ -239,31 +229,10 @@ pub struct Deleted {
     pub bytes_freed: i64,
 }
 
-/// Takes an exclusive `flock` on `dir/lock`, held while the file is open.
-fn lock_dir(dir: &Path) -> Result<File, LogsError> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join("lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogsError::io(&path, e))?;
-    // SAFETY: flock on a valid, owned file descriptor.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(LogsError::Locked {
-            path,
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(f)
-}
-
 /// The log store of one data directory.
 pub struct Store {
     dir: PathBuf,
-    _lock: File,
+    _lock: DirLock,
     opts: Options,
     wal: Mutex<WalState>,
     parts: RwLock<Parts>,
@@ -282,7 +251,9 @@ impl Store {
         for d in [dir, &wal_dir, &seg_dir] {
             std::fs::create_dir_all(d).map_err(|e| LogsError::io(d, e))?;
         }
-        let lock = lock_dir(dir)?;
+        let lock = DirLock::acquire(dir)?;
+        // A flush that did not finish left a `.tmp`; its WAL is still there.
+        skopos_storage::remove_leftover_tmp(&seg_dir)?;
         let mut segments = Vec::new();
         let mut next = 1u64;
         let mut covered = 0u64;
@@ -290,11 +261,6 @@ impl Store {
             let e = e.map_err(|e| LogsError::io(&seg_dir, e))?;
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
-                // A flush that did not finish; its WAL is still there.
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
             let Some(n) = name
                 .strip_suffix(".seg")
                 .and_then(|n| n.parse::<u64>().ok())
@@ -308,32 +274,24 @@ impl Store {
         }
         segments.sort_by_key(|s| s.min_ts);
         let mut head = Head::default();
-        let mut wal_segs = wal::segments(&wal_dir)?;
-        for &n in &wal_segs {
-            if n <= covered {
-                let p = wal::segment_path(&wal_dir, n);
-                std::fs::remove_file(&p).map_err(|e| LogsError::io(&p, e))?;
-                continue;
+        let wal_opts = WalOptions {
+            fsync: FsyncPolicy::always_if(opts.fsync),
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::recover(&wal_dir, wal::FORMAT, wal_opts, covered, &mut |typ, p| {
+            let Some(batch) = wal::decode(typ, p) else {
+                return false;
+            };
+            for s in batch.streams {
+                head.insert(&s.labels, s.entries);
             }
-            wal::replay_segment(&wal_dir, n, &mut |batch| {
-                for s in batch.streams {
-                    head.insert(&s.labels, s.entries);
-                }
-            })?;
-        }
-        wal_segs.retain(|&n| n > covered);
-        let seg = wal_segs.last().map_or(covered + 1, |n| n + 1);
-        let file = wal::create_segment(&wal_dir, seg)?;
+            true
+        })?;
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: lock,
             opts,
-            wal: Mutex::new(WalState {
-                dir: wal_dir,
-                file,
-                seg,
-                failed: false,
-            }),
+            wal: Mutex::new(WalState { wal, failed: false }),
             parts: RwLock::new(Parts {
                 head,
                 flushing: None,
@@ -399,24 +357,14 @@ impl Store {
     /// the WAL record is written (and fsynced when configured).
     pub fn append(&self, batch: LogBatch) -> Result<Appended, LogsError> {
         self.check(&batch)?;
-        let mut payload = Vec::with_capacity(batch.line_bytes() + 64);
-        wal::encode_batch(&mut payload, &batch);
-        let rec = wal::frame(&payload);
+        let rec = wal::record(&batch);
         let mut w = self.wal.lock();
         if w.failed {
             return Err(LogsError::Failed);
         }
-        let path = wal::segment_path(&w.dir, w.seg);
-        let written = w.file.write_all(&rec).and_then(|()| {
-            if self.opts.fsync {
-                w.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = written {
+        if let Err(e) = w.wal.log(&rec) {
             w.failed = true;
-            return Err(LogsError::io(&path, e));
+            return Err(e.into());
         }
         let mut out = Appended::default();
         {
@@ -442,15 +390,12 @@ impl Store {
 
     fn flush_locked(&self) -> Result<(), LogsError> {
         let (head, upto) = {
-            let mut w = self.wal.lock();
+            let w = self.wal.lock();
             let mut parts = self.parts.write();
             if parts.head.streams.is_empty() {
                 return Ok(());
             }
-            let upto = w.seg;
-            let file = wal::create_segment(&w.dir, upto + 1)?;
-            w.file = file;
-            w.seg = upto + 1;
+            let upto = w.wal.rotate()?;
             let head = Arc::new(std::mem::take(&mut parts.head));
             parts.flushing = Some(head.clone());
             (head, upto)
@@ -489,11 +434,7 @@ impl Store {
             }
         }
         drop(parts);
-        let w = self.wal.lock();
-        for old in wal::segments(&w.dir)?.into_iter().filter(|&s| s <= upto) {
-            let p = wal::segment_path(&w.dir, old);
-            std::fs::remove_file(&p).map_err(|e| LogsError::io(&p, e))?;
-        }
+        skopos_storage::delete_segments_upto(&self.dir.join("wal"), upto)?;
         Ok(())
     }
 
@@ -580,7 +521,7 @@ impl Store {
             out.entries += removed;
             let replacement = if kept.is_empty() {
                 std::fs::remove_file(&seg.path).map_err(|e| LogsError::io(&seg.path, e))?;
-                crate::wal::sync_dir(&self.dir.join("segments"))?;
+                skopos_storage::sync_dir(&self.dir.join("segments"))?;
                 out.segments_removed += 1;
                 out.bytes_freed += seg.file_bytes as i64;
                 None

@@ -30,13 +30,13 @@
 //! open, those WAL segments are not replayed again. A segment is written to
 //! `.tmp` and renamed into place, so it is either whole or absent.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use skopos_model::codec::{put_bytes, put_uvarint, put_varint, zigzag, Reader};
 use skopos_model::{Labels, LabelsBuilder, LogEntry};
+use skopos_storage::{decompress_declared, AtomicFile};
 
 use crate::tokens::{Builder, Index, TokenRef};
 use crate::LogsError;
@@ -226,31 +226,8 @@ fn decode_block(
     Some(out)
 }
 
-/// Decompresses a zstd frame that should hold `declared` bytes, refusing a
-/// frame whose own header says otherwise: a damaged length in the file must
-/// not become the size of an allocation (found by the `logs_segment` fuzz
-/// target: a footer declaring 83 TB aborted the process).
-pub(crate) fn decompress_declared(z: &[u8], declared: u64) -> Result<Vec<u8>, String> {
-    let cap = match zstd::zstd_safe::get_frame_content_size(z) {
-        Ok(Some(n)) if n == declared => n,
-        // Frames always record their size when written here; a frame that
-        // does not gets a modest bound.
-        Ok(None) if declared <= 1 << 28 => declared,
-        _ => {
-            return Err(format!(
-                "the compressed frame does not hold the {declared} bytes declared for it"
-            ))
-        }
-    };
-    let cap = usize::try_from(cap).map_err(|_| format!("frame of {cap} bytes is too large"))?;
-    zstd::bulk::decompress(z, cap).map_err(|e| e.to_string())
-}
-
-fn corrupt(path: &Path, message: impl Into<String>) -> LogsError {
-    LogsError::Corrupt {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
+fn corrupt(path: &Path, message: impl ToString) -> LogsError {
+    LogsError::corrupt(path, message.to_string())
 }
 
 /// Writes a segment of `streams` (each sorted by time) to `dir/<name>`.
@@ -273,9 +250,9 @@ pub(crate) fn write_version(
     version: u32,
 ) -> Result<Segment, LogsError> {
     let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = AtomicFile::create(&path)?;
+    let tmp = f.tmp_path().to_path_buf();
     let io = |e| LogsError::io(&tmp, e);
-    let mut f = File::create(&tmp).map_err(io)?;
     let mut out = Vec::with_capacity(1 << 20);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
@@ -351,7 +328,7 @@ pub(crate) fn write_version(
         ]);
         out.extend_from_slice(&z);
         if out.len() > 8 << 20 {
-            f.write_all(&out).map_err(io)?;
+            f.write_all(&out)?;
             base += out.len() as u64;
             out.clear();
         }
@@ -377,7 +354,7 @@ pub(crate) fn write_version(
             prev = b;
         }
     }
-    f.write_all(&out).map_err(io)?;
+    f.write_all(&out)?;
     let footer = zstd::bulk::compress(&index, 3).map_err(io)?;
     let footer_off = base + out.len() as u64;
     let (footer_len, footer_crc) = (footer.len(), crc32fast::hash(&footer));
@@ -386,11 +363,8 @@ pub(crate) fn write_version(
     tail.extend_from_slice(&(footer_len as u64).to_le_bytes());
     tail.extend_from_slice(&footer_crc.to_le_bytes());
     tail.extend_from_slice(MAGIC);
-    f.write_all(&tail).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(|e| LogsError::io(&path, e))?;
-    crate::wal::sync_dir(dir)?;
+    f.write_all(&tail)?;
+    f.commit()?;
     Segment::open(&path)
 }
 

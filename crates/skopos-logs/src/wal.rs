@@ -1,54 +1,46 @@
-//! The log store's write-ahead log.
+//! The log store's write-ahead log: its records over `skopos-storage`'s
+//! segments.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
-//! `dir/NNNNNNNN` are segments (8 decimal digits, increasing):
+//! `dir/wal/NNNNNNNN` are segments (8 decimal digits, increasing), in the
+//! shared segment format (header, framing, torn-tail repair: see
+//! `skopos-storage`):
 //!
 //! ```text
-//! header:  magic "SKLW" | version u32 LE (=1)
-//! record:  len u32 LE | crc32 u32 LE | payload[len]
+//! header:  magic "SKLW" | version u32 LE (=2)
+//! record:  len u32 LE | crc32 u32 LE | type u8 (=1, a batch) | payload[len]
 //! payload: one batch: nstreams v | per stream: nlabels v | (name, value)*
 //!          | nentries v | per entry: ts z | line | nmeta v | (name, value)*
 //! ```
-//! Strings are length-prefixed (LEB128, `v` unsigned, `z` zigzag). `crc32`
-//! (crc32fast, IEEE) covers the payload. On open, a record that is short or
-//! fails its CRC ends the segment: the file is truncated to the last good
-//! record, with a warning, and replay goes on.
-
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+//! Strings are length-prefixed (LEB128, `v` unsigned, `z` zigzag). Version
+//! 1 segments (the same payloads framed without the type byte, the CRC over
+//! the payload alone) are still replayed; new segments are always version
+//! 2. A record that is short, fails its CRC or does not decode ends the
+//! segment: the file is truncated to the last good record, with a warning,
+//! and replay goes on.
 
 use skopos_model::codec::{put_uvarint, Reader};
 use skopos_model::{LogBatch, LogStream};
+use skopos_storage::Format;
 
 use crate::segment::{decode_entries, encode_entries, put_labels, read_labels};
-use crate::LogsError;
 
-const MAGIC: &[u8; 4] = b"SKLW";
-const VERSION: u32 = 1;
-const HEADER: usize = 8;
+const REC_BATCH: u8 = 1;
 
-pub(crate) fn segment_path(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("{n:08}"))
+pub(crate) const FORMAT: Format = Format::new(*b"SKLW", 2).reading_untyped(1, REC_BATCH);
+
+/// `batch` as one framed record.
+pub(crate) fn record(batch: &LogBatch) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(batch.line_bytes() + 64);
+    skopos_storage::frame(&mut rec, REC_BATCH, |b| encode_batch(b, batch));
+    rec
 }
 
-/// Segment numbers in `dir`, ascending.
-pub(crate) fn segments(dir: &Path) -> Result<Vec<u64>, LogsError> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| LogsError::io(dir, e))? {
-        let e = e.map_err(|e| LogsError::io(dir, e))?;
-        if let Some(n) = e
-            .file_name()
-            .to_str()
-            .filter(|s| s.len() == 8)
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            out.push(n);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
+/// The batch a record holds; `None` for a type or payload this build does
+/// not know.
+pub(crate) fn decode(typ: u8, payload: &[u8]) -> Option<LogBatch> {
+    (typ == REC_BATCH).then(|| decode_batch(payload)).flatten()
 }
 
 /// Appends the encoding of `batch` to `buf`.
@@ -70,100 +62,6 @@ pub(crate) fn decode_batch(payload: &[u8]) -> Option<LogBatch> {
         streams.push(LogStream { labels, entries });
     }
     r.is_empty().then_some(LogBatch { streams })
-}
-
-/// Frames `payload` as a record.
-pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(payload.len() + 8);
-    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    rec.extend_from_slice(payload);
-    rec
-}
-
-/// Creates segment `n` with its header, durably.
-pub(crate) fn create_segment(dir: &Path, n: u64) -> Result<File, LogsError> {
-    let path = segment_path(dir, n);
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogsError::io(&path, e))?;
-    let mut h = Vec::with_capacity(HEADER);
-    h.extend_from_slice(MAGIC);
-    h.extend_from_slice(&VERSION.to_le_bytes());
-    f.write_all(&h).map_err(|e| LogsError::io(&path, e))?;
-    f.sync_all().map_err(|e| LogsError::io(&path, e))?;
-    sync_dir(dir)?;
-    Ok(f)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogsError> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| LogsError::io(dir, e))
-}
-
-/// Replays segment `n`, handing each batch to `visit`; truncates a torn or
-/// corrupt tail (returns how many bytes were cut).
-pub(crate) fn replay_segment(
-    dir: &Path,
-    n: u64,
-    visit: &mut dyn FnMut(LogBatch),
-) -> Result<u64, LogsError> {
-    let path = segment_path(dir, n);
-    let mut data = Vec::new();
-    File::open(&path)
-        .and_then(|mut f| f.read_to_end(&mut data))
-        .map_err(|e| LogsError::io(&path, e))?;
-    if data.len() < HEADER || &data[..4] != MAGIC {
-        // A segment whose header never made it to disk holds nothing.
-        tracing::warn!(path = %path.display(), "log WAL segment without a header; emptied");
-        drop(create_segment(dir, n)?);
-        return Ok(data.len() as u64);
-    }
-    let version = u32::from_le_bytes(data[4..8].try_into().expect("4 bytes"));
-    if version != VERSION {
-        return Err(LogsError::Corrupt {
-            path,
-            message: format!("unsupported log WAL version {version}"),
-        });
-    }
-    let mut pos = HEADER;
-    while pos < data.len() {
-        let Some(head) = data.get(pos..pos + 8) else {
-            break;
-        };
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-        let Some(payload) = data.get(pos + 8..pos + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Some(batch) = decode_batch(payload) else {
-            break;
-        };
-        visit(batch);
-        pos += 8 + len;
-    }
-    let cut = (data.len() - pos) as u64;
-    if cut > 0 {
-        tracing::warn!(
-            path = %path.display(),
-            bytes = cut,
-            "log WAL segment ends in a torn or corrupt record; truncated"
-        );
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| LogsError::io(&path, e))?;
-        f.set_len(pos as u64).map_err(|e| LogsError::io(&path, e))?;
-        f.sync_all().map_err(|e| LogsError::io(&path, e))?;
-    }
-    Ok(cut)
 }
 
 #[cfg(test)]
@@ -202,35 +100,84 @@ mod tests {
         assert!(decode_batch(&longer).is_none());
     }
 
+    /// A segment as version 1 wrote it: `len | crc | payload`, no type.
+    pub(crate) fn version_1_segment(batches: &[LogBatch]) -> Vec<u8> {
+        let mut data = b"SKLW".to_vec();
+        data.extend_from_slice(&1u32.to_le_bytes());
+        for b in batches {
+            let mut payload = Vec::new();
+            encode_batch(&mut payload, b);
+            data.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            data.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            data.extend_from_slice(&payload);
+        }
+        data
+    }
+
     #[test]
-    fn torn_tail_is_truncated_and_earlier_records_survive() {
+    fn version_1_segments_replay_and_version_2_records_carry_a_type() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = create_segment(dir.path(), 1).unwrap();
-        let mut payload = Vec::new();
-        encode_batch(&mut payload, &batch());
-        let rec = frame(&payload);
-        f.write_all(&rec).unwrap();
-        f.write_all(&rec[..rec.len() - 3]).unwrap();
-        drop(f);
-        let mut seen = 0;
-        let cut = replay_segment(dir.path(), 1, &mut |_| seen += 1).unwrap();
-        assert_eq!(seen, 1);
-        assert_eq!(cut, rec.len() as u64 - 3);
-        let len = fs::metadata(segment_path(dir.path(), 1)).unwrap().len();
-        assert_eq!(len, (HEADER + rec.len()) as u64);
-        // A flipped byte in a record ends the segment there.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(segment_path(dir.path(), 1))
+        let path = skopos_storage::segment_path(dir.path(), 1);
+        std::fs::write(&path, version_1_segment(&[batch(), batch()])).unwrap();
+        let mut seen = Vec::new();
+        let st = skopos_storage::replay_file(&path, &FORMAT, true, &mut |t, p| {
+            decode(t, p).map(|b| seen.push(b.streams)).is_some()
+        })
+        .unwrap();
+        assert_eq!(st.damage, None);
+        assert_eq!(seen, vec![batch().streams, batch().streams]);
+        let rec = record(&batch());
+        assert_eq!(rec[8], REC_BATCH);
+        assert_eq!(decode(rec[8], &rec[9..]).unwrap().streams, batch().streams);
+        assert!(decode(2, &rec[9..]).is_none(), "an unknown record type");
+    }
+
+    /// A data directory whose WAL an older skopos wrote (version 1) opens
+    /// with its lines, and what is written next goes to a version 2 segment.
+    #[test]
+    fn a_store_with_a_version_1_wal_opens_with_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        let v1 = LogBatch {
+            streams: vec![LogStream {
+                labels: Labels::from_pairs([("app", "old")]),
+                entries: vec![LogEntry::new(10, "from version 1")],
+            }],
+        };
+        std::fs::write(
+            skopos_storage::segment_path(&wal_dir, 1),
+            version_1_segment(std::slice::from_ref(&v1)),
+        )
+        .unwrap();
+        let opts = crate::Options {
+            fsync: false,
+            ..crate::Options::default()
+        };
+        let store = crate::Store::open(dir.path(), opts.clone()).unwrap();
+        let mut v2 = v1.clone();
+        v2.streams[0].entries = vec![LogEntry::new(20, "from version 2")];
+        store.append(v2).unwrap();
+        drop(store);
+        let segs = skopos_storage::list_segments(&wal_dir).unwrap();
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        let header = std::fs::read(&segs[1].1).unwrap();
+        assert_eq!(&header[..8], &FORMAT.header());
+        let store = crate::Store::open(dir.path(), opts).unwrap();
+        let sel = skopos_model::LogSelect {
+            matchers: vec![skopos_model::Matcher::equal("app", "old")],
+            start: i64::MIN,
+            end: i64::MAX,
+            contains: Vec::new(),
+            matches: Vec::new(),
+        };
+        let mut lines = Vec::new();
+        store
+            .select(&sel, &mut |s| {
+                lines.extend(s.entries.into_iter().map(|e| e.line));
+                true
+            })
             .unwrap();
-        let mut bad = rec.clone();
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
-        f.write_all(&bad).unwrap();
-        f.write_all(&rec).unwrap();
-        drop(f);
-        let mut seen = 0;
-        replay_segment(dir.path(), 1, &mut |_| seen += 1).unwrap();
-        assert_eq!(seen, 1);
+        assert_eq!(lines, ["from version 1", "from version 2"]);
     }
 }

@@ -48,8 +48,6 @@ mod wal;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,34 +56,27 @@ use parking_lot::{Mutex, RwLock};
 use skopos_model::{to_hex, Span, SpanBatch, SpanId, TraceId};
 
 use segment::Segment;
+use skopos_storage::{DirLock, FsyncPolicy, Wal, WalOptions};
 
 /// A trace store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum TracesError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    /// I/O, corruption, the directory lock: what the shared storage
+    /// mechanics report.
+    #[error(transparent)]
+    Storage(#[from] skopos_storage::Error),
     /// An earlier WAL write failed; appends are refused until a restart.
     #[error("the trace WAL failed earlier; refusing appends until restart")]
     Failed,
-    /// Another process (or `Store`) has the directory open.
-    #[error("{path}: the trace store is in use by another process: {source}")]
-    Locked {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 impl TracesError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        TracesError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        skopos_storage::Error::io(path, source).into()
+    }
+
+    pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> Self {
+        skopos_storage::Error::corrupt(path, detail).into()
     }
 }
 
@@ -342,37 +333,14 @@ impl Parts {
 }
 
 struct WalState {
-    dir: PathBuf,
-    file: File,
-    seg: u64,
+    wal: Wal,
     failed: bool,
-}
-
-/// Takes an exclusive `flock` on `dir/lock`, held while the file is open.
-fn lock_dir(dir: &Path) -> Result<File, TracesError> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join("lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| TracesError::io(&path, e))?;
-    // SAFETY: flock on a valid file descriptor that `f` owns.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(TracesError::Locked {
-            path,
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(f)
 }
 
 /// The trace store of one data directory.
 pub struct Store {
     dir: PathBuf,
-    _lock: File,
+    _lock: DirLock,
     opts: Options,
     wal: Mutex<WalState>,
     pub(crate) parts: RwLock<Parts>,
@@ -392,18 +360,15 @@ impl Store {
         for d in [dir, &wal_dir, &seg_dir] {
             std::fs::create_dir_all(d).map_err(|e| TracesError::io(d, e))?;
         }
-        let lock = lock_dir(dir)?;
+        let lock = DirLock::acquire(dir)?;
+        // A flush that did not finish left `.tmp`s; its WAL is still there.
+        skopos_storage::remove_leftover_tmp(&seg_dir)?;
         let mut segments = Vec::new();
         let mut next = 1u64;
         for e in std::fs::read_dir(&seg_dir).map_err(|e| TracesError::io(&seg_dir, e))? {
             let e = e.map_err(|e| TracesError::io(&seg_dir, e))?;
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
-                // A flush that did not finish; its WAL is still there.
-                segment::remove_tmp(&path);
-                continue;
-            }
             let Some(n) = name
                 .strip_suffix(".seg")
                 .and_then(|n| n.parse::<u64>().ok())
@@ -413,7 +378,10 @@ impl Store {
             next = next.max(n + 1);
             segments.push(Arc::new(Segment::open(&path)?));
         }
-        let mut wal_segs = wal::segments(&wal_dir)?;
+        let wal_segs: Vec<u64> = skopos_storage::list_segments(&wal_dir)?
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
         // A flush group with members missing while its WAL is still there
         // was cut short by a crash: its WAL is replayed instead.
         let mut members: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
@@ -442,32 +410,25 @@ impl Store {
             flushing: None,
             segments,
         };
-        for &n in &wal_segs {
-            if n <= covered {
-                let p = wal::segment_path(&wal_dir, n);
-                std::fs::remove_file(&p).map_err(|e| TracesError::io(&p, e))?;
-                continue;
+        let wal_opts = WalOptions {
+            fsync: FsyncPolicy::always_if(opts.fsync),
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::recover(&wal_dir, wal::FORMAT, wal_opts, covered, &mut |typ, p| {
+            let Some(spans) = wal::decode(typ, p) else {
+                return false;
+            };
+            for s in spans {
+                let bytes = codec::encoded_len(&s);
+                parts.insert(s, bytes);
             }
-            wal::replay_segment(&wal_dir, n, &mut |spans| {
-                for s in spans {
-                    let bytes = codec::encoded_len(&s);
-                    parts.insert(s, bytes);
-                }
-            })?;
-        }
-        wal_segs.retain(|&n| n > covered);
-        let seg = wal_segs.last().map_or(covered + 1, |n| n + 1);
-        let file = wal::create_segment(&wal_dir, seg)?;
+            true
+        })?;
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: lock,
             opts,
-            wal: Mutex::new(WalState {
-                dir: wal_dir,
-                file,
-                seg,
-                failed: false,
-            }),
+            wal: Mutex::new(WalState { wal, failed: false }),
             parts: RwLock::new(parts),
             flush: Mutex::new(()),
             next_segment: Mutex::new(next),
@@ -559,18 +520,10 @@ impl Store {
         if kept.is_empty() {
             return Ok(out);
         }
-        let rec = wal::frame(&codec::encode_run(&tables, &buf, kept.len()));
-        let path = wal::segment_path(&w.dir, w.seg);
-        let written = w.file.write_all(&rec).and_then(|()| {
-            if self.opts.fsync {
-                w.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = written {
+        let rec = wal::record(&codec::encode_run(&tables, &buf, kept.len()));
+        if let Err(e) = w.wal.log(&rec) {
             w.failed = true;
-            return Err(TracesError::io(&path, e));
+            return Err(e.into());
         }
         let full = {
             let mut parts = self.parts.write();
@@ -601,15 +554,12 @@ impl Store {
 
     fn flush_locked(&self) -> Result<(), TracesError> {
         let (head, upto) = {
-            let mut w = self.wal.lock();
+            let w = self.wal.lock();
             let mut parts = self.parts.write();
             if parts.head.traces.is_empty() {
                 return Ok(());
             }
-            let upto = w.seg;
-            let file = wal::create_segment(&w.dir, upto + 1)?;
-            w.file = file;
-            w.seg = upto + 1;
+            let upto = w.wal.rotate()?;
             let head = Arc::new(std::mem::take(&mut parts.head));
             parts.flushing = Some(head.clone());
             (head, upto)
@@ -634,11 +584,7 @@ impl Store {
             }
         }
         drop(parts);
-        let w = self.wal.lock();
-        for old in wal::segments(&w.dir)?.into_iter().filter(|&s| s <= upto) {
-            let p = wal::segment_path(&w.dir, old);
-            std::fs::remove_file(&p).map_err(|e| TracesError::io(&p, e))?;
-        }
+        skopos_storage::delete_segments_upto(&self.dir.join("wal"), upto)?;
         Ok(())
     }
 
@@ -682,7 +628,7 @@ impl Store {
                 self.opts.index_values_per_key,
             );
             match written {
-                Ok(tmp) => tmps.push((tmp, seg_dir.join(&name))),
+                Ok(paths) => tmps.push(paths),
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -697,9 +643,9 @@ impl Store {
         }
         let placed: Result<Vec<Segment>, TracesError> = (|| {
             for (tmp, path) in &tmps {
-                std::fs::rename(tmp, path).map_err(|e| TracesError::io(path, e))?;
+                skopos_storage::rename(tmp, path)?;
             }
-            wal::sync_dir(&seg_dir)?;
+            skopos_storage::sync_dir(&seg_dir)?;
             tmps.iter().map(|(_, path)| Segment::open(path)).collect()
         })();
         if placed.is_err() {
@@ -752,7 +698,7 @@ impl Store {
             out.bytes_freed += s.file_bytes;
         }
         if !doomed.is_empty() {
-            wal::sync_dir(&self.dir.join("segments"))?;
+            skopos_storage::sync_dir(&self.dir.join("segments"))?;
         }
         Ok(out)
     }

@@ -47,12 +47,12 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use skopos_model::codec::{put_bytes, put_uvarint, put_varint, zigzag, Reader};
 use skopos_model::{AttrValue, Span, TraceId};
+use skopos_storage::{decompress_declared, AtomicFile};
 
 use crate::codec::{decode_table, put_span, read_span, Tables};
 use crate::TracesError;
@@ -353,35 +353,12 @@ fn decode_index(r: &mut Reader, nblocks: u32) -> Option<HashMap<(u8, String), Ke
     Some(out)
 }
 
-/// Decompresses a zstd frame that should hold `declared` bytes, refusing a
-/// frame whose own header says otherwise: a damaged length in the file must
-/// not become the size of an allocation (found by the `traces_segment` fuzz
-/// target: a footer declaring 83 TB aborted the process).
-pub(crate) fn decompress_declared(z: &[u8], declared: u64) -> Result<Vec<u8>, String> {
-    let cap = match zstd::zstd_safe::get_frame_content_size(z) {
-        Ok(Some(n)) if n == declared => n,
-        // Frames always record their size when written here; a frame that
-        // does not gets a modest bound.
-        Ok(None) if declared <= 1 << 28 => declared,
-        _ => {
-            return Err(format!(
-                "the compressed frame does not hold the {declared} bytes declared for it"
-            ))
-        }
-    };
-    let cap = usize::try_from(cap).map_err(|_| format!("frame of {cap} bytes is too large"))?;
-    zstd::bulk::decompress(z, cap).map_err(|e| e.to_string())
-}
-
 fn corrupt(path: &Path, message: impl Into<String>) -> TracesError {
-    TracesError::Corrupt {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
+    TracesError::corrupt(path, message)
 }
 
 /// Writes a segment of `traces` to `dir/<name>.tmp`, fsynced; the caller
-/// renames it into place. Returns the temporary path.
+/// renames it into place. Returns the temporary path and the final one.
 pub(crate) fn write_tmp(
     dir: &Path,
     name: &str,
@@ -390,10 +367,10 @@ pub(crate) fn write_tmp(
     traces: &Input,
     block_bytes: usize,
     max_values: usize,
-) -> Result<PathBuf, TracesError> {
-    let tmp = dir.join(format!("{name}.tmp"));
+) -> Result<(PathBuf, PathBuf), TracesError> {
+    let mut f = AtomicFile::create(&dir.join(name))?;
+    let tmp = f.tmp_path().to_path_buf();
     let io = |e| TracesError::io(&tmp, e);
-    let mut f = File::create(&tmp).map_err(io)?;
     let mut out = Vec::with_capacity(1 << 20);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -467,7 +444,7 @@ pub(crate) fn write_tmp(
         ]);
         out.extend_from_slice(&z);
         if out.len() > 8 << 20 {
-            f.write_all(&out).map_err(io)?;
+            f.write_all(&out)?;
             base += out.len() as u64;
             out.clear();
         }
@@ -501,9 +478,8 @@ pub(crate) fn write_tmp(
     out.extend_from_slice(&(footer.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&z).to_le_bytes());
     out.extend_from_slice(MAGIC);
-    f.write_all(&out).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    Ok(tmp)
+    f.write_all(&out)?;
+    Ok(f.finish()?)
 }
 
 impl Segment {

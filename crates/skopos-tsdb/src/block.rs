@@ -44,8 +44,8 @@ use skopos_model::{Labels, Sample};
 use crate::chunk::{self, BLOCK_CHUNK_SAMPLES};
 use crate::encoding::{put_bytes, put_uvarint, put_varint, Reader};
 use crate::index::{MemIndex, Symbols};
-use crate::wal::sync_dir;
 use crate::TsdbError;
+use skopos_storage::{decompress_declared, sync_dir};
 
 const INDEX_MAGIC: &[u8; 4] = b"SKIX";
 const CHUNKS_MAGIC: &[u8; 4] = b"SKCH";
@@ -351,7 +351,7 @@ impl BlockWriter {
         write_synced(&meta_path, &json)?;
         sync_dir(&self.tmp)?;
         let final_dir = self.blocks_dir.join(&self.id);
-        fs::rename(&self.tmp, &final_dir).map_err(|e| TsdbError::io(&final_dir, e))?;
+        skopos_storage::rename(&self.tmp, &final_dir)?;
         sync_dir(&self.blocks_dir)?;
         Block::open(&final_dir).map(Some)
     }
@@ -387,31 +387,8 @@ pub struct FrameCache {
     data: Vec<u8>,
 }
 
-/// Decompresses a zstd frame that should hold `declared` bytes, refusing a
-/// frame whose own header says otherwise: a damaged length in the file must
-/// not become the size of an allocation (found by the `tsdb_block` fuzz
-/// target: a footer declaring 83 TB aborted the process).
-pub(crate) fn decompress_declared(z: &[u8], declared: u64) -> Result<Vec<u8>, String> {
-    let cap = match zstd::zstd_safe::get_frame_content_size(z) {
-        Ok(Some(n)) if n == declared => n,
-        // Frames always record their size when written here; a frame that
-        // does not gets a modest bound.
-        Ok(None) if declared <= 1 << 28 => declared,
-        _ => {
-            return Err(format!(
-                "the compressed frame does not hold the {declared} bytes declared for it"
-            ))
-        }
-    };
-    let cap = usize::try_from(cap).map_err(|_| format!("frame of {cap} bytes is too large"))?;
-    zstd::bulk::decompress(z, cap).map_err(|e| e.to_string())
-}
-
-fn corrupt(path: &Path, message: impl Into<String>) -> TsdbError {
-    TsdbError::Corrupt {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
+fn corrupt(path: &Path, message: impl ToString) -> TsdbError {
+    TsdbError::corrupt(path, message.to_string())
 }
 
 impl Block {
@@ -667,6 +644,9 @@ pub const QUARANTINE_SUFFIX: &str = ".corrupt";
 /// interrupted writes/deletions when `cleanup` is set.
 pub fn load_all(blocks_dir: &Path, cleanup: bool) -> Result<Vec<Block>, TsdbError> {
     let mut out = Vec::new();
+    if cleanup {
+        skopos_storage::remove_leftover_tmp(blocks_dir)?;
+    }
     let rd = match fs::read_dir(blocks_dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
@@ -676,7 +656,7 @@ pub fn load_all(blocks_dir: &Path, cleanup: bool) -> Result<Vec<Block>, TsdbErro
         let ent = ent.map_err(|e| TsdbError::io(blocks_dir, e))?;
         let name = ent.file_name().to_string_lossy().into_owned();
         let path = ent.path();
-        if name.ends_with(".tmp") || name.ends_with(".deleted") {
+        if name.ends_with(skopos_storage::TMP_SUFFIX) || name.ends_with(".deleted") {
             if cleanup {
                 let _ = fs::remove_dir_all(&path);
             }
@@ -690,12 +670,11 @@ pub fn load_all(blocks_dir: &Path, cleanup: bool) -> Result<Vec<Block>, TsdbErro
                 Ok(b) => out.push(b),
                 // Read-only callers (inspect) race with compaction/retention
                 // deleting blocks; a vanished block is not an error for them.
-                Err(TsdbError::Io { source, .. })
-                    if !cleanup && source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(TsdbError::Storage(e)) if !cleanup && e.is_not_found() => {}
                 // A damaged block must not keep the server from booting: it is
                 // moved aside (kept for forensics, never served or deleted)
                 // and the rest of the data stays available.
-                Err(e @ TsdbError::Corrupt { .. }) if cleanup => {
+                Err(e @ TsdbError::Storage(skopos_storage::Error::Corrupt { .. })) if cleanup => {
                     let mut aside = path.as_os_str().to_owned();
                     aside.push(QUARANTINE_SUFFIX);
                     fs::rename(&path, &aside).map_err(|err| TsdbError::io(&path, err))?;

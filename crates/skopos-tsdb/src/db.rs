@@ -1,8 +1,7 @@
 //! [`Db`]: ties the WAL, the head and the blocks together.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::io::AsRawFd;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,10 +13,11 @@ use skopos_model::{
 
 use crate::block::{self, Block, BlockWriter, FrameCache};
 use crate::head::{align_down, Added, Head, MemSeries};
-use crate::wal::{self, Record, Wal};
+use crate::wal::{self, Record};
 use crate::{
     format_duration_ms, BackfillReport, Counters, MaintenanceReport, Options, Stats, TsdbError,
 };
+use skopos_storage::{DirLock, Wal, WalOptions};
 
 /// Series per WAL record when writing checkpoints.
 const CHECKPOINT_BATCH: usize = 4096;
@@ -26,7 +26,7 @@ const CHECKPOINT_BATCH: usize = 4096;
 pub struct Db {
     dir: PathBuf,
     opts: Options,
-    _lock: File,
+    _lock: DirLock,
     head: Head,
     wal: Wal,
     blocks: RwLock<Vec<Arc<Block>>>,
@@ -42,27 +42,6 @@ pub struct Db {
     /// lacks, so no later append may be acknowledged until a restart
     /// rebuilds the head from the WAL (fail-stop).
     wal_failed: AtomicBool,
-}
-
-fn lock_dir(dir: &Path) -> Result<File, TsdbError> {
-    let path = dir.join("lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| TsdbError::io(&path, e))?;
-    // SAFETY: flock on a valid, owned file descriptor.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(TsdbError::Locked {
-            path: dir.to_path_buf(),
-            message: format!("another process (or Db) holds {}: {err}", path.display()),
-        });
-    }
-    Ok(f)
 }
 
 impl Db {
@@ -81,20 +60,23 @@ impl Db {
             ));
         }
         fs::create_dir_all(dir).map_err(|e| TsdbError::io(dir, e))?;
-        let lock = lock_dir(dir)?;
+        let lock = DirLock::acquire(dir)?;
         let blocks_dir = dir.join("blocks");
         fs::create_dir_all(&blocks_dir).map_err(|e| TsdbError::io(&blocks_dir, e))?;
         let blocks = block::load_all(&blocks_dir, true)?;
         let counters = Arc::new(Counters::default());
         let head = Head::new(opts.block_duration_ms);
         let wal_dir = dir.join("wal");
-        let damaged = replay_into(&head, &wal_dir)?;
+        let (damaged, first_segment) = replay_into(&head, &wal_dir)?;
         Counters::add(&counters.wal_corruptions_repaired, damaged);
-        let wal = Wal::create(
+        let wal = Wal::open(
             &wal_dir,
-            opts.wal_segment_size,
-            opts.wal_fsync,
-            counters.clone(),
+            wal::FORMAT,
+            WalOptions {
+                fsync: opts.wal_fsync,
+                segment_size: opts.wal_segment_size,
+            },
+            first_segment,
         )?;
         Ok(Db {
             dir: dir.to_path_buf(),
@@ -641,7 +623,7 @@ impl Db {
             removed.len() as u64
         };
         let upto = self.wal.rotate()?;
-        let mut cp = self.wal.begin_checkpoint(upto)?;
+        let mut cp = wal::begin_checkpoint(self.wal.dir(), upto)?;
         let series: Vec<(Labels, Arc<MemSeries>)> = {
             let ix = self.head.index.read();
             ix.series
@@ -903,7 +885,7 @@ impl Db {
             conflicts: l(&c.conflicts),
             series_created: l(&c.series_created),
             series_limit_rejections: l(&c.series_limit_rejections),
-            wal_fsyncs: l(&c.wal_fsyncs),
+            wal_fsyncs: self.wal.fsyncs(),
             wal_corruptions_repaired: l(&c.wal_corruptions_repaired),
             compactions: l(&c.compactions),
             blocks_deleted_by_retention: l(&c.blocks_deleted_by_retention),
@@ -935,7 +917,7 @@ impl Db {
     /// Flushes and fsyncs the WAL and releases the directory lock.
     pub fn close(self) -> Result<(), TsdbError> {
         self.closed.store(true, Ordering::Release);
-        self.wal.close()
+        Ok(self.wal.close()?)
     }
 }
 
@@ -984,7 +966,8 @@ fn overlapping_group(blocks: &[Arc<Block>]) -> Option<Vec<Arc<Block>>> {
 }
 
 /// Replays the WAL in `wal_dir` into `head`, repairing damaged tails.
-fn replay_into(head: &Head, wal_dir: &Path) -> Result<u64, TsdbError> {
+/// Returns the damaged files found and the first segment a writer may use.
+fn replay_into(head: &Head, wal_dir: &Path) -> Result<(u64, u64), TsdbError> {
     let mut refs: crate::head::U64Map<Arc<MemSeries>> = Default::default();
     let block_ms = head.block_ms;
     let mut visit = |rec: Record| match rec {

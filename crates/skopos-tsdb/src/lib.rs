@@ -37,7 +37,7 @@ mod wal;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -45,22 +45,7 @@ pub use db::Db;
 
 pub use inspect::{inspect, BlockInfo, InspectReport, NameCount, WalInfo};
 
-/// When the WAL is fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// Before `append` returns.
-    Always,
-    /// By a background thread at this interval.
-    Interval(Duration),
-    /// Never explicitly (the OS decides; a `kill -9` still loses nothing).
-    Never,
-}
-
-impl Default for FsyncPolicy {
-    fn default() -> Self {
-        FsyncPolicy::Interval(Duration::from_secs(1))
-    }
-}
+pub use skopos_storage::FsyncPolicy;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -92,16 +77,10 @@ impl Default for Options {
 
 #[derive(thiserror::Error, Debug)]
 pub enum TsdbError {
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("corrupt data in {path}: {message}")]
-    Corrupt { path: PathBuf, message: String },
-    #[error("data directory {path} is locked: {message}")]
-    Locked { path: PathBuf, message: String },
+    /// I/O, corruption, the directory lock, a closed WAL: what the shared
+    /// storage mechanics report.
+    #[error(transparent)]
+    Storage(#[from] skopos_storage::Error),
     #[error("invalid data: {0}")]
     InvalidData(String),
     #[error("invalid options: {0}")]
@@ -112,10 +91,11 @@ pub enum TsdbError {
 
 impl TsdbError {
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        TsdbError::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        skopos_storage::Error::io(path, source).into()
+    }
+
+    pub(crate) fn corrupt(path: impl AsRef<Path>, detail: impl Into<String>) -> Self {
+        skopos_storage::Error::corrupt(path, detail).into()
     }
 }
 
@@ -193,7 +173,6 @@ pub(crate) struct Counters {
     pub conflicts: AtomicU64,
     pub series_created: AtomicU64,
     pub series_limit_rejections: AtomicU64,
-    pub wal_fsyncs: AtomicU64,
     pub wal_corruptions_repaired: AtomicU64,
     pub compactions: AtomicU64,
     pub blocks_deleted_by_retention: AtomicU64,

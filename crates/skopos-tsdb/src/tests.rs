@@ -761,8 +761,12 @@ fn a_locked_dir_gives_locked_naming_the_dir() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     match Db::open(dir.path(), opts()) {
-        Err(TsdbError::Locked { path, message }) => {
-            assert_eq!(path, dir.path());
+        Err(TsdbError::Storage(e @ skopos_storage::Error::Locked { .. })) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&dir.path().display().to_string()),
+                "{message}"
+            );
             assert!(message.contains("lock"), "{message}");
         }
         Err(e) => panic!("unexpected error {e}"),
@@ -1031,9 +1035,9 @@ fn corrupt_chunks_are_reported_and_a_corrupt_index_is_quarantined() {
     fs::write(&chunks, &data).unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     match db.select(&[Matcher::equal("job", "api")], i64::MIN, i64::MAX) {
-        Err(TsdbError::Corrupt { path, message }) => {
+        Err(TsdbError::Storage(skopos_storage::Error::Corrupt { path, detail })) => {
             assert_eq!(path, chunks);
-            assert!(message.contains("checksum"), "{message}");
+            assert!(detail.contains("checksum"), "{detail}");
         }
         other => panic!("expected a corruption error, got {other:?}"),
     }
@@ -1598,19 +1602,4 @@ fn head_cardinality_counts_series_pairs_and_names() {
     assert_eq!(c.min_time, Some(T0));
     assert_eq!(c.max_time, Some(T0 + 15_000));
     assert_eq!(db.head_cardinality(1).series_count_by_metric_name.len(), 1);
-}
-
-/// Found by fuzzing (FUZZING.md): a length declared in the file (here 1 TB)
-/// was the capacity handed to zstd, and the allocation aborted the process.
-#[test]
-fn a_declared_plain_length_the_frame_does_not_hold_is_corruption_not_an_allocation() {
-    let z = zstd::bulk::compress(b"some plain bytes", 3).unwrap();
-    assert!(crate::block::decompress_declared(&z, 1 << 40).is_err());
-    assert!(crate::block::decompress_declared(&z, 3).is_err());
-    assert_eq!(
-        crate::block::decompress_declared(&z, 16).unwrap(),
-        b"some plain bytes"
-    );
-    let empty = zstd::bulk::compress(b"", 3).unwrap();
-    assert_eq!(crate::block::decompress_declared(&empty, 0).unwrap(), b"");
 }

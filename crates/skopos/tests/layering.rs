@@ -1,7 +1,8 @@
 //! The layering rules ARCHITECTURE.md states, checked from `cargo metadata`
 //! so they cannot rot: storage and query engines know nothing of HTTP or
-//! gRPC, engines read storage only through `skopos-model`'s traits, and the
-//! model depends on no other skopos crate.
+//! gRPC, engines read storage only through `skopos-model`'s traits, the
+//! stores share `skopos-storage` (which knows none of them), and the model
+//! depends on no other skopos crate.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -49,7 +50,12 @@ const NETWORK: &[&str] = &[
     "tower",
     "tokio",
 ];
-const STORAGE: &[&str] = &["skopos-tsdb", "skopos-logs", "skopos-traces"];
+const STORAGE: &[&str] = &[
+    "skopos-storage",
+    "skopos-tsdb",
+    "skopos-logs",
+    "skopos-traces",
+];
 const ENGINES: &[&str] = &[
     "skopos-promql",
     "skopos-logql",
@@ -110,4 +116,20 @@ fn the_model_and_units_depend_on_no_other_skopos_crate() {
             assert!(!deps[*s].iter().any(|x| x == e), "{s} depends on {e}");
         }
     }
+}
+
+#[test]
+fn the_stores_share_one_framing_crate_that_knows_no_store() {
+    let deps = dependencies();
+    for s in STORAGE.iter().filter(|s| **s != "skopos-storage") {
+        assert!(
+            deps[*s].iter().any(|x| x == "skopos-storage"),
+            "{s} should frame its files through skopos-storage"
+        );
+    }
+    let own: Vec<_> = deps["skopos-storage"]
+        .iter()
+        .filter(|d| d.starts_with("skopos") && *d != "skopos-model")
+        .collect();
+    assert!(own.is_empty(), "skopos-storage depends on {own:?}");
 }

@@ -586,12 +586,9 @@ pub async fn delete(
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| LogsError::Io {
-                path: path.clone(),
-                source: e,
-            })?;
+            .map_err(|e| LogsError::io(&path, e))?;
         std::io::Write::write_all(&mut f, format!("{record}\n").as_bytes())
-            .map_err(|e| LogsError::Io { path, source: e })?;
+            .map_err(|e| LogsError::io(&path, e))?;
         Ok::<_, LogsError>(deleted)
     })
     .await
