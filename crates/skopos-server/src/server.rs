@@ -21,6 +21,7 @@ use skopos_tsdb::Db;
 use tokio::task::JoinHandle;
 
 use crate::http::auth::Token;
+use crate::http::lenient::Lenient;
 use crate::metrics::selfmon::SelfMetrics;
 use crate::state::{AppState, CountingSink, QueryState};
 
@@ -384,7 +385,7 @@ fn build_state(
 }
 
 /// Serves the main router on the main and OTLP/HTTP listeners (TLS when
-/// configured).
+/// configured), request targets read as leniently as Go reads them.
 async fn serve_http(
     config: &ServerConfig,
     app: Router,
@@ -410,11 +411,16 @@ async fn serve_http(
         let svc = app.clone().into_make_service();
         let task = match &tls {
             Some(tls) => {
-                let server = axum_server::from_tcp_rustls(l, tls.clone())?.handle(handle.clone());
+                let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls.clone());
+                let server = axum_server::from_tcp(l)?
+                    .acceptor(Lenient(tls))
+                    .handle(handle.clone());
                 tokio::spawn(async move { server.serve(svc).await })
             }
             None => {
-                let server = axum_server::from_tcp(l)?.handle(handle.clone());
+                let server = axum_server::from_tcp(l)?
+                    .acceptor(Lenient(axum_server::accept::DefaultAcceptor))
+                    .handle(handle.clone());
                 tokio::spawn(async move { server.serve(svc).await })
             }
         };

@@ -119,6 +119,56 @@ async fn body_over_the_limit_written_whole_before_reading_gets_413_with_the_mess
     h.shutdown().await.unwrap();
 }
 
+/// A raw `"` typed into the query string (as Prometheus users do with
+/// curl) is answered as Go's server answers it: the query runs. Three
+/// requests on one kept-alive connection, the middle one a POST whose body
+/// has quotes and a request-line look-alike that must arrive untouched.
+#[tokio::test]
+async fn raw_quotes_in_a_query_string_are_read_as_go_reads_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let mut s = tokio::net::TcpStream::connect(h.listen).await.unwrap();
+    // A body that starts like a request line with quotes in its query: were
+    // it rewritten, it would grow past its Content-Length and the query in
+    // it would be cut short.
+    let body = r#"GET /x?"=1&query=label_replace(vector(2),"a","q\"","","")&time=100"#;
+    let requests = [
+        "GET /api/v1/query?query=label_replace(vector(1),\"k\",\"v|w\",\"\",\"\")&time=100 HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        format!(
+            "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        "GET /api/v1/query?query=sum(rate(x[5m])&time=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
+    ];
+    for r in &requests {
+        s.write_all(r.as_bytes()).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers all three")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "400"], "{answer}");
+    // The first query ran with its quoted arguments read whole.
+    assert!(answer.contains(r#""metric":{"k":"v|w"}"#), "{answer}");
+    // The POST's body arrived untouched.
+    assert!(answer.contains(r#""metric":{"a":"q\""}"#), "{answer}");
+    assert!(
+        answer.contains("1:16: parse error: unclosed left parenthesis"),
+        "{answer}"
+    );
+    h.shutdown().await.unwrap();
+}
+
 /// Never acknowledge what will not be kept: a sample older than the
 /// retention window or stamped too far ahead is refused with 400 "out of
 /// bounds" (the rest of the request is stored, as Prometheus does), and a

@@ -14,6 +14,7 @@ use crate::state::AppState;
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod lenient;
 pub mod otlp;
 pub mod panic;
 
