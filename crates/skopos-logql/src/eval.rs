@@ -83,7 +83,7 @@ impl Ctx<'_> {
                 }
                 true
             })
-            .map_err(|e| QueryError::Storage(e.0))?;
+            .map_err(|e| QueryError::Storage(e.to_string()))?;
         match failure {
             Some(e) => Err(e),
             None => self.check(),

@@ -23,7 +23,7 @@ impl LogQueryable for Store {
         f: &mut dyn FnMut(LogStream) -> bool,
     ) -> Result<(), StorageError> {
         if self.fail {
-            return Err(StorageError("disk on fire".into()));
+            return Err(StorageError::Other("disk on fire".into()));
         }
         let labels = Labels::from_pairs([("app", "a")]);
         if !sel.matchers.iter().all(|m| m.matches_labels(&labels)) {

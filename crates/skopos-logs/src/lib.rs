@@ -65,6 +65,17 @@ impl LogsError {
     }
 }
 
+/// What the query engines see of a failure.
+impl From<LogsError> for StorageError {
+    fn from(e: LogsError) -> Self {
+        match e {
+            LogsError::Storage(s) => s.into(),
+            LogsError::Failed => StorageError::Unavailable(e.to_string()),
+            LogsError::Limit(_) | LogsError::Streams(_) => StorageError::Other(e.to_string()),
+        }
+    }
+}
+
 /// Limits and tuning.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -784,17 +795,13 @@ impl Store {
     }
 }
 
-fn storage_error(e: LogsError) -> StorageError {
-    StorageError(e.to_string())
-}
-
 impl LogQueryable for Store {
     fn select_logs(
         &self,
         sel: &LogSelect,
         f: &mut dyn FnMut(LogStream) -> bool,
     ) -> Result<(), StorageError> {
-        self.select(sel, f).map_err(storage_error)
+        self.select(sel, f).map_err(Into::into)
     }
 
     fn log_label_names(&self, start: i64, end: i64) -> Result<Vec<String>, StorageError> {

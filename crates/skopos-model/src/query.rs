@@ -1,9 +1,30 @@
 use crate::{Labels, Matcher, Sample, SeriesSamples};
 
-/// A storage failure seen by a query engine.
+/// A storage failure seen by a query engine: what failed, so an engine or
+/// an edge can tell damaged data from a store that is not there.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StorageError(pub String);
+pub enum StorageError {
+    /// Reading `path` failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `path` holds data that fails its checks.
+    #[error("{path}: corrupt: {detail}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    /// The store is closed, locked by another process, or stopped after a
+    /// failure; a retry later (or a restart) may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure a backend reports (a remote store, a test double).
+    #[error("{0}")]
+    Other(String),
+}
 
 /// What a query engine reads: the seam between storage (`skopos-tsdb`, or a
 /// remote backend later) and the evaluators (PromQL). Time bounds are

@@ -274,7 +274,7 @@ impl<'c> Cx<'c> {
                     false
                 }
             })
-            .map_err(|e| Stop::Query(QueryError::Storage(e.0)))?;
+            .map_err(|e| Stop::Query(QueryError::Storage(e.to_string())))?;
         err.map_or(Ok(()), Err)
     }
 

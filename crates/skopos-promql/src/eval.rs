@@ -586,7 +586,7 @@ impl<'a> Evaluator<'a> {
         for ms in &sets {
             let got = q
                 .select(ms, mint, maxt)
-                .map_err(|e| QueryError::Storage(e.0))?;
+                .map_err(|e| QueryError::Storage(e.to_string()))?;
             all.extend(got);
         }
         if sets.len() > 1 {

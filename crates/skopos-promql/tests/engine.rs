@@ -34,7 +34,7 @@ impl Queryable for Grid {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
         if self.fail {
-            return Err(StorageError("disk on fire".into()));
+            return Err(StorageError::Other("disk on fire".into()));
         }
         Ok(self
             .series

@@ -49,3 +49,42 @@ impl Error {
         matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 }
+
+/// The query engines see a storage failure through the model's type.
+impl From<Error> for skopos_model::StorageError {
+    fn from(e: Error) -> Self {
+        use skopos_model::StorageError as S;
+        match e {
+            Error::Io { path, source } => S::Io { path, source },
+            Error::Corrupt { path, detail } => S::Corrupt { path, detail },
+            e @ (Error::Locked { .. } | Error::Closed { .. }) => S::Unavailable(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skopos_model::StorageError as S;
+
+    #[test]
+    fn the_engines_see_what_failed_and_where() {
+        let e = S::from(Error::corrupt("/d/blocks/x/chunks", "checksum mismatch"));
+        assert!(matches!(&e, S::Corrupt { path, .. } if path == Path::new("/d/blocks/x/chunks")));
+        assert_eq!(
+            e.to_string(),
+            "/d/blocks/x/chunks: corrupt: checksum mismatch"
+        );
+        let e = S::from(Error::io("/d/wal", std::io::ErrorKind::NotFound.into()));
+        assert!(
+            matches!(&e, S::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
+        let e = S::from(Error::Closed {
+            dir: "/d/wal".into(),
+        });
+        assert!(
+            matches!(&e, S::Unavailable(m) if m.contains("closed")),
+            "{e}"
+        );
+    }
+}

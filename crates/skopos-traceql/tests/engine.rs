@@ -102,7 +102,7 @@ impl TraceQueryable for Broken {
         _: &TraceSelect,
         _: &mut dyn FnMut(Trace) -> bool,
     ) -> Result<(), StorageError> {
-        Err(StorageError("disk on fire".into()))
+        Err(StorageError::Other("disk on fire".into()))
     }
     fn tag_names(&self, _: i64, _: i64) -> Result<TagNames, StorageError> {
         Ok(TagNames::default())

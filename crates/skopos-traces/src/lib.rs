@@ -80,6 +80,16 @@ impl TracesError {
     }
 }
 
+/// What the query engines see of a failure.
+impl From<TracesError> for skopos_model::StorageError {
+    fn from(e: TracesError) -> Self {
+        match e {
+            TracesError::Storage(s) => s.into(),
+            TracesError::Failed => skopos_model::StorageError::Unavailable(e.to_string()),
+        }
+    }
+}
+
 /// Limits and tuning.
 #[derive(Debug, Clone)]
 pub struct Options {

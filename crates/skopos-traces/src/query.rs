@@ -468,13 +468,9 @@ fn field_value(s: &Span, field: &SpanField) -> Option<AttrValue> {
     }
 }
 
-fn storage_error(e: TracesError) -> StorageError {
-    StorageError(e.to_string())
-}
-
 impl TraceQueryable for Store {
     fn trace(&self, id: &TraceId) -> Result<Option<Trace>, StorageError> {
-        self.trace_by_id(id).map_err(storage_error)
+        self.trace_by_id(id).map_err(Into::into)
     }
 
     fn select_traces(
@@ -482,7 +478,7 @@ impl TraceQueryable for Store {
         sel: &TraceSelect,
         f: &mut dyn FnMut(Trace) -> bool,
     ) -> Result<(), StorageError> {
-        self.search(sel, f).map_err(storage_error)
+        self.search(sel, f).map_err(Into::into)
     }
 
     fn tag_names(&self, start: i64, end: i64) -> Result<TagNames, StorageError> {

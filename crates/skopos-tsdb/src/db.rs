@@ -1009,7 +1009,7 @@ impl skopos_model::Queryable for Db {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, skopos_model::StorageError> {
-        let found = Db::select(self, matchers, mint, maxt).map_err(storage_error)?;
+        let found = Db::select(self, matchers, mint, maxt)?;
         Ok(found
             .into_iter()
             .map(|s| SeriesSamples {
@@ -1026,7 +1026,7 @@ impl skopos_model::Queryable for Db {
         maxt: i64,
         f: &mut dyn FnMut(Labels, Vec<Sample>) -> bool,
     ) -> Result<(), skopos_model::StorageError> {
-        Db::select_each(self, matchers, mint, maxt, f).map_err(storage_error)
+        Db::select_each(self, matchers, mint, maxt, f).map_err(Into::into)
     }
 
     fn series(
@@ -1035,7 +1035,7 @@ impl skopos_model::Queryable for Db {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Labels>, skopos_model::StorageError> {
-        Db::series(self, matchers, mint, maxt).map_err(storage_error)
+        Db::series(self, matchers, mint, maxt).map_err(Into::into)
     }
 
     fn label_names(
@@ -1044,7 +1044,7 @@ impl skopos_model::Queryable for Db {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, skopos_model::StorageError> {
-        Db::label_names(self, matchers, mint, maxt).map_err(storage_error)
+        Db::label_names(self, matchers, mint, maxt).map_err(Into::into)
     }
 
     fn label_values(
@@ -1054,10 +1054,6 @@ impl skopos_model::Queryable for Db {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, skopos_model::StorageError> {
-        Db::label_values(self, name, matchers, mint, maxt).map_err(storage_error)
+        Db::label_values(self, name, matchers, mint, maxt).map_err(Into::into)
     }
-}
-
-fn storage_error(e: TsdbError) -> skopos_model::StorageError {
-    skopos_model::StorageError(e.to_string())
 }

@@ -99,6 +99,19 @@ impl TsdbError {
     }
 }
 
+/// What the query engines see of a failure.
+impl From<TsdbError> for skopos_model::StorageError {
+    fn from(e: TsdbError) -> Self {
+        match e {
+            TsdbError::Storage(s) => s.into(),
+            TsdbError::Closed => skopos_model::StorageError::Unavailable(e.to_string()),
+            TsdbError::InvalidData(_) | TsdbError::InvalidOptions(_) => {
+                skopos_model::StorageError::Other(e.to_string())
+            }
+        }
+    }
+}
+
 /// Cardinality of the in-memory head, as Prometheus' `/api/v1/status/tsdb`
 /// reports it. Each list is the top entries, largest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -294,7 +294,7 @@ pub async fn detected_fields(
                 }
                 true
             })
-            .map_err(|e| ApiError::internal(e.0))?;
+            .map_err(|e| ApiError::internal(e.to_string()))?;
             entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.ts));
             let mut fields: BTreeMap<String, Field> = BTreeMap::new();
             let mut lines = 0;

@@ -151,7 +151,7 @@ pub async fn labels(
     let names = st
         .logs
         .log_label_names(start, end)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.0))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(axum::Json(json!({"status": "success", "data": names})).into_response())
 }
 
@@ -172,7 +172,7 @@ pub async fn label_values(
     let values = st
         .logs
         .log_label_values(&name, &matchers, start, end)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.0))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(axum::Json(json!({"status": "success", "data": values})).into_response())
 }
 
