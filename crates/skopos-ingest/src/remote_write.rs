@@ -6,10 +6,11 @@
 //! ([`Decoded::histograms_ignored`]): skopos stores float samples only, and
 //! refusing the whole request would also lose the float samples that came
 //! with them (senders do not retry a 4xx). The handler should surface the
-//! count to the client. Exemplars are likewise counted and dropped.
+//! count to the client. Exemplars are kept ([`Decoded::exemplars`]); one
+//! with a duplicate label name is dropped and counted.
 
 use prost::Message;
-use skopos_model::{Label, Labels, Sample, SeriesSamples, WriteBatch};
+use skopos_model::{Exemplar, Label, Labels, Sample, SeriesExemplars, SeriesSamples, WriteBatch};
 
 use crate::{DecodeError, MetricMetadata};
 
@@ -102,8 +103,10 @@ pub mod proto {
 pub struct Decoded {
     pub batch: WriteBatch,
     pub metadata: Vec<MetricMetadata>,
-    /// Exemplars received and dropped.
-    pub exemplars: usize,
+    /// The exemplars, by series.
+    pub exemplars: Vec<SeriesExemplars>,
+    /// Exemplars dropped because their labels repeat a name.
+    pub exemplars_invalid: usize,
     /// Native histogram samples received and dropped (see the module doc).
     pub histograms_ignored: usize,
 }
@@ -163,9 +166,8 @@ pub fn from_proto(req: proto::WriteRequest) -> Result<Decoded, DecodeError> {
     let mut out = Decoded::default();
     out.batch.series.reserve(req.timeseries.len());
     for (index, ts) in req.timeseries.into_iter().enumerate() {
-        out.exemplars += ts.exemplars.len();
         out.histograms_ignored += ts.histograms.len();
-        if ts.samples.is_empty() {
+        if ts.samples.is_empty() && ts.exemplars.is_empty() {
             continue;
         }
         if ts.labels.is_empty() {
@@ -191,6 +193,33 @@ pub fn from_proto(req: proto::WriteRequest) -> Result<Decoded, DecodeError> {
                 index,
                 reason: "all its label values are empty".into(),
             });
+        }
+        let exemplars: Vec<Exemplar> = ts
+            .exemplars
+            .into_iter()
+            .filter_map(|e| {
+                let labels = e.labels.into_iter().map(|l| Label::new(l.name, l.value));
+                match Labels::from_sorted_checked(labels.collect()) {
+                    Ok(labels) => Some(Exemplar {
+                        labels,
+                        value: e.value,
+                        ts_ms: e.timestamp,
+                    }),
+                    Err(_) => {
+                        out.exemplars_invalid += 1;
+                        None
+                    }
+                }
+            })
+            .collect();
+        if !exemplars.is_empty() {
+            out.exemplars.push(SeriesExemplars {
+                series: labels.clone(),
+                exemplars,
+            });
+        }
+        if ts.samples.is_empty() {
+            continue;
         }
         let samples = ts
             .samples
@@ -295,7 +324,7 @@ mod tests {
         assert_eq!(d.batch.series.len(), 2);
         assert_eq!(d.batch.series[0], b.series[0]);
         assert!(d.batch.series[1].samples[0].same_as(&b.series[1].samples[0]));
-        assert_eq!(d.exemplars, 0);
+        assert!(d.exemplars.is_empty());
     }
 
     #[test]
@@ -328,11 +357,30 @@ mod tests {
                     value: 1.0,
                     timestamp: 5,
                 }],
-                exemplars: vec![proto::Exemplar {
-                    labels: vec![],
-                    value: 1.0,
-                    timestamp: 5,
-                }],
+                exemplars: vec![
+                    proto::Exemplar {
+                        labels: vec![proto::Label {
+                            name: "trace_id".into(),
+                            value: "abc".into(),
+                        }],
+                        value: 1.5,
+                        timestamp: 5,
+                    },
+                    proto::Exemplar {
+                        labels: vec![
+                            proto::Label {
+                                name: "a".into(),
+                                value: "1".into(),
+                            },
+                            proto::Label {
+                                name: "a".into(),
+                                value: "2".into(),
+                            },
+                        ],
+                        value: 1.0,
+                        timestamp: 6,
+                    },
+                ],
                 histograms: vec![proto::Histogram { timestamp: 5 }],
             }],
             metadata: vec![],
@@ -342,7 +390,18 @@ mod tests {
             d.batch.series[0].labels,
             Labels::from_pairs([("__name__", "m"), ("z", "1")])
         );
-        assert_eq!(d.exemplars, 1);
+        assert_eq!(
+            d.exemplars,
+            vec![SeriesExemplars {
+                series: Labels::from_pairs([("__name__", "m"), ("z", "1")]),
+                exemplars: vec![Exemplar {
+                    labels: Labels::from_pairs([("trace_id", "abc")]),
+                    value: 1.5,
+                    ts_ms: 5,
+                }],
+            }]
+        );
+        assert_eq!(d.exemplars_invalid, 1);
         assert_eq!(d.histograms_ignored, 1);
     }
 

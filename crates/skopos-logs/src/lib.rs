@@ -34,6 +34,7 @@ use skopos_model::{
 };
 
 use segment::Segment;
+pub use skopos_model::Retained;
 use skopos_storage::{DirLock, FsyncPolicy, Wal, WalOptions};
 
 /// A log store failure.
@@ -449,9 +450,9 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes segments past the retention time (`now_ns`) or size; returns
-    /// how many were deleted.
-    pub fn apply_retention(&self, now_ns: i64) -> Result<usize, LogsError> {
+    /// Deletes segments past the retention time (`now_ns`) or size; says
+    /// how many and how many bytes.
+    pub fn apply_retention(&self, now_ns: i64) -> Result<Retained, LogsError> {
         let _one = self.flush.lock();
         let mut doomed = Vec::new();
         {
@@ -475,10 +476,16 @@ impl Store {
                 }
             }
         }
+        let mut out = Retained::default();
         for s in &doomed {
             std::fs::remove_file(&s.path).map_err(|e| LogsError::io(&s.path, e))?;
+            out.segments_deleted += 1;
+            out.bytes_freed += s.file_bytes;
         }
-        Ok(doomed.len())
+        if !doomed.is_empty() {
+            skopos_storage::sync_dir(&self.dir.join("segments"))?;
+        }
+        Ok(out)
     }
 
     /// Deletes the lines of the streams matching `matchers` in
@@ -826,6 +833,28 @@ impl LogQueryable for Store {
             }
         }
         Ok(values.into_iter().collect())
+    }
+}
+
+impl skopos_model::Lifecycle for Store {
+    type Report = Retained;
+    type Error = LogsError;
+    const KIND: &'static str = "logs";
+
+    fn flush(&self) -> Result<(), LogsError> {
+        Store::flush(self)
+    }
+
+    fn maintenance(&self, now_ns: i64) -> Result<Retained, LogsError> {
+        self.apply_retention(now_ns)
+    }
+
+    /// Flushes the head (on failure its lines stay in the WAL), then closes
+    /// the WAL.
+    fn close(&self) -> Result<(), LogsError> {
+        let flushed = Store::flush(self);
+        self.wal.lock().wal.close()?;
+        flushed
     }
 }
 

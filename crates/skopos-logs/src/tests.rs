@@ -206,7 +206,7 @@ fn retention_deletes_segments_and_frees_disk() {
     store.append(batch("a", &[(10_000, "new")])).unwrap();
     store.flush().unwrap();
     let before = dir_bytes(dir.path());
-    assert_eq!(store.apply_retention(10_500).unwrap(), 1);
+    assert_eq!(store.apply_retention(10_500).unwrap().segments_deleted, 1);
     let after = dir_bytes(dir.path());
     assert!(after < before, "{after} >= {before}");
     assert_eq!(all(&store, "a"), vec![(10_000, "new".to_string())]);
@@ -549,4 +549,27 @@ fn older_segment_versions_still_read_beside_the_current_one() {
         ..sel.clone()
     });
     assert_eq!(v2, lines);
+}
+
+#[test]
+fn close_flushes_the_head_to_a_segment_and_refuses_later_appends() {
+    use skopos_model::Lifecycle;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.append(batch("a", &[(1, "one"), (2, "two")])).unwrap();
+    Lifecycle::close(&store).unwrap();
+    assert_eq!(store.stats().head_entries, 0);
+    assert_eq!(store.stats().segments.len(), 1);
+    let err = store.append(batch("a", &[(3, "late")])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogsError::Storage(skopos_storage::Error::Closed { .. })
+        ),
+        "{err}"
+    );
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&store, "a").len(), 2);
+    assert_eq!(store.maintenance(i64::MAX).unwrap(), Default::default());
 }

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod exposition;
 pub mod fxhash;
 mod labels;
+mod lifecycle;
 mod limits;
 mod logs;
 mod matcher;
@@ -20,6 +21,7 @@ mod traces;
 mod write;
 
 pub use labels::{is_valid_label_name, is_valid_metric_name, Label, Labels, LabelsBuilder};
+pub use lifecycle::{Lifecycle, Retained};
 pub use limits::{LimitError, Limits};
 pub use logs::{Direction, LogBatch, LogEntry, LogQueryable, LogSelect, LogStream};
 pub use matcher::{MatchOp, Matcher, MatcherError};

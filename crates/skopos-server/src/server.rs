@@ -16,7 +16,7 @@ use axum::response::Response;
 use axum::Router;
 use skopos_ingest::otlp::{Translator, TranslatorOptions};
 use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
-use skopos_model::SampleSink;
+use skopos_model::{Lifecycle, SampleSink};
 use skopos_tsdb::Db;
 use tokio::task::JoinHandle;
 
@@ -70,8 +70,6 @@ pub struct ServerConfig {
     /// How often span metrics and the service graph are written to the
     /// TSDB; `None` stops deriving metrics from spans.
     pub span_metrics_interval: Option<Duration>,
-    /// Exemplars kept in memory (a ring over all series).
-    pub max_exemplars: usize,
     /// The config file as `/api/v1/status/config` shows it (secrets
     /// already redacted by whoever read it).
     pub config_yaml: String,
@@ -107,7 +105,6 @@ impl ServerConfig {
             span_metrics: skopos_spanmetrics::SpanMetricsConfig::default(),
             service_graph: skopos_spanmetrics::ServiceGraphConfig::default(),
             span_metrics_interval: Some(Duration::from_secs(15)),
-            max_exemplars: crate::metrics::exemplars::DEFAULT_MAX_EXEMPLARS,
             config_yaml: String::new(),
             flags: Default::default(),
             enable_lifecycle: false,
@@ -360,7 +357,6 @@ fn build_state(
         traces,
         traceql: config.traceql.clone(),
         derived,
-        exemplars: crate::metrics::exemplars::ExemplarStore::new(config.max_exemplars),
         metrics,
         otlp: Translator::new(config.otlp.clone()),
         max_body_bytes: config.max_body_bytes,
@@ -466,7 +462,8 @@ fn serve_grpc(
     Ok((tx, task))
 }
 
-/// TSDB maintenance and log and trace retention, every `every`.
+/// Every store's maintenance (TSDB head cuts, compaction and retention;
+/// log and trace retention), every `every`.
 async fn maintenance_loop(
     maint_db: Arc<Db>,
     maint_logs: Arc<skopos_logs::Store>,
@@ -478,34 +475,38 @@ async fn maintenance_loop(
     tick.tick().await;
     loop {
         tick.tick().await;
-        let db = maint_db.clone();
-        match tokio::task::spawn_blocking(move || db.maintenance(now_ms())).await {
-            Ok(Ok(report)) => tracing::debug!(?report, "maintenance done"),
-            Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
-            Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
-        }
-        let logs = maint_logs.clone();
         let now_ns = now_ms().saturating_mul(1_000_000);
-        match tokio::task::spawn_blocking(move || logs.apply_retention(now_ns)).await {
-            Ok(Ok(n)) if n > 0 => {
-                tracing::info!(segments = n, "log retention deleted segments")
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "log retention failed"),
-            Err(e) => tracing::error!(error = %e, "log retention task panicked"),
+        maintain(&maint_db, now_ns).await;
+        maintain(&maint_logs, now_ns).await;
+        maintain(&maint_traces, now_ns).await;
+    }
+}
+
+/// One maintenance pass of one store, off the async threads; failures are
+/// logged (the next tick tries again).
+async fn maintain<S: Lifecycle>(store: &Arc<S>, now_ns: i64) {
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.maintenance(now_ns)).await {
+        Ok(Ok(report)) if report == S::Report::default() => {
+            tracing::debug!(store = S::KIND, "maintenance: nothing to do")
         }
-        let traces = maint_traces.clone();
-        match tokio::task::spawn_blocking(move || traces.apply_retention(now_ns)).await {
-            Ok(Ok(r)) if r.segments_deleted > 0 => tracing::info!(
-                segments = r.segments_deleted,
-                bytes = r.bytes_freed,
-                "trace retention deleted segments"
-            ),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "trace retention failed"),
-            Err(e) => tracing::error!(error = %e, "trace retention task panicked"),
+        Ok(Ok(report)) => tracing::info!(store = S::KIND, ?report, "maintenance done"),
+        Ok(Err(e)) => tracing::error!(store = S::KIND, error = %e, "maintenance failed"),
+        Err(e) => tracing::error!(store = S::KIND, error = %e, "maintenance task panicked"),
+    }
+}
+
+/// Closes one store at shutdown (see [`Lifecycle::close`]); a failure is
+/// logged, not fatal: what was acknowledged is in the WAL either way.
+async fn close_store<S: Lifecycle>(store: &Arc<S>) -> anyhow::Result<()> {
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.close()).await? {
+        Ok(()) => tracing::info!(store = S::KIND, "store closed"),
+        Err(e) => {
+            tracing::error!(store = S::KIND, error = %e, "closing the store failed; its WAL keeps what was acknowledged")
         }
     }
+    Ok(())
 }
 
 impl ServerHandle {
@@ -561,8 +562,9 @@ impl ServerHandle {
     }
 
     /// Stops accepting requests, lets in-flight ones finish (up to 10 s),
-    /// stops scraping (writing staleness markers), then closes the TSDB,
-    /// which flushes and fsyncs the WAL.
+    /// stops scraping (writing staleness markers), then closes every store
+    /// the same way ([`Lifecycle::close`]): logs and traces flush their
+    /// heads, and every WAL is fsynced and closed.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.closing.send_replace(true);
         for (h, _) in &self.http {
@@ -585,38 +587,22 @@ impl ServerHandle {
         drop(self.scraper);
         // What the processors counted since the last tick.
         crate::traces::ingest::collect_derived(&self.state).await;
-        // The log head goes to a segment, so a restart need not replay it.
-        let logs = self.state.logs.clone();
-        match tokio::task::spawn_blocking(move || logs.flush()).await? {
-            Ok(()) => tracing::info!("log store flushed"),
-            Err(e) => {
-                tracing::error!(error = %e, "log store flush failed; the WAL keeps the lines")
-            }
-        }
-        let traces = self.state.traces.clone();
-        match tokio::task::spawn_blocking(move || traces.flush()).await? {
-            Ok(()) => tracing::info!("trace store flushed"),
-            Err(e) => {
-                tracing::error!(error = %e, "trace store flush failed; the WAL keeps the spans")
-            }
-        }
+        // The log and trace heads go to segments, so a restart need not
+        // replay them; every WAL is fsynced and closed.
+        close_store(&self.state.logs).await?;
+        close_store(&self.state.traces).await?;
+        close_store(&self.state.db).await?;
+        // The directory lock goes with the last holder of the TSDB.
         let state = self.state;
-        let mut db = state.db.clone();
+        let db = Arc::downgrade(&state.db);
         drop(state);
         for _ in 0..50 {
-            match Arc::try_unwrap(db) {
-                Ok(db) => {
-                    tokio::task::spawn_blocking(move || db.close()).await??;
-                    tracing::info!("metrics store closed");
-                    return Ok(());
-                }
-                Err(still_shared) => {
-                    db = still_shared;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            if db.strong_count() == 0 {
+                return Ok(());
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tracing::warn!("metrics store still in use at shutdown; it flushes when dropped");
+        tracing::warn!("metrics store still in use at shutdown; its lock is released when dropped");
         Ok(())
     }
 }

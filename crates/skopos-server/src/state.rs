@@ -23,8 +23,6 @@ pub struct AppState {
     /// Span metrics and service graph processors fed by every stored batch
     /// (`None` when `span_metrics_interval` is off).
     pub derived: Option<Arc<crate::traces::ingest::SpanDerived>>,
-    /// Exemplars from the span metrics, for `/api/v1/query_exemplars`.
-    pub exemplars: crate::metrics::exemplars::ExemplarStore,
     pub metrics: Arc<SelfMetrics>,
     pub otlp: Translator,
     pub max_body_bytes: usize,

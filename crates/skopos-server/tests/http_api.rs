@@ -752,6 +752,59 @@ async fn metadata_status_tsdb_and_exemplars() {
     let (code, v) = get("/api/v1/query_exemplars?query=up(").await;
     assert_eq!(code, 400);
     assert_eq!(v["errorType"], "bad_data");
+
+    // Remote write exemplars are kept, in Prometheus' shape, and survive a
+    // restart; a duplicate is stored once.
+    let mut req = skopos_ingest::remote_write::to_proto(
+        &batch(
+            "http_requests_total",
+            &[("job", "api"), ("code", "500")],
+            &[(t + 1000, 2.0)],
+        ),
+        &[],
+    );
+    let ex = |trace: &str, ts: i64, value: f64| skopos_ingest::remote_write::proto::Exemplar {
+        labels: vec![skopos_ingest::remote_write::proto::Label {
+            name: "trace_id".into(),
+            value: trace.into(),
+        }],
+        value,
+        timestamp: ts,
+    };
+    req.timeseries[0].exemplars = vec![ex("4bf92f35", t + 500, 0.25), ex("00f067aa", t + 900, 1.5)];
+    let body = skopos_ingest::remote_write::compress(&req);
+    let (code, text) = post(addr, "/api/v1/write", RW, body.clone(), &[]).await;
+    assert_eq!(code, 204, "{text}");
+    let (code, text) = post(addr, "/api/v1/write", RW, body, &[]).await;
+    assert_eq!(code, 204, "{text}");
+    let q = format!(
+        "/api/v1/query_exemplars?query=http_requests_total&start={}&end={}",
+        t / 1000,
+        t / 1000 + 10
+    );
+    let want = serde_json::json!([{
+        "seriesLabels": {"__name__": "http_requests_total", "code": "500", "job": "api"},
+        "exemplars": [
+            {"labels": {"trace_id": "4bf92f35"}, "value": "0.25", "timestamp": (t + 500) as f64 / 1000.0},
+            {"labels": {"trace_id": "00f067aa"}, "value": "1.5", "timestamp": (t + 900) as f64 / 1000.0},
+        ],
+    }]);
+    let get_owned = |path: String| async move {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let (code, v) = get_owned(q.clone()).await;
+    assert_eq!(code, 200);
+    assert_eq!(v["data"], want);
+    h.shutdown().await.unwrap();
+    let h = start(dir.path(), |_| {}).await;
+    let addr = h.listen;
+    let r = reqwest::get(format!("http://{addr}{q}")).await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["data"], want, "exemplars after a restart");
     h.shutdown().await.unwrap();
 }
 

@@ -216,11 +216,7 @@ pub struct SegmentStats {
 }
 
 /// What [`Store::apply_retention`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retained {
-    pub segments_deleted: usize,
-    pub bytes_freed: u64,
-}
+pub use skopos_model::Retained;
 
 /// Spans of one trace in the head, in start order.
 pub(crate) struct HeadTrace {
@@ -740,5 +736,27 @@ impl Store {
             head_bytes: parts.head.bytes,
             blocks_read: self.blocks_read.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl skopos_model::Lifecycle for Store {
+    type Report = Retained;
+    type Error = TracesError;
+    const KIND: &'static str = "traces";
+
+    fn flush(&self) -> Result<(), TracesError> {
+        Store::flush(self)
+    }
+
+    fn maintenance(&self, now_ns: i64) -> Result<Retained, TracesError> {
+        self.apply_retention(now_ns)
+    }
+
+    /// Flushes the head (on failure its spans stay in the WAL), then closes
+    /// the WAL.
+    fn close(&self) -> Result<(), TracesError> {
+        let flushed = Store::flush(self);
+        self.wal.lock().wal.close()?;
+        flushed
     }
 }

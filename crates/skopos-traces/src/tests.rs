@@ -916,3 +916,22 @@ fn a_corrupt_segment_block_is_an_error_naming_the_file_not_a_panic() {
         .to_string();
     assert!(err.contains(".seg") && err.contains("corrupt"), "{err}");
 }
+
+#[test]
+fn close_flushes_the_head_to_segments_and_refuses_later_appends() {
+    use skopos_model::Lifecycle;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store
+        .append(batch(vec![full_span(1, 1, 10), full_span(1, 2, 20)]))
+        .unwrap();
+    Lifecycle::close(&store).unwrap();
+    assert_eq!(store.stats().head_spans, 0);
+    assert_eq!(store.stats().segments.len(), 1);
+    assert!(store.append(batch(vec![full_span(2, 1, 30)])).is_err());
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let id = full_span(1, 1, 10).trace_id;
+    let trace = skopos_model::TraceQueryable::trace(&store, &id).unwrap();
+    assert_eq!(trace.unwrap().spans.len(), 2);
+}

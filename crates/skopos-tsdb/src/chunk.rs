@@ -316,10 +316,6 @@ impl ChunkEncoder {
         self.w.buf.into_boxed_slice()
     }
 
-    pub fn heap_bytes(&self) -> usize {
-        self.w.buf.capacity()
-    }
-
     /// Reserves room for `bytes` bytes of chunk in total.
     pub fn reserve(&mut self, bytes: usize) {
         self.w

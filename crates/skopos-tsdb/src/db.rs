@@ -12,6 +12,7 @@ use skopos_model::{
 };
 
 use crate::block::{self, Block, BlockWriter, FrameCache};
+use crate::exemplars::ExemplarStore;
 use crate::head::{align_down, Added, Head, MemSeries};
 use crate::wal::{self, Record};
 use crate::{
@@ -29,6 +30,7 @@ pub struct Db {
     _lock: DirLock,
     head: Head,
     wal: Wal,
+    exemplars: ExemplarStore,
     blocks: RwLock<Vec<Arc<Block>>>,
     counters: Arc<Counters>,
     /// Serializes head cuts, compaction, retention and backfill.
@@ -78,12 +80,15 @@ impl Db {
             },
             first_segment,
         )?;
+        let exemplars =
+            ExemplarStore::open(&dir.join("exemplars"), opts.max_exemplars, opts.wal_fsync)?;
         Ok(Db {
             dir: dir.to_path_buf(),
             opts,
             _lock: lock,
             head,
             wal,
+            exemplars,
             blocks: RwLock::new(blocks.into_iter().map(Arc::new).collect()),
             counters,
             maint: Mutex::new(()),
@@ -96,6 +101,11 @@ impl Db {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The exemplar ring (persisted beside the WAL).
+    pub fn exemplars(&self) -> &ExemplarStore {
+        &self.exemplars
     }
 
     /// Looks a series up, creating it (and logging its WAL record) if needed.
@@ -330,8 +340,15 @@ impl Db {
     }
 
     /// [`Db::select`], one series at a time: block data is decoded as each
-    /// series is handed to `f`, so only the head's samples and one series'
-    /// block samples are held at once. Stops when `f` returns `false`.
+    /// series is handed to `f`, so only one series' samples are held at
+    /// once. Stops when `f` returns `false`.
+    ///
+    /// The matching series are not collected by label set: the head's are
+    /// sorted by reference (their labels compared through the symbol
+    /// table), each block's ids are already in label order (its symbols
+    /// are sorted), and the sources are merged, so one label set per
+    /// source is materialised at a time: memory is a few bytes per
+    /// matching series, not a label set each.
     pub fn select_each(
         &self,
         matchers: &[Matcher],
@@ -344,49 +361,93 @@ impl Db {
         // held, so reading the head lazily never misses data that moves
         // from the head to a block meanwhile.
         let _no_truncation = self.cut_guard.read();
-        #[derive(Default)]
-        struct Parts {
-            blocks: Vec<(usize, u32)>,
-            head: Option<Arc<MemSeries>>,
-        }
-        let mut acc: BTreeMap<Labels, Parts> = BTreeMap::new();
-        for (labels, s) in self.head_matches(matchers) {
-            acc.entry(labels).or_default().head = Some(s);
-        }
         let blocks = self.blocks_snapshot();
+        let mut sources: Vec<Source> = vec![Source::head(self.head_sorted(matchers))];
         for (bi, b) in blocks.iter().enumerate() {
             if !b.overlaps(mint, maxt) {
                 continue;
             }
-            for sid in b.index.select(matchers) {
-                if b.has_data_in(sid, mint, maxt) {
-                    acc.entry(b.labels(sid)).or_default().blocks.push((bi, sid));
-                }
-            }
+            let mut sids: Vec<u32> = b
+                .index
+                .select(matchers)
+                .into_iter()
+                .filter(|&sid| b.has_data_in(sid, mint, maxt))
+                .collect();
+            // Already sorted for blocks written in label order; a block
+            // written otherwise is put in order here (its symbol ids sort
+            // as their strings do).
+            sids.sort_by(|x, y| b.series[*x as usize].syms.cmp(&b.series[*y as usize].syms));
+            sources.push(Source::block(bi, sids));
         }
         let mut caches: Vec<FrameCache> = blocks.iter().map(|_| FrameCache::default()).collect();
-        for (labels, p) in acc {
-            let mut parts = Vec::with_capacity(p.blocks.len() + 1);
-            for (bi, sid) in p.blocks {
-                let s = blocks[bi].samples(sid, mint, maxt, &mut caches[bi], bi)?;
-                if !s.is_empty() {
-                    parts.push(s);
+        for src in &mut sources {
+            src.advance(self, &blocks, mint, maxt);
+        }
+        loop {
+            let Some(min) = sources
+                .iter()
+                .filter_map(|s| s.labels.as_ref())
+                .min()
+                .cloned()
+            else {
+                return Ok(());
+            };
+            let mut parts = Vec::new();
+            let mut head_part = None;
+            for src in &mut sources {
+                if src.labels.as_ref() != Some(&min) {
+                    continue;
                 }
-            }
-            if let Some(h) = p.head {
-                let s = h.state.lock().samples(mint, maxt);
-                if !s.is_empty() {
-                    parts.push(s);
+                match src.kind {
+                    SourceKind::Head => {
+                        let s = src.head[src.at - 1].state.lock().samples(mint, maxt);
+                        if !s.is_empty() {
+                            head_part = Some(s);
+                        }
+                    }
+                    SourceKind::Block(bi) => {
+                        let sid = src.sids[src.at - 1];
+                        let s = blocks[bi].samples(sid, mint, maxt, &mut caches[bi], bi)?;
+                        if !s.is_empty() {
+                            parts.push(s);
+                        }
+                    }
                 }
+                src.advance(self, &blocks, mint, maxt);
             }
+            // Blocks oldest first, then the head, as `merge` expects.
+            parts.extend(head_part);
             if parts.is_empty() {
                 continue;
             }
-            if !f(labels, merge(parts)) {
-                break;
+            if !f(min, merge(parts)) {
+                return Ok(());
             }
         }
-        Ok(())
+    }
+
+    /// Head series matching `matchers`, sorted by their labels.
+    fn head_sorted(&self, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
+        let ix = self.head.index.read();
+        let mut out: Vec<Arc<MemSeries>> = ix
+            .ix
+            .select(matchers)
+            .into_iter()
+            .filter_map(|r| ix.series.get(&r).cloned())
+            .collect();
+        let sym = &ix.ix.symbols;
+        out.sort_unstable_by(|a, b| {
+            for (x, y) in a.syms.iter().zip(b.syms.iter()) {
+                if x != y {
+                    let o = sym.get(*x).cmp(sym.get(*y));
+                    if o != std::cmp::Ordering::Equal {
+                        return o;
+                    }
+                }
+            }
+            a.syms.len().cmp(&b.syms.len())
+        });
+        out
     }
 
     /// Label sets of the series matching `matchers` that have data in range
@@ -516,6 +577,7 @@ impl Db {
         }
         report.compactions = self.compact()?;
         report.blocks_deleted = self.apply_retention(now_ms)?;
+        report.exemplar_snapshots = u64::from(self.exemplars.compact()?);
         Ok(report)
     }
 
@@ -893,31 +955,32 @@ impl Db {
         }
     }
 
-    /// Approximate heap bytes used by the head (series, labels, chunks, index).
-    pub fn head_memory_bytes(&self) -> u64 {
-        let ix = self.head.index.read();
-        let mut total = ix.ix.symbols.heap_bytes();
-        for values in ix.ix.postings.values() {
-            total += 48;
-            for list in values.values() {
-                total += 40 + list.capacity() * 8;
-            }
-        }
-        for s in ix.series.values() {
-            // Arc + series struct + hash map entries + symbol ids + chunk data.
-            total += std::mem::size_of::<MemSeries>()
-                + 16
-                + 40
-                + s.syms.len() * 4
-                + s.state.lock().heap_bytes();
-        }
-        total as u64
-    }
-
     /// Flushes and fsyncs the WAL and releases the directory lock.
     pub fn close(self) -> Result<(), TsdbError> {
+        skopos_model::Lifecycle::close(&self)
+    }
+}
+
+impl skopos_model::Lifecycle for Db {
+    type Report = MaintenanceReport;
+    type Error = TsdbError;
+    const KIND: &'static str = "metrics";
+
+    fn flush(&self) -> Result<(), TsdbError> {
+        self.flush_head()
+    }
+
+    fn maintenance(&self, now_ns: i64) -> Result<MaintenanceReport, TsdbError> {
+        Db::maintenance(self, now_ns.div_euclid(1_000_000))
+    }
+
+    /// Fsyncs and closes the WAL (the head is replayed from it at the next
+    /// open, as Prometheus does); appends are refused from then on.
+    fn close(&self) -> Result<(), TsdbError> {
         self.closed.store(true, Ordering::Release);
-        Ok(self.wal.close()?)
+        let exemplars = self.exemplars.close();
+        self.wal.close()?;
+        exemplars
     }
 }
 
@@ -1055,5 +1118,80 @@ impl skopos_model::Queryable for Db {
         maxt: i64,
     ) -> Result<Vec<String>, skopos_model::StorageError> {
         Db::label_values(self, name, matchers, mint, maxt).map_err(Into::into)
+    }
+}
+
+/// One sorted source of series for [`Db::select_each`]'s merge: the head
+/// or one block, with the label set of the series it is at.
+struct Source {
+    kind: SourceKind,
+    head: Vec<Arc<MemSeries>>,
+    sids: Vec<u32>,
+    /// Index of the next series to look at; the current one is `at - 1`.
+    at: usize,
+    /// The current series' labels; `None` when the source is exhausted.
+    labels: Option<Labels>,
+}
+
+#[derive(Clone, Copy)]
+enum SourceKind {
+    Head,
+    Block(usize),
+}
+
+impl Source {
+    fn head(series: Vec<Arc<MemSeries>>) -> Source {
+        Source {
+            kind: SourceKind::Head,
+            head: series,
+            sids: Vec::new(),
+            at: 0,
+            labels: None,
+        }
+    }
+
+    fn block(bi: usize, sids: Vec<u32>) -> Source {
+        Source {
+            kind: SourceKind::Block(bi),
+            head: Vec::new(),
+            sids,
+            at: 0,
+            labels: None,
+        }
+    }
+
+    /// Moves to the next series (for the head: the next one still in the
+    /// index with samples overlapping the range) and reads its labels.
+    fn advance(&mut self, db: &Db, blocks: &[Arc<Block>], mint: i64, maxt: i64) {
+        self.labels = None;
+        match self.kind {
+            SourceKind::Block(bi) => {
+                if let Some(&sid) = self.sids.get(self.at) {
+                    self.at += 1;
+                    self.labels = Some(blocks[bi].labels(sid));
+                }
+            }
+            SourceKind::Head => {
+                while let Some(s) = self.head.get(self.at) {
+                    self.at += 1;
+                    let overlaps = {
+                        let st = s.state.lock();
+                        st.min_t().is_some_and(|a| a <= maxt)
+                            && st.max_t().is_some_and(|b| b >= mint)
+                    };
+                    if !overlaps {
+                        continue;
+                    }
+                    // A series collected since it was listed is skipped:
+                    // only series without samples are collected, and its
+                    // symbols may have been reused.
+                    let ix = db.head.index.read();
+                    if ix.series.get(&s.r).is_some_and(|x| Arc::ptr_eq(x, s)) {
+                        self.labels = Some(ix.labels_of(s));
+                        break;
+                    }
+                }
+            }
+        }
     }
 }

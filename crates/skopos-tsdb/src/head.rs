@@ -150,16 +150,6 @@ impl Ooo {
             .flatten()
             .max()
     }
-
-    fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Ooo>()
-            + self.buf.capacity() * 16
-            + self
-                .chunks
-                .iter()
-                .map(|c| c.bytes.len() + std::mem::size_of::<HeadChunk>())
-                .sum::<usize>()
-    }
 }
 
 pub struct MemSeries {
@@ -407,15 +397,6 @@ impl SeriesState {
         let c: u64 = self.closed.iter().map(|c| c.count as u64).sum();
         c + self.open.as_ref().map_or(0, |o| o.count() as u64)
             + self.ooo.as_ref().map_or(0, |o| o.len() as u64)
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.closed
-            .iter()
-            .map(|c| c.bytes.len() + std::mem::size_of::<HeadChunk>())
-            .sum::<usize>()
-            + self.open.as_ref().map_or(0, |o| o.heap_bytes())
-            + self.ooo.as_ref().map_or(0, |o| o.heap_bytes())
     }
 }
 

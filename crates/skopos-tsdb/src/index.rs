@@ -71,11 +71,6 @@ impl Symbols {
         self.strs.iter().map(|s| &**s)
     }
 
-    /// Approximate heap bytes, for memory accounting.
-    pub fn heap_bytes(&self) -> usize {
-        self.strs.iter().map(|s| s.len() + 16 + 44).sum::<usize>()
-    }
-
     /// Resolves interleaved (name, value) symbol ids to labels.
     pub fn labels(&self, syms: &[u32]) -> Labels {
         let v = syms

@@ -7,6 +7,7 @@
 //! dir/wal/NNNNNNNN      write-ahead log segments   (format: src/wal.rs docs)
 //! dir/wal/checkpoint.N  head state up to segment N
 //! dir/blocks/<id>/      immutable blocks           (format: src/block.rs, src/chunk.rs docs)
+//! dir/exemplars/        the exemplar ring's log and snapshot (src/exemplars.rs docs)
 //! ```
 //!
 //! Each appended batch goes into the in-memory head (`src/head.rs`) and into
@@ -28,6 +29,7 @@
 mod block;
 mod chunk;
 mod db;
+mod exemplars;
 use skopos_model::codec as encoding;
 mod head;
 mod index;
@@ -42,6 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use db::Db;
+pub use exemplars::{ExemplarOutcome, ExemplarStore, DEFAULT_MAX_EXEMPLARS, MAX_LABEL_SET_CHARS};
 
 pub use inspect::{inspect, BlockInfo, InspectReport, NameCount, WalInfo};
 
@@ -59,6 +62,8 @@ pub struct Options {
     pub block_duration_ms: i64,
     pub limits: skopos_model::Limits,
     pub wal_segment_size: u64,
+    /// Exemplars kept (a ring over all series; 0 keeps none).
+    pub max_exemplars: usize,
 }
 
 impl Default for Options {
@@ -71,6 +76,7 @@ impl Default for Options {
             block_duration_ms: 2 * 3600 * 1000,
             limits: skopos_model::Limits::default(),
             wal_segment_size: 128 << 20,
+            max_exemplars: DEFAULT_MAX_EXEMPLARS,
         }
     }
 }
@@ -166,6 +172,8 @@ pub struct MaintenanceReport {
     pub blocks_deleted: u64,
     pub series_gc: u64,
     pub wal_segments_deleted: u64,
+    /// Exemplar log compactions into the snapshot.
+    pub exemplar_snapshots: u64,
 }
 
 /// What [`Db::backfill`] wrote.

@@ -101,7 +101,7 @@ pub struct ServerFlags {
     /// How often span metrics and the service graph are written, or `off` [default: 15s]
     #[arg(long = "traces.span-metrics-interval")]
     pub traces_span_metrics_interval: Option<String>,
-    /// Exemplars kept in memory for /api/v1/query_exemplars [default: 100000]
+    /// Exemplars kept (a ring over all series, persisted) for /api/v1/query_exemplars [default: 100000]
     #[arg(long = "traces.max-exemplars")]
     pub traces_max_exemplars: Option<usize>,
     /// Longest a trace search may run [default: 30s]
@@ -638,7 +638,7 @@ fn resolve_traces(
         cfg.span_metrics_interval = s.interval()?;
     }
     if let Some(s) = src.get("--traces.max-exemplars", flags.traces_max_exemplars)? {
-        cfg.max_exemplars = s.count()?;
+        cfg.tsdb.max_exemplars = s.count()?;
     }
     if let Some(s) = src.get(
         "--traces.search-timeout",
@@ -832,7 +832,7 @@ mod tests {
         assert!(cfg.traces.retention_bytes.unwrap() >= 1_000_000_000);
         assert!(cfg.traces.max_bytes_per_trace >= 1_000_000);
         assert_eq!(cfg.span_metrics_interval, None);
-        assert_eq!(cfg.max_exemplars, 7);
+        assert_eq!(cfg.tsdb.max_exemplars, 7);
         let flags = ServerFlags {
             traces_span_metrics_interval: Some("soon".into()),
             ..Default::default()

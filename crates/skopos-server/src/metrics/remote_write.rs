@@ -47,6 +47,22 @@ pub async fn write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         }
     };
     st.metadata.record(&decoded.metadata);
+    // Exemplar problems never fail the request (as in Prometheus); the
+    // samples decide the answer.
+    if !decoded.exemplars.is_empty() {
+        let db = st.db.clone();
+        let ex = decoded.exemplars;
+        match tokio::task::spawn_blocking(move || db.exemplars().add(&ex)).await {
+            Ok(Ok(o)) if o.out_of_order + o.too_long > 0 => tracing::debug!(
+                out_of_order = o.out_of_order,
+                too_long = o.too_long,
+                "remote write exemplars dropped"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "storing remote write exemplars failed"),
+            Err(e) => tracing::error!(error = %e, "storing exemplars panicked"),
+        }
+    }
     match st.store(PROTO, decoded.batch).await {
         Ok(outcome) => match outcome.first_rejection.clone() {
             Some(msg) => (

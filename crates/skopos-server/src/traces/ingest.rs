@@ -3,7 +3,7 @@
 //! v2 JSON) all end in [`AppState::append_spans`], which stores the spans
 //! and feeds the span metrics and service graph processors. A loop
 //! ([`derived_metrics_loop`]) collects those processors into the TSDB and
-//! their exemplars into the exemplar ring.
+//! their exemplars into the TSDB's exemplar ring.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,7 +245,7 @@ pub async fn zipkin_spans(
 }
 
 /// Collects the span metrics and the service graph every `every`, appends
-/// the series to the TSDB and the exemplars to the exemplar ring.
+/// the series to the TSDB and the exemplars to the TSDB's exemplar ring.
 pub async fn derived_metrics_loop(st: Arc<AppState>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,7 +279,9 @@ pub async fn collect_derived(st: &AppState) {
             return;
         }
     };
-    st.exemplars.add(ex);
+    if let Err(e) = st.db.exemplars().add(&ex) {
+        tracing::warn!(error = %e, "storing span metric exemplars failed");
+    }
     match st.store("spanmetrics", wb).await {
         Ok(_) => {}
         Err(crate::state::StoreError::Client(m) | crate::state::StoreError::Unavailable(m)) => {
