@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub flags: std::collections::BTreeMap<String, String>,
     /// Accept `POST /-/reload` and `/-/quit` (`--web.enable-lifecycle`).
     pub enable_lifecycle: bool,
+    /// Accept the TSDB admin API: snapshot, delete_series,
+    /// clean_tombstones (`--web.enable-admin-api`).
+    pub enable_admin_api: bool,
     /// How far ahead of now a sample, line or span may be stamped.
     pub future_grace: Duration,
 }
@@ -108,6 +111,7 @@ impl ServerConfig {
             config_yaml: String::new(),
             flags: Default::default(),
             enable_lifecycle: false,
+            enable_admin_api: false,
             future_grace: Duration::from_secs(600),
         }
     }
@@ -377,6 +381,7 @@ fn build_state(
         scrape_config: parking_lot::RwLock::new(config.scrape.clone().unwrap_or_default()),
         status,
         lifecycle,
+        admin_api: config.enable_admin_api,
     })
 }
 

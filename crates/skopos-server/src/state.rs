@@ -44,6 +44,8 @@ pub struct AppState {
     /// Where `POST /-/reload` and `/-/quit` go (`None` unless lifecycle
     /// requests are enabled).
     pub lifecycle: Option<tokio::sync::mpsc::UnboundedSender<Lifecycle>>,
+    /// Whether the TSDB admin API answers (`--web.enable-admin-api`).
+    pub admin_api: bool,
     /// Where samples, log lines and spans may land.
     pub metrics_bounds: TimeBounds,
     pub logs_bounds: TimeBounds,

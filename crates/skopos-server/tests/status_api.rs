@@ -294,3 +294,104 @@ async fn metadata_of_scrapes_and_the_self_scrape_is_served() {
     assert_eq!(json(&body)["data"], serde_json::json!([]));
     h.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_admin_api_deletes_cleans_and_snapshots_only_when_enabled() {
+    let client = reqwest::Client::new();
+    let post = |h: &ServerHandle, path: &str| {
+        let (c, url) = (client.clone(), format!("http://{}{path}", h.listen));
+        async move {
+            let r = c.post(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |_| {}).await;
+    for path in [
+        "/api/v1/admin/tsdb/snapshot",
+        "/api/v1/admin/tsdb/delete_series?match[]=up",
+        "/api/v1/admin/tsdb/clean_tombstones",
+    ] {
+        let (code, body) = post(&h, path).await;
+        assert_eq!(code, 503, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["errorType"], "unavailable");
+        assert_eq!(v["error"], "admin APIs disabled");
+    }
+    h.shutdown().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), |c| c.enable_admin_api = true).await;
+    let t = now_ms();
+    let series = |job: &str| SeriesSamples {
+        labels: Labels::from_pairs([("__name__", "up"), ("job", job)]),
+        samples: (0..10)
+            .map(|i| Sample::new(t - 100_000 + i * 10_000, 1.0))
+            .collect(),
+    };
+    h.db()
+        .append(&WriteBatch {
+            series: vec![series("a"), series("b")],
+        })
+        .unwrap();
+    let count = |h: &ServerHandle, job: &'static str| {
+        let url = format!(
+            "http://{}/api/v1/query?query=count_over_time(up{{job=\"{job}\"}}[5m])&time={}",
+            h.listen,
+            t as f64 / 1000.0
+        );
+        async move {
+            let v: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(|s| s.parse::<f64>().unwrap())
+        }
+    };
+    assert_eq!(count(&h, "a").await, Some(10.0));
+
+    let (code, body) = post(&h, "/api/v1/admin/tsdb/delete_series").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no match[] parameter provided"), "{body}");
+    let (code, body) = post(&h, "/api/v1/admin/tsdb/delete_series?match[]=up{").await;
+    assert_eq!(code, 400, "{body}");
+    // The five newest samples of job a.
+    let path = format!(
+        "/api/v1/admin/tsdb/delete_series?match[]=up{{job=\"a\"}}&start={}",
+        (t - 50_000) as f64 / 1000.0
+    );
+    let (code, body) = post(&h, &path).await;
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(count(&h, "a").await, Some(5.0));
+    assert_eq!(count(&h, "b").await, Some(10.0));
+    assert_eq!(post(&h, "/api/v1/admin/tsdb/clean_tombstones").await.0, 204);
+
+    let (code, body) = post(&h, "/api/v1/admin/tsdb/snapshot?skip_head=maybe").await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = post(&h, "/api/v1/admin/tsdb/snapshot").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let name = v["data"]["name"].as_str().unwrap().to_string();
+    let snap = dir.path().join("metrics/snapshots").join(&name);
+    assert!(snap.is_dir(), "{}", snap.display());
+    let r = client
+        .get(format!("http://{}/api/v1/admin/tsdb/snapshot", h.listen))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405, "POST or PUT only");
+    h.shutdown().await.unwrap();
+
+    // The snapshot is a blocks directory: a store opened on it holds what
+    // the server held, the deletion included.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("metrics")).unwrap();
+    std::fs::rename(&snap, other.path().join("metrics/blocks")).unwrap();
+    let h = start(other.path(), |_| {}).await;
+    assert_eq!(count(&h, "a").await, Some(5.0));
+    assert_eq!(count(&h, "b").await, Some(10.0));
+    // The deletion also survived the restart of the original store.
+    h.shutdown().await.unwrap();
+    let h = start(dir.path(), |_| {}).await;
+    assert_eq!(count(&h, "a").await, Some(5.0));
+    h.shutdown().await.unwrap();
+}

@@ -30,6 +30,13 @@
 //!   nframes, per frame: file offset, compressed len, raw len, crc32
 //!   npostings, per (name, value): name sym, value sym, n, series id deltas
 //!   ```
+//! * `tombstones` (only once something was deleted) — a `skopos-storage`
+//!   framed file (magic `"SKTB"`, version 1) of one record: repeated
+//!   { series id v | mint z | maxt z }, the samples reads leave out
+//!   (`delete_series`). Rewritten whole, atomically; compaction and
+//!   `clean_tombstones` write blocks without what it names. A damaged file is
+//!   ignored (with an error logged) and the block opens without it: the
+//!   deleted samples come back rather than the block being lost.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -48,6 +55,8 @@ use crate::TsdbError;
 use skopos_storage::{decompress_declared, sync_dir};
 
 const INDEX_MAGIC: &[u8; 4] = b"SKIX";
+const TOMBSTONES: skopos_storage::Format = skopos_storage::Format::new(*b"SKTB", 1);
+const TOMBSTONES_FILE: &str = "tombstones";
 const CHUNKS_MAGIC: &[u8; 4] = b"SKCH";
 pub const FORMAT_VERSION: u32 = 1;
 const FRAME_TARGET: usize = 128 * 1024;
@@ -377,6 +386,10 @@ pub struct Block {
     frames: Vec<Frame>,
     chunks: File,
     pub disk_bytes: u64,
+    /// Deleted time ranges by series id (see the module doc).
+    tombstones: parking_lot::RwLock<HashMap<u32, Vec<(i64, i64)>>>,
+    /// Whether `tombstones` is non-empty (reads skip the lock without).
+    any_tombstones: std::sync::atomic::AtomicBool,
 }
 
 /// Holds the last decompressed frame, so reading consecutive series of one
@@ -457,6 +470,7 @@ impl Block {
                 "a frame lies beyond the end of the file",
             ));
         }
+        let tombstones = read_tombstones(dir, series.len())?;
         let disk_bytes = dir_bytes(dir);
         Ok(Block {
             dir: dir.to_path_buf(),
@@ -466,7 +480,50 @@ impl Block {
             frames,
             chunks,
             disk_bytes,
+            any_tombstones: std::sync::atomic::AtomicBool::new(!tombstones.is_empty()),
+            tombstones: parking_lot::RwLock::new(tombstones),
         })
+    }
+
+    /// Whether anything of this block was deleted.
+    pub fn has_tombstones(&self) -> bool {
+        self.any_tombstones.load(Ordering::Acquire)
+    }
+
+    /// Marks `[mint, maxt]` of each series id deleted: the tombstones file
+    /// is rewritten (atomically) before reads leave the samples out.
+    pub fn add_tombstones(&self, deleted: &[(u32, i64, i64)]) -> Result<(), TsdbError> {
+        if deleted.is_empty() {
+            return Ok(());
+        }
+        let mut t = self.tombstones.write();
+        let mut next = t.clone();
+        for &(sid, mint, maxt) in deleted {
+            next.entry(sid).or_default().push((mint, maxt));
+        }
+        let mut body = TOMBSTONES.header().to_vec();
+        let mut sids: Vec<&u32> = next.keys().collect();
+        sids.sort();
+        skopos_storage::frame(&mut body, 1, |b| {
+            for sid in sids {
+                for &(mint, maxt) in &next[sid] {
+                    put_uvarint(b, u64::from(*sid));
+                    put_varint(b, mint);
+                    put_varint(b, maxt);
+                }
+            }
+        });
+        skopos_storage::write_atomic(&self.dir.join(TOMBSTONES_FILE), &body)?;
+        *t = next;
+        self.any_tombstones.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn deleted(&self, sid: u32) -> Option<Vec<(i64, i64)>> {
+        if !self.has_tombstones() {
+            return None;
+        }
+        self.tombstones.read().get(&sid).cloned()
     }
 
     pub fn id(&self) -> &str {
@@ -481,11 +538,18 @@ impl Block {
         self.index.symbols.labels(&self.series[sid as usize].syms)
     }
 
+    /// Whether series `sid` has a chunk overlapping `[mint, maxt]` that no
+    /// single tombstone covers (at chunk granularity, so a read may still
+    /// find nothing).
     pub fn has_data_in(&self, sid: u32, mint: i64, maxt: i64) -> bool {
-        self.series[sid as usize]
-            .chunks
-            .iter()
-            .any(|c| c.max_t >= mint && c.min_t <= maxt)
+        let gone = self.deleted(sid).unwrap_or_default();
+        self.series[sid as usize].chunks.iter().any(|c| {
+            c.max_t >= mint
+                && c.min_t <= maxt
+                && !gone
+                    .iter()
+                    .any(|&(a, b)| a <= c.min_t.max(mint) && b >= c.max_t.min(maxt))
+        })
     }
 
     /// Samples of series `sid` in `[mint, maxt]`, sorted.
@@ -531,8 +595,52 @@ impl Block {
                 .map_err(|e| corrupt(&chunks_path(), e.to_string()))?;
         }
         out.retain(|s| s.t >= mint && s.t <= maxt);
+        if let Some(gone) = self.deleted(sid) {
+            out.retain(|s| !gone.iter().any(|&(a, b)| a <= s.t && s.t <= b));
+        }
         Ok(out)
     }
+}
+
+/// The block's tombstones (see the module doc); none when the file is
+/// absent or damaged.
+fn read_tombstones(
+    dir: &Path,
+    n_series: usize,
+) -> Result<HashMap<u32, Vec<(i64, i64)>>, TsdbError> {
+    let path = dir.join(TOMBSTONES_FILE);
+    let mut out: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
+    if !path.exists() {
+        return Ok(out);
+    }
+    let read = skopos_storage::read_file(&path, &TOMBSTONES, &mut |typ, payload| {
+        let mut r = Reader::new(payload);
+        let mut got = Vec::new();
+        while !r.is_empty() {
+            let (Some(sid), Some(a), Some(b)) = (r.uvarint(), r.varint(), r.varint()) else {
+                return false;
+            };
+            match u32::try_from(sid) {
+                Ok(sid) if (sid as usize) < n_series => got.push((sid, a, b)),
+                _ => return false,
+            }
+        }
+        if typ != 1 {
+            return false;
+        }
+        for (sid, a, b) in got {
+            out.entry(sid).or_default().push((a, b));
+        }
+        true
+    })?;
+    if read.damage.is_some() || read.records != 1 {
+        tracing::error!(
+            path = %path.display(),
+            "block tombstones unreadable; ignored, the deleted samples are visible again"
+        );
+        return Ok(HashMap::new());
+    }
+    Ok(out)
 }
 
 pub fn dir_bytes(dir: &Path) -> u64 {

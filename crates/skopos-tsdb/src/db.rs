@@ -16,7 +16,8 @@ use crate::exemplars::ExemplarStore;
 use crate::head::{align_down, Added, Head, MemSeries};
 use crate::wal::{self, Record};
 use crate::{
-    format_duration_ms, BackfillReport, Counters, MaintenanceReport, Options, Stats, TsdbError,
+    format_duration_ms, BackfillReport, Counters, DeleteReport, MaintenanceReport, Options,
+    SnapshotReport, Stats, TsdbError,
 };
 use skopos_storage::{DirLock, Wal, WalOptions};
 
@@ -581,6 +582,134 @@ impl Db {
         Ok(report)
     }
 
+    /// Deletes the samples in `[mint, maxt]` of every series matching
+    /// `matchers` (Prometheus' `delete_series`): the head's are removed
+    /// (after a WAL tombstone record, so a restart deletes them again), the
+    /// blocks' are marked in each block's tombstones file and left out of
+    /// every read; compaction and [`Db::clean_tombstones`] drop them for
+    /// good. Samples appended meanwhile into the range may survive.
+    pub fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<DeleteReport, TsdbError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TsdbError::Closed);
+        }
+        let _g = self.maint.lock();
+        let mut report = DeleteReport::default();
+        let head = self.head_sorted(matchers);
+        if !head.is_empty() {
+            let marks: Vec<(u64, i64, i64)> = head.iter().map(|s| (s.r, mint, maxt)).collect();
+            let mut buf = Vec::new();
+            wal::encode_tombstones(&mut buf, &marks);
+            self.wal.log(&buf)?;
+            let block_ms = self.opts.block_duration_ms;
+            for s in &head {
+                let (n, chunks) = s.state.lock().delete_range(mint, maxt, block_ms);
+                if n > 0 {
+                    report.head_series += 1;
+                    report.head_samples += n;
+                    self.head.samples.fetch_sub(n, Ordering::Relaxed);
+                    if chunks >= 0 {
+                        self.head.chunks.fetch_add(chunks as u64, Ordering::Relaxed);
+                    } else {
+                        self.head
+                            .chunks
+                            .fetch_sub(chunks.unsigned_abs(), Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        for b in self.blocks_snapshot() {
+            if !b.overlaps(mint, maxt) {
+                continue;
+            }
+            let marks: Vec<(u32, i64, i64)> = b
+                .index
+                .select(matchers)
+                .into_iter()
+                .filter(|&sid| b.has_data_in(sid, mint, maxt))
+                .map(|sid| (sid, mint, maxt))
+                .collect();
+            if !marks.is_empty() {
+                b.add_tombstones(&marks)?;
+                report.block_series += marks.len() as u64;
+                report.blocks += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Rewrites every block that has tombstones without the deleted
+    /// samples (Prometheus' `clean_tombstones`); returns how many.
+    pub fn clean_tombstones(&self) -> Result<u64, TsdbError> {
+        let _g = self.maint.lock();
+        let mut n = 0;
+        for b in self.blocks_snapshot() {
+            if b.has_tombstones() {
+                self.merge_blocks(std::slice::from_ref(&b), b.meta.compaction.level)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes a snapshot of the store into `into` (which must not exist):
+    /// every block hard-linked (copied where links cannot be made), and
+    /// with `with_head` the head written as one more block, so `into` is a
+    /// `blocks` directory another store can open. Prometheus'
+    /// `/api/v1/admin/tsdb/snapshot`.
+    pub fn snapshot(&self, into: &Path, with_head: bool) -> Result<SnapshotReport, TsdbError> {
+        let _g = self.maint.lock();
+        if into.exists() {
+            return Err(TsdbError::InvalidOptions(format!(
+                "snapshot directory {} already exists",
+                into.display()
+            )));
+        }
+        let tmp = skopos_storage::tmp_path(into);
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(|e| TsdbError::io(&tmp, e))?;
+        let mut report = SnapshotReport::default();
+        for b in self.blocks_snapshot() {
+            let dst = tmp.join(b.id());
+            fs::create_dir_all(&dst).map_err(|e| TsdbError::io(&dst, e))?;
+            for ent in fs::read_dir(&b.dir).map_err(|e| TsdbError::io(&b.dir, e))? {
+                let ent = ent.map_err(|e| TsdbError::io(&b.dir, e))?;
+                let (from, to) = (ent.path(), dst.join(ent.file_name()));
+                if fs::hard_link(&from, &to).is_err() {
+                    fs::copy(&from, &to).map_err(|e| TsdbError::io(&from, e))?;
+                }
+            }
+            skopos_storage::sync_dir(&dst)?;
+            report.blocks += 1;
+        }
+        if with_head && self.head.samples.load(Ordering::Relaxed) > 0 {
+            let _no_truncation = self.cut_guard.read();
+            let mut writer = BlockWriter::new(&tmp)?;
+            for s in self.head_sorted(&[]) {
+                let samples = s.state.lock().samples(i64::MIN, i64::MAX);
+                if samples.is_empty() {
+                    continue;
+                }
+                let labels = {
+                    let ix = self.head.index.read();
+                    ix.labels_of(&s)
+                };
+                writer.add_series(&labels, &samples)?;
+            }
+            if writer.finish(1, Vec::new(), "head")?.is_some() {
+                report.blocks += 1;
+                report.head_block = true;
+            }
+        }
+        skopos_storage::sync_dir(&tmp)?;
+        skopos_storage::rename(&tmp, into)?;
+        Ok(report)
+    }
+
     /// Persists everything in the head into block(s) now.
     pub fn flush_head(&self) -> Result<(), TsdbError> {
         let _g = self.maint.lock();
@@ -1043,6 +1172,17 @@ fn replay_into(head: &Head, wal_dir: &Path) -> Result<(u64, u64), TsdbError> {
                     None => ix.create(h, &labels, Some(r)),
                 };
                 refs.insert(r, s);
+            }
+        }
+        Record::Tombstones(list) => {
+            for (r, mint, maxt) in list {
+                let Some(s) = refs.get(&r) else { continue };
+                let (n, chunks) = s.state.lock().delete_range(mint, maxt, block_ms);
+                head.samples.fetch_sub(n, Ordering::Relaxed);
+                head.chunks
+                    .fetch_add(chunks.max(0) as u64, Ordering::Relaxed);
+                head.chunks
+                    .fetch_sub(chunks.min(0).unsigned_abs(), Ordering::Relaxed);
             }
         }
         Record::Samples(list) => {

@@ -310,6 +310,33 @@ impl SeriesState {
         self.started = true;
     }
 
+    /// Deletes the samples in `[mint, maxt]`, rebuilding the chunks from
+    /// what is left; returns how many were deleted and the change in the
+    /// number of chunks.
+    pub fn delete_range(&mut self, mint: i64, maxt: i64, block_ms: i64) -> (u64, i64) {
+        if self.max_t().is_none_or(|t| t < mint) || self.min_t().is_none_or(|t| t > maxt) {
+            return (0, 0);
+        }
+        let all = self.samples(i64::MIN, i64::MAX);
+        let before = self.chunk_count() as i64;
+        let kept: Vec<Sample> = all
+            .iter()
+            .filter(|s| s.t < mint || s.t > maxt)
+            .copied()
+            .collect();
+        let deleted = (all.len() - kept.len()) as u64;
+        if deleted == 0 {
+            return (0, 0);
+        }
+        let gen = self.ooo_gen.wrapping_add(1);
+        *self = SeriesState::new();
+        self.ooo_gen = gen;
+        for s in kept {
+            self.append_in_order(s.t, s.v, block_ms);
+        }
+        (deleted, self.chunk_count() as i64 - before)
+    }
+
     /// All samples in `[mint, maxt]`, sorted, chunks merged with the
     /// out-of-order buffer.
     pub fn samples(&self, mint: i64, maxt: i64) -> Vec<Sample> {

@@ -120,6 +120,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, TsdbError> {
     let mut visit = |rec: Record| match rec {
         Record::Series(list) => wal_series.extend(list.into_iter().map(|(_, l)| l)),
         Record::Samples(list) => w.samples += list.iter().map(|(_, s)| s.len() as u64).sum::<u64>(),
+        Record::Tombstones(_) => {}
     };
     w.damaged_files = wal::replay(&wal_dir, false, &mut visit)?.0;
     (w.segments, w.bytes) = wal::disk_usage(&wal_dir);

@@ -176,6 +176,26 @@ pub struct MaintenanceReport {
     pub exemplar_snapshots: u64,
 }
 
+/// What [`Db::delete_series`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeleteReport {
+    /// Head series that lost samples, and how many samples.
+    pub head_series: u64,
+    pub head_samples: u64,
+    /// Blocks given tombstones, and the series marked in them.
+    pub blocks: u64,
+    pub block_series: u64,
+}
+
+/// What [`Db::snapshot`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotReport {
+    /// Blocks in the snapshot, including the head's.
+    pub blocks: u64,
+    /// Whether the head was written as a block.
+    pub head_block: bool,
+}
+
 /// What [`Db::backfill`] wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BackfillReport {

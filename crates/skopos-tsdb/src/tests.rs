@@ -9,7 +9,7 @@ use skopos_model::{
     AppendError, Labels, Limits, MatchOp, Matcher, Sample, SeriesSamples, WriteBatch, STALE_NAN,
 };
 
-use crate::{inspect, Db, FsyncPolicy, Options, TsdbError};
+use crate::{inspect, Db, DeleteReport, FsyncPolicy, Options, TsdbError};
 
 const H: i64 = 3_600_000;
 /// A fixed "now" for tests, aligned to nothing in particular.
@@ -1564,4 +1564,146 @@ fn head_cardinality_counts_series_pairs_and_names() {
     assert_eq!(c.min_time, Some(T0));
     assert_eq!(c.max_time, Some(T0 + 15_000));
     assert_eq!(db.head_cardinality(1).series_count_by_metric_name.len(), 1);
+}
+
+mod admin {
+    //! delete_series, clean_tombstones and snapshot (Prometheus' admin API).
+    use super::*;
+
+    fn times(db: &Db, job: &str) -> Vec<i64> {
+        db.select(&[Matcher::equal("job", job)], i64::MIN, i64::MAX)
+            .unwrap()
+            .iter()
+            .flat_map(|s| s.samples.iter().map(|x| x.t))
+            .collect()
+    }
+
+    /// Series `x` and `y`, a sample every 10 s over 0..100 s flushed into a
+    /// block, then 200..300 s left in the head.
+    fn two_parts(db: &Db) {
+        for job in ["x", "y"] {
+            let l = lbl(&[("__name__", "m"), ("job", job)]);
+            let old = (0..10).map(|i| (T0 + i * 10_000, i as f64)).collect();
+            db.append(&batch(vec![(l, old)])).unwrap();
+        }
+        db.flush_head().unwrap();
+        for job in ["x", "y"] {
+            let l = lbl(&[("__name__", "m"), ("job", job)]);
+            let new = (20..30).map(|i| (T0 + i * 10_000, i as f64)).collect();
+            db.append(&batch(vec![(l, new)])).unwrap();
+        }
+    }
+
+    fn expected_x() -> Vec<i64> {
+        // 50 s ..= 250 s deleted.
+        (0..5).chain(26..30).map(|i| T0 + i * 10_000).collect()
+    }
+
+    #[test]
+    fn deleted_samples_are_gone_from_head_and_blocks_across_restart_and_cleaning() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), opts()).unwrap();
+        two_parts(&db);
+        let y_before = times(&db, "y");
+        let r = db
+            .delete_series(&[Matcher::equal("job", "x")], T0 + 50_000, T0 + 250_000)
+            .unwrap();
+        assert_eq!(
+            r,
+            DeleteReport {
+                head_series: 1,
+                head_samples: 6,
+                blocks: 1,
+                block_series: 1,
+            }
+        );
+        assert_eq!(times(&db, "x"), expected_x());
+        assert_eq!(times(&db, "y"), y_before, "other series untouched");
+        // Deleting again finds nothing more in the head; new samples in
+        // the range after the deletion are kept.
+        let l = lbl(&[("__name__", "m"), ("job", "x")]);
+        db.append(&batch(vec![(l, vec![(T0 + 310_000, 1.0)])]))
+            .unwrap();
+        drop(db);
+
+        // Restart: the WAL's tombstone and the block's file apply again.
+        let db = Db::open(dir.path(), opts()).unwrap();
+        let mut want = expected_x();
+        want.push(T0 + 310_000);
+        assert_eq!(times(&db, "x"), want);
+        assert_eq!(times(&db, "y"), y_before);
+
+        // clean_tombstones rewrites the block without the deleted samples.
+        let blocks = dir.path().join("blocks");
+        let tomb = |b: &Path| {
+            fs::read_dir(b)
+                .unwrap()
+                .flatten()
+                .any(|e| e.path().join("tombstones").exists())
+        };
+        assert!(tomb(&blocks));
+        assert_eq!(db.clean_tombstones().unwrap(), 1);
+        assert!(!tomb(&blocks), "no block keeps a tombstones file");
+        assert_eq!(db.clean_tombstones().unwrap(), 0);
+        assert_eq!(times(&db, "x"), want);
+        db.flush_head().unwrap();
+        drop(db);
+        let db = Db::open(dir.path(), opts()).unwrap();
+        assert_eq!(times(&db, "x"), want);
+        assert_eq!(times(&db, "y"), y_before);
+    }
+
+    #[test]
+    fn a_damaged_tombstones_file_brings_the_samples_back_instead_of_losing_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), opts()).unwrap();
+        two_parts(&db);
+        db.flush_head().unwrap();
+        db.delete_series(&[Matcher::equal("job", "x")], T0, T0 + 1_000_000)
+            .unwrap();
+        assert!(times(&db, "x").is_empty());
+        drop(db);
+        for e in fs::read_dir(dir.path().join("blocks")).unwrap().flatten() {
+            let t = e.path().join("tombstones");
+            if t.exists() {
+                let mut b = fs::read(&t).unwrap();
+                let last = b.len() - 1;
+                b[last] ^= 0x55;
+                fs::write(&t, b).unwrap();
+            }
+        }
+        let db = Db::open(dir.path(), opts()).unwrap();
+        assert_eq!(times(&db, "x").len(), 20);
+    }
+
+    #[test]
+    fn a_snapshot_is_a_blocks_directory_holding_blocks_and_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), opts()).unwrap();
+        two_parts(&db);
+        db.delete_series(&[Matcher::equal("job", "x")], T0 + 50_000, T0 + 250_000)
+            .unwrap();
+        let snap = dir.path().join("snapshots").join("one");
+        let r = db.snapshot(&snap, true).unwrap();
+        assert_eq!((r.blocks, r.head_block), (2, true));
+        assert!(
+            db.snapshot(&snap, true).is_err(),
+            "an existing directory is refused"
+        );
+        let without_head = db
+            .snapshot(&dir.path().join("snapshots/two"), false)
+            .unwrap();
+        assert_eq!((without_head.blocks, without_head.head_block), (1, false));
+        // Writing on after the snapshot does not change it.
+        let l = lbl(&[("__name__", "m"), ("job", "y")]);
+        db.append(&batch(vec![(l, vec![(T0 + 900_000, 9.0)])]))
+            .unwrap();
+        let y_at_snapshot: Vec<i64> = times(&db, "y")[..20].to_vec();
+
+        let other = tempfile::tempdir().unwrap();
+        fs::rename(&snap, other.path().join("blocks")).unwrap();
+        let restored = Db::open(other.path(), opts()).unwrap();
+        assert_eq!(times(&restored, "x"), expected_x());
+        assert_eq!(times(&restored, "y"), y_at_snapshot);
+    }
 }

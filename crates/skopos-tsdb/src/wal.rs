@@ -16,6 +16,9 @@
 //! * type 1, series: repeated { ref v | nlabels v | (name len-prefixed, value len-prefixed)* }
 //! * type 2, samples: repeated { ref v | n v | t0 z | (t - prev_t) z ... | value u64 LE × n }
 //!   (the n timestamps come first, then the n values).
+//! * type 3, tombstones: repeated { ref v | mint z | maxt z }: the series'
+//!   samples in `[mint, maxt]` are deleted (`/api/v1/admin/tsdb/delete_series`);
+//!   replay applies it where it stands, after the samples logged before it.
 //!
 //! On open, a record that is short, fails its CRC or does not decode ends
 //! the segment: the file is truncated to the last good record (with a
@@ -36,10 +39,23 @@ use crate::TsdbError;
 pub const FORMAT: Format = Format::new(*b"SKWL", 1);
 const REC_SERIES: u8 = 1;
 const REC_SAMPLES: u8 = 2;
+const REC_TOMBSTONES: u8 = 3;
 
 pub enum Record {
     Series(Vec<(u64, Labels)>),
     Samples(Vec<(u64, Vec<Sample>)>),
+    /// (series ref, mint, maxt): samples deleted.
+    Tombstones(Vec<(u64, i64, i64)>),
+}
+
+pub fn encode_tombstones(buf: &mut Vec<u8>, deleted: &[(u64, i64, i64)]) {
+    frame(buf, REC_TOMBSTONES, |b| {
+        for &(r, mint, maxt) in deleted {
+            put_uvarint(b, r);
+            put_varint(b, mint);
+            put_varint(b, maxt);
+        }
+    });
 }
 
 pub fn encode_series<'a>(buf: &mut Vec<u8>, series: impl IntoIterator<Item = (u64, &'a Labels)>) {
@@ -115,6 +131,13 @@ fn decode_record(typ: u8, payload: &[u8]) -> Option<Record> {
                 out.push((rf, samples));
             }
             Some(Record::Samples(out))
+        }
+        REC_TOMBSTONES => {
+            let mut out = Vec::new();
+            while !r.is_empty() {
+                out.push((r.uvarint()?, r.varint()?, r.varint()?));
+            }
+            Some(Record::Tombstones(out))
         }
         _ => None,
     }

@@ -129,7 +129,10 @@ fn head_memory_measured_on_the_heap() {
     b.push(l.clone(), Sample::new(T0 + 600_000, -1.0));
     db.append(&b).unwrap();
     let one = live();
-    eprintln!("the series and its first sample: {} heap bytes", one - before);
+    eprintln!(
+        "the series and its first sample: {} heap bytes",
+        one - before
+    );
     let order: Vec<i64> = (0..1000).map(|i| (i * 7919) % 1000).collect();
     for chunk in order.chunks(50) {
         let mut b = WriteBatch::default();

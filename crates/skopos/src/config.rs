@@ -113,6 +113,9 @@ pub struct ServerFlags {
     /// Accept POST /-/reload and /-/quit, as Prometheus' flag of that name.
     #[arg(long = "web.enable-lifecycle")]
     pub web_enable_lifecycle: bool,
+    /// Accept the TSDB admin API (snapshot, delete_series, clean_tombstones), as Prometheus' flag of that name.
+    #[arg(long = "web.enable-admin-api")]
+    pub web_enable_admin_api: bool,
 }
 
 /// The keys the config file takes besides Prometheus' `global` and
@@ -150,6 +153,7 @@ const FILE_KEYS: &[&str] = &[
     "traces_search_timeout",
     "log_format",
     "web_enable_lifecycle",
+    "web_enable_admin_api",
     "future_grace",
     "global",
     "scrape_configs",
@@ -340,6 +344,12 @@ pub fn resolve(flags: &ServerFlags) -> anyhow::Result<ServerConfig> {
             .map(|s| s.bool())
             .transpose()?
             .unwrap_or(false);
+    cfg.enable_admin_api = flags.web_enable_admin_api
+        || src
+            .get("--web.enable-admin-api", None::<bool>)?
+            .map(|s| s.bool())
+            .transpose()?
+            .unwrap_or(false);
     cfg.config_yaml = redacted_yaml(&file.map);
     cfg.flags = effective_flags(flags, &cfg);
     Ok(cfg)
@@ -458,6 +468,7 @@ fn effective_flags(
                 .map_or("off".into(), skopos_units::format_duration),
         ),
         ("web.enable-lifecycle", cfg.enable_lifecycle.to_string()),
+        ("web.enable-admin-api", cfg.enable_admin_api.to_string()),
         ("future-grace", dur(Some(cfg.future_grace))),
     ]
     .into_iter()

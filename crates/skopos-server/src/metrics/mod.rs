@@ -12,6 +12,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
+pub mod admin;
 pub mod exemplars;
 pub mod grpc;
 pub mod metadata;
@@ -65,6 +66,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/federate", get(status::federate))
         .route("/-/reload", post(status::reload).put(status::reload))
         .route("/-/quit", post(status::quit).put(status::quit))
+        .route(
+            "/api/v1/admin/tsdb/snapshot",
+            post(admin::snapshot).put(admin::snapshot),
+        )
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(admin::delete_series).put(admin::delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            post(admin::clean_tombstones).put(admin::clean_tombstones),
+        )
         .route("/metrics", get(self_metrics))
 }
 

@@ -15,7 +15,7 @@ use skopos_model::{Matcher, METRIC_NAME};
 use crate::http::api::{parse_selector, parse_time, success, ApiError, Params, MAX_TIME, MIN_TIME};
 use crate::state::AppState;
 
-fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
+pub(crate) fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
     let start = p
         .get("start")
         .map(|v| parse_time("start", v))
@@ -34,7 +34,7 @@ fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
     Ok((start, end))
 }
 
-fn selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+pub(crate) fn selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     p.all("match[]")
         .into_iter()
         .map(|s| {
