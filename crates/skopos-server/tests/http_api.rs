@@ -968,6 +968,16 @@ async fn loki_push_stores_json_and_protobuf_and_refuses_bad_bodies() {
         .flat_map(|s| s["values"].as_array().unwrap())
         .collect();
     assert_eq!(values.len(), 3, "{v}");
+    // Loki's stats: what was read and what was returned.
+    let summary = &v["data"]["stats"]["summary"];
+    assert_eq!(summary["totalLinesProcessed"], 3, "{summary}");
+    assert_eq!(summary["totalEntriesReturned"], 3, "{summary}");
+    let line_bytes: usize = values.iter().map(|x| x[1].as_str().unwrap().len()).sum();
+    assert!(
+        summary["totalBytesProcessed"].as_u64().unwrap() >= line_bytes as u64,
+        "{summary}"
+    );
+    assert!(summary["execTime"].as_f64().unwrap() > 0.0, "{summary}");
     // Structured metadata is a label to the pipeline.
     let (_, v) = get(format!(
         "/loki/api/v1/query_range?query={}{window}",
@@ -987,6 +997,8 @@ async fn loki_push_stores_json_and_protobuf_and_refuses_bad_bodies() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["data"]["resultType"], "vector");
     assert_eq!(v["data"]["result"][0]["value"][1], "3");
+    assert_eq!(v["data"]["stats"]["summary"]["totalLinesProcessed"], 3);
+    assert_eq!(v["data"]["stats"]["summary"]["totalEntriesReturned"], 1);
     let (code, v) = get(format!(
         "/loki/api/v1/query_range?query={}&step=1{window}",
         enc("{app=\"api\"} |= ")

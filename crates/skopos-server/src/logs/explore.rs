@@ -161,7 +161,7 @@ pub async fn volume_range(
     })
     .await
     .map_err(logql_error)?;
-    let body = super::loki_api::loki_body(&value, 0.0);
+    let body = super::loki_api::loki_body(&value, &super::loki_api::QueryStats::default());
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,

@@ -297,6 +297,7 @@ async fn run_logql(
         + Send
         + 'static,
 ) -> Result<Response, ApiError> {
+    let queued = std::time::Instant::now();
     let _permit = st.query.slots.clone().acquire_owned().await.map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -304,23 +305,123 @@ async fn run_logql(
             "shutting down".into(),
         )
     })?;
+    let queue_secs = queued.elapsed().as_secs_f64();
     let token = skopos_logql::CancelToken::new();
     let guard = CancelOnDrop(token.clone());
     let engine = engine(st);
     let logs = st.logs.clone();
     let began = std::time::Instant::now();
-    let value = crate::http::panic::blocking(move || run(&engine, logs.as_ref(), &token))
-        .await
-        .map_err(logql_error)?;
+    let (value, read) = crate::http::panic::blocking(move || {
+        let counted = CountingLogs::new(logs.as_ref());
+        let v = run(&engine, &counted, &token);
+        v.map(|v| (v, counted.read()))
+    })
+    .await
+    .map_err(logql_error)?;
     drop(guard);
-    let secs = began.elapsed().as_secs_f64();
-    let body = crate::http::panic::blocking(move || loki_body(&value, secs)).await;
+    let stats = QueryStats {
+        exec_secs: began.elapsed().as_secs_f64(),
+        queue_secs,
+        lines: read.0,
+        bytes: read.1,
+    };
+    let body = crate::http::panic::blocking(move || loki_body(&value, &stats)).await;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// What a query read and how long it took, for the `stats` of a response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryStats {
+    pub exec_secs: f64,
+    /// Waiting for a query slot.
+    pub queue_secs: f64,
+    /// Log lines read from the store, and their bytes (line and
+    /// structured metadata).
+    pub lines: u64,
+    pub bytes: u64,
+}
+
+impl QueryStats {
+    /// Only the execution time (for answers not read through the engine).
+    pub fn exec(secs: f64) -> Self {
+        QueryStats {
+            exec_secs: secs,
+            ..Default::default()
+        }
+    }
+}
+
+/// The store as the engine sees it, counting the lines and bytes it hands
+/// over: Loki's "lines/bytes processed".
+struct CountingLogs<'a> {
+    inner: &'a dyn LogQueryable,
+    lines: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> CountingLogs<'a> {
+    fn new(inner: &'a dyn LogQueryable) -> Self {
+        CountingLogs {
+            inner,
+            lines: Default::default(),
+            bytes: Default::default(),
+        }
+    }
+
+    fn read(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.lines.load(Relaxed), self.bytes.load(Relaxed))
+    }
+}
+
+impl LogQueryable for CountingLogs<'_> {
+    fn select_logs(
+        &self,
+        sel: &skopos_model::LogSelect,
+        f: &mut dyn FnMut(skopos_model::LogStream) -> bool,
+    ) -> Result<(), skopos_model::StorageError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inner.select_logs(sel, &mut |stream| {
+            let bytes: usize = stream
+                .entries
+                .iter()
+                .map(|e| {
+                    e.line.len()
+                        + e.metadata
+                            .iter()
+                            .map(|l| l.name.len() + l.value.len())
+                            .sum::<usize>()
+                })
+                .sum();
+            self.lines.fetch_add(stream.entries.len() as u64, Relaxed);
+            self.bytes.fetch_add(bytes as u64, Relaxed);
+            f(stream)
+        })
+    }
+
+    fn log_label_names(
+        &self,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, skopos_model::StorageError> {
+        self.inner.log_label_names(start, end)
+    }
+
+    fn log_label_values(
+        &self,
+        name: &str,
+        matchers: &[skopos_model::Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, skopos_model::StorageError> {
+        self.inner.log_label_values(name, matchers, start, end)
+    }
+}
+
 /// A Loki query response: `streams` with `[ns, line]` values, or the
-/// Prometheus-shaped `vector`/`matrix`/`scalar` with times in seconds.
-pub fn loki_body(v: &skopos_logql::Value, exec_secs: f64) -> String {
+/// Prometheus-shaped `vector`/`matrix`/`scalar` with times in seconds, and
+/// `stats.summary` as Loki fills it from what was read.
+pub fn loki_body(v: &skopos_logql::Value, stats: &QueryStats) -> String {
     use serde_json::Value as J;
     let secs = |t: i64| {
         let s = t as f64 / 1e9;
@@ -375,12 +476,38 @@ pub fn loki_body(v: &skopos_logql::Value, exec_secs: f64) -> String {
             ("scalar", json!([secs(*t), skopos_promql::format_value(*v)]))
         }
     };
+    // Loki's resultLength: lines of streams, samples of a vector, points
+    // of a matrix.
+    let returned = match v {
+        skopos_logql::Value::Streams(s) => s.iter().map(|s| s.entries.len()).sum::<usize>(),
+        skopos_logql::Value::Vector(s) => s.len(),
+        skopos_logql::Value::Matrix(s) => s.iter().map(|s| s.points.len()).sum(),
+        skopos_logql::Value::Scalar { .. } => 1,
+    };
+    let per_sec = |n: u64| {
+        if stats.exec_secs > 0.0 {
+            (n as f64 / stats.exec_secs) as u64
+        } else {
+            0
+        }
+    };
     json!({
         "status": "success",
         "data": {
             "resultType": kind,
             "result": result,
-            "stats": {"summary": {"execTime": exec_secs}},
+            "stats": {"summary": {
+                "bytesProcessedPerSecond": per_sec(stats.bytes),
+                "linesProcessedPerSecond": per_sec(stats.lines),
+                "totalBytesProcessed": stats.bytes,
+                "totalLinesProcessed": stats.lines,
+                "execTime": stats.exec_secs,
+                "queueTime": stats.queue_secs,
+                "subqueries": 0,
+                "totalEntriesReturned": returned,
+                "splits": 0,
+                "shards": 0,
+            }},
         }
     })
     .to_string()

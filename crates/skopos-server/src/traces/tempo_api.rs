@@ -728,7 +728,7 @@ pub async fn trace_logs(
     .map_err(|e| TempoError::internal(e.to_string()))?;
     let body = crate::logs::loki_api::loki_body(
         &skopos_logql::Value::Streams(streams),
-        began.elapsed().as_secs_f64(),
+        &crate::logs::loki_api::QueryStats::exec(began.elapsed().as_secs_f64()),
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
