@@ -94,11 +94,7 @@ fn key_of(m: &std::fs::Metadata) -> FileKey {
     (m.dev(), m.ino())
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
+use skopos_units::now_ns;
 
 /// A line read from a file, with the offset just after it.
 struct Line {

@@ -16,11 +16,13 @@
 //! segment: `|=` needles skip the blocks that cannot hold them), this file
 //! (`Store`: limits, head, flush, retention, queries).
 
+mod deletes;
 mod inspect;
 mod segment;
 mod tokens;
 mod wal;
 
+pub use deletes::DeleteRequest;
 pub use inspect::{inspect, Report, SegmentInfo};
 
 use std::collections::{BTreeMap, HashMap};
@@ -252,6 +254,8 @@ pub struct Store {
     flush: Mutex<()>,
     next_segment: Mutex<u64>,
     blocks_read: AtomicU64,
+    /// The delete requests made so far (`deletes.rs`).
+    deletes: deletes::History,
 }
 
 impl Store {
@@ -312,6 +316,7 @@ impl Store {
             flush: Mutex::new(()),
             next_segment: Mutex::new(next),
             blocks_read: AtomicU64::new(0),
+            deletes: deletes::History::open(dir)?,
         })
     }
 
@@ -563,6 +568,44 @@ impl Store {
             parts.segments.sort_by_key(|s| s.min_ts);
         }
         Ok(out)
+    }
+
+    /// [`Store::delete`], recorded in the store's delete history: logged as
+    /// received before any line goes, then as processed with what was
+    /// removed. `query` is the request as the client wrote it; `now` its
+    /// arrival (Unix ns).
+    pub fn delete_request(
+        &self,
+        query: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        doomed: &dyn Fn(&LogEntry) -> bool,
+        now: i64,
+    ) -> Result<DeleteRequest, LogsError> {
+        let id = self.deletes.received(query, start, end, now)?;
+        let removed = self.delete(matchers, start, end, doomed)?;
+        let done = skopos_units::now_ns();
+        self.deletes.processed(id, done, &removed)?;
+        Ok(DeleteRequest {
+            id,
+            query: query.to_owned(),
+            start,
+            end,
+            created: now,
+            processed: Some((done, removed)),
+        })
+    }
+
+    /// Adds requests kept elsewhere before (an older version's history) to
+    /// the history, as they are.
+    pub fn import_delete_requests(&self, reqs: &[DeleteRequest]) -> Result<(), LogsError> {
+        self.deletes.import(reqs)
+    }
+
+    /// The delete requests made so far, oldest first.
+    pub fn delete_requests(&self) -> Result<Vec<DeleteRequest>, LogsError> {
+        self.deletes.list()
     }
 
     /// Figures for `skopos logs inspect`.

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use skopos_model::{Labels, LogBatch, LogEntry, LogSelect, LogStream, Matcher};
 
-use crate::{LogsError, Options, Store};
+use crate::{DeleteRequest, LogsError, Options, Store};
 
 fn labels(app: &str) -> Labels {
     Labels::from_pairs([("app", app), ("env", "prod")])
@@ -457,6 +457,82 @@ fn delete_removes_matching_lines_for_good_and_frees_disk() {
     assert!(all(&store, "c").is_empty());
     assert_eq!(all(&store, "b").len(), 1);
     assert!(select(&store, "a", 0, i64::MAX, &["late"]).is_empty());
+}
+
+#[test]
+fn delete_requests_are_kept_in_the_store_across_restarts_and_torn_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = [Matcher::equal("app", "a")];
+    let history = dir.path().join("delete_requests");
+    {
+        let store = Store::open(dir.path(), opts()).unwrap();
+        assert!(store.delete_requests().unwrap().is_empty());
+        store
+            .append(batch("a", &[(1, "x secret"), (2, "y"), (3, "z secret")]))
+            .unwrap();
+        let first = store
+            .delete_request(
+                r#"{app="a"} |= "secret""#,
+                &a,
+                0,
+                10,
+                &|e| e.line.contains("secret"),
+                100,
+            )
+            .unwrap();
+        assert_eq!(first.processed.as_ref().unwrap().1.entries, 2);
+        // The clock did not move: the id still does.
+        let second = store
+            .delete_request(r#"{app="a"}"#, &a, 5, 6, &|_| true, 100)
+            .unwrap();
+        assert!(second.id > first.id, "{second:?} after {first:?}");
+        assert_eq!(all(&store, "a"), vec![(2, "y".to_string())]);
+    }
+    let good_len = std::fs::metadata(&history).unwrap().len();
+    // A crash inside the next append leaves half a record.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&history)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[40, 0, 0, 0, 1, 2]).unwrap();
+    drop(f);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&history).unwrap().len(),
+        good_len,
+        "torn tail not cut"
+    );
+    let listed = store.delete_requests().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0].query, r#"{app="a"} |= "secret""#);
+    assert_eq!(
+        (listed[0].start, listed[0].end, listed[0].created),
+        (0, 10, 100)
+    );
+    assert_eq!(listed[0].status(), "processed");
+    assert_eq!(listed[1].processed.as_ref().unwrap().1.entries, 0);
+    // An imported request and one a crash left received only.
+    let imported = DeleteRequest {
+        id: 7,
+        query: "{app=\"old\"}".into(),
+        start: 1,
+        end: 2,
+        created: 3,
+        processed: None,
+    };
+    store
+        .import_delete_requests(std::slice::from_ref(&imported))
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let listed = store.delete_requests().unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2], imported);
+    assert_eq!(listed[2].status(), "received");
+    let next = store
+        .delete_request("{app=\"a\"}", &a, 0, 1, &|_| false, 1)
+        .unwrap();
+    assert!(next.id > listed[1].id, "ids stay unique after a restart");
 }
 
 #[test]

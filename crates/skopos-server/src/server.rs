@@ -310,6 +310,14 @@ async fn open_stores(
                 config.data_dir.join("logs").display()
             )
         })?;
+    let imported = crate::logs::loki_api::import_legacy_delete_log(&logs)
+        .context("moving the old delete history into the log store")?;
+    if imported > 0 {
+        tracing::info!(
+            requests = imported,
+            "delete history moved from delete_requests.jsonl into the log store"
+        );
+    }
     let logs = Arc::new(logs);
     let traces_dir = config.data_dir.join("traces");
     let traces_opts = config.traces.clone();

@@ -92,11 +92,7 @@ impl TimeBounds {
     }
 }
 
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
-}
+pub(crate) use skopos_units::now_ns;
 
 /// A lifecycle request made over HTTP, carried out by the binary (only it
 /// knows the config file and the process).

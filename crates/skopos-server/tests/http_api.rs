@@ -1345,11 +1345,34 @@ async fn loki_delete_removes_lines_for_good_and_refuses_bad_requests() {
         assert_eq!(listed[0]["deleted_lines"], 1);
         h.shutdown().await.unwrap();
     }
+    // The history an older skopos kept beside the store is moved into it.
+    let legacy = dir.path().join("logs").join("delete_requests.jsonl");
+    assert!(legacy.parent().unwrap().is_dir(), "{}", legacy.display());
+    std::fs::write(
+        &legacy,
+        "{\"request_id\":\"5\",\"query\":\"{app=\\\"old\\\"}\",\"start_time\":1.0,\"end_time\":2.0,\"created_at\":3.0,\"status\":\"processed\",\"deleted_lines\":4,\"bytes_freed\":9}\n{\"torn",
+    )
+    .unwrap();
     // Still gone after a restart: not in the WAL, not in a segment.
     let h = start(dir.path(), |_| {}).await;
     assert_eq!(
         query_all(h.listen).await,
         vec!["GET /b", "query token=s3cret"]
     );
+    // The history survives the restart, the imported request after it.
+    let listed: serde_json::Value = reqwest::get(format!("http://{}/loki/api/v1/delete", h.listen))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[0]["query"], r#"{app="web"} |= "s3cret""#);
+    assert_eq!(listed[0]["deleted_lines"], 1);
+    assert_eq!(listed[1]["query"], r#"{app="old"}"#);
+    assert_eq!(listed[1]["start_time"], 1.0);
+    assert_eq!(listed[1]["end_time"], 2.0);
+    assert_eq!(listed[1]["deleted_lines"], 4);
+    assert!(!legacy.exists(), "the old history file was left behind");
     h.shutdown().await.unwrap();
 }

@@ -173,6 +173,14 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// The wall clock as Unix nanoseconds (0 before 1970, `i64::MAX` after
+/// 2262).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
+}
+
 /// Parses an RFC 3339 time (`2024-01-02T03:04:05.678Z`,
 /// `2024-01-02T03:04:05+01:00`; `t`/`z` in lower case too) to Unix
 /// nanoseconds. A time zone offset is required.

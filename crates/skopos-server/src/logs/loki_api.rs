@@ -22,12 +22,7 @@ use crate::state::AppState;
 
 const PROTO: &str = "loki_push";
 
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use skopos_units::now_ns;
 
 fn decode(headers: &HeaderMap, raw: &[u8], limit: usize) -> Result<LogBatch, (StatusCode, String)> {
     let ct = headers
@@ -621,9 +616,6 @@ pub async fn index_stats(
     .into_response())
 }
 
-/// Where processed delete requests are recorded, one JSON object a line.
-const DELETE_LOG: &str = "delete_requests.jsonl";
-
 /// `POST /loki/api/v1/delete?query=...&start=...&end=...`: deletes for good
 /// the lines a selector (with optional line filters) picks in `[start,
 /// end]`. Loki queues such requests for its compactor; here the delete is
@@ -695,31 +687,20 @@ pub async fn delete(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         return Ok(axum::Json(json!({ "lines": lines })).into_response());
     }
-    let report = crate::http::panic::blocking(move || {
+    let request = crate::http::panic::blocking(move || {
         // `end` is inclusive in Loki's delete API.
-        let deleted = logs.delete(&matchers, start, end.saturating_add(1), &doomed)?;
-        let record = json!({
-            "request_id": format!("{created:x}"),
-            "query": expr,
-            "start_time": start as f64 / 1e9,
-            "end_time": end as f64 / 1e9,
-            "created_at": created as f64 / 1e9,
-            "status": "processed",
-            "deleted_lines": deleted.entries,
-            "bytes_freed": deleted.bytes_freed,
-        });
-        let path = logs.dir().join(DELETE_LOG);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| LogsError::io(&path, e))?;
-        std::io::Write::write_all(&mut f, format!("{record}\n").as_bytes())
-            .map_err(|e| LogsError::io(&path, e))?;
-        Ok::<_, LogsError>(deleted)
+        logs.delete_request(
+            &expr,
+            &matchers,
+            start,
+            end.saturating_add(1),
+            &doomed,
+            created,
+        )
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let report = request.processed.map(|(_, d)| d).unwrap_or_default();
     tracing::info!(
         lines = report.entries,
         segments_rewritten = report.segments_rewritten,
@@ -730,24 +711,73 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /loki/api/v1/delete`: the delete requests processed so far.
-pub async fn delete_requests(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let path = st.logs.dir().join(DELETE_LOG);
-    let text = match tokio::fs::read_to_string(&path).await {
+/// Moves the delete history an older skopos kept in
+/// `delete_requests.jsonl` (one JSON object a line, times in seconds, `end`
+/// inclusive) into the store's own history, then removes the old file.
+/// Lines that do not parse (a torn last line) are skipped.
+pub(crate) fn import_legacy_delete_log(logs: &skopos_logs::Store) -> Result<usize, LogsError> {
+    let path = logs.dir().join("delete_requests.jsonl");
+    let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("{}: {e}", path.display()),
-            ))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(LogsError::io(&path, e)),
     };
-    // A line torn by a crash is skipped, not an error.
-    let requests: Vec<serde_json::Value> = text
+    let ns = |v: &serde_json::Value| (v.as_f64().unwrap_or(0.0) * 1e9) as i64;
+    let reqs: Vec<skopos_logs::DeleteRequest> = text
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            let created = ns(&v["created_at"]);
+            skopos_logs::DeleteRequest {
+                id: u64::from_str_radix(v["request_id"].as_str().unwrap_or(""), 16)
+                    .unwrap_or(created.max(0) as u64),
+                query: v["query"].as_str().unwrap_or("").to_owned(),
+                start: ns(&v["start_time"]),
+                end: ns(&v["end_time"]).saturating_add(1),
+                created,
+                processed: Some((
+                    created,
+                    skopos_logs::Deleted {
+                        entries: v["deleted_lines"].as_u64().unwrap_or(0),
+                        bytes_freed: v["bytes_freed"].as_i64().unwrap_or(0),
+                        ..Default::default()
+                    },
+                )),
+            }
+        })
         .collect();
-    Ok(axum::Json(requests).into_response())
+    logs.import_delete_requests(&reqs)?;
+    std::fs::remove_file(&path).map_err(|e| LogsError::io(&path, e))?;
+    Ok(reqs.len())
+}
+
+/// `GET /loki/api/v1/delete`: the delete requests made so far, in Loki's
+/// shape (times in seconds, `end_time` inclusive as the request gave it),
+/// with what each removed.
+pub async fn delete_requests(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let logs = st.logs.clone();
+    let requests = crate::http::panic::blocking(move || logs.delete_requests())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let secs = |ns: i64| ns as f64 / 1e9;
+    let listed: Vec<serde_json::Value> = requests
+        .iter()
+        .map(|r| {
+            let mut v = json!({
+                "request_id": format!("{:x}", r.id),
+                "query": r.query,
+                "start_time": secs(r.start),
+                "end_time": secs(r.end.saturating_sub(1)),
+                "created_at": secs(r.created),
+                "status": r.status(),
+            });
+            if let Some((at, d)) = &r.processed {
+                v["processed_at"] = json!(secs(*at));
+                v["deleted_lines"] = json!(d.entries);
+                v["bytes_freed"] = json!(d.bytes_freed);
+            }
+            v
+        })
+        .collect();
+    Ok(axum::Json(listed).into_response())
 }

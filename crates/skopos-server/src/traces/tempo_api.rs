@@ -83,12 +83,7 @@ fn query_error(e: skopos_traceql::QueryError) -> TempoError {
     }
 }
 
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use skopos_units::now_ns;
 
 /// Query parameters of a GET.
 pub(crate) async fn params(q: Option<String>) -> Result<Params, TempoError> {
