@@ -120,7 +120,7 @@ pub fn otlp_traces(data: &[u8]) {
     for enc in [Encoding::Protobuf, Encoding::Json] {
         match otlp_traces::decode_traces_request(data, enc) {
             Ok(req) => {
-                let out = otlp_traces::translate_traces(&req);
+                let out = otlp_traces::translate_traces(req);
                 check_spans(&out.batch);
                 assert_eq!(out.rejected_spans == 0, out.error_message.is_empty());
             }

@@ -80,35 +80,44 @@ impl TranslatedSpans {
 }
 
 /// An OTLP `AnyValue` as a model value; an empty value becomes `""`.
-pub fn attr_value(v: Option<&AnyValue>) -> AttrValue {
-    match v.and_then(|v| v.value.as_ref()) {
+/// Strings and bytes are moved, not copied.
+pub fn attr_value(v: Option<AnyValue>) -> AttrValue {
+    match v.and_then(|v| v.value) {
         None => AttrValue::Str(String::new()),
-        Some(any_value::Value::StringValue(s)) => AttrValue::Str(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => AttrValue::Int(*i),
-        Some(any_value::Value::DoubleValue(d)) => AttrValue::Float(*d),
-        Some(any_value::Value::BytesValue(b)) => AttrValue::Bytes(b.clone()),
+        Some(any_value::Value::StringValue(s)) => AttrValue::Str(s),
+        Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(b),
+        Some(any_value::Value::IntValue(i)) => AttrValue::Int(i),
+        Some(any_value::Value::DoubleValue(d)) => AttrValue::Float(d),
+        Some(any_value::Value::BytesValue(b)) => AttrValue::Bytes(b),
         Some(any_value::Value::ArrayValue(a)) => {
-            AttrValue::Array(a.values.iter().map(|v| attr_value(Some(v))).collect())
+            let mut out = Vec::with_capacity(a.values.len());
+            out.extend(a.values.into_iter().map(|v| attr_value(Some(v))));
+            AttrValue::Array(out)
         }
-        Some(any_value::Value::KvlistValue(kv)) => AttrValue::Map(attributes(&kv.values)),
+        Some(any_value::Value::KvlistValue(kv)) => AttrValue::Map(attributes(kv.values)),
         // An index into a profiles string table, which traces do not have.
-        Some(any_value::Value::StringValueStrindex(i)) => AttrValue::Int(i64::from(*i)),
+        Some(any_value::Value::StringValueStrindex(i)) => AttrValue::Int(i64::from(i)),
     }
 }
 
-/// OTLP key-values as model attributes, in the order sent.
-pub fn attributes(kvs: &[KeyValue]) -> Vec<Attribute> {
-    kvs.iter()
-        .map(|kv| Attribute::new(kv.key.clone(), attr_value(kv.value.as_ref())))
-        .collect()
+/// OTLP key-values as model attributes, in the order sent. Collected into
+/// a vector of exactly their number: a plain `collect` would reuse the
+/// decoder's larger buffer in place (and its spare capacity, which the head
+/// would hold until a flush).
+pub fn attributes(kvs: Vec<KeyValue>) -> Vec<Attribute> {
+    let mut out = Vec::with_capacity(kvs.len());
+    out.extend(
+        kvs.into_iter()
+            .map(|kv| Attribute::new(kv.key, attr_value(kv.value))),
+    );
+    out
 }
 
-fn scope(s: Option<&InstrumentationScope>) -> Scope {
+fn scope(s: Option<InstrumentationScope>) -> Scope {
     s.map(|s| Scope {
-        name: s.name.clone(),
-        version: s.version.clone(),
-        attributes: attributes(&s.attributes),
+        name: s.name,
+        version: s.version,
+        attributes: attributes(s.attributes),
     })
     .unwrap_or_default()
 }
@@ -140,7 +149,9 @@ fn time_ns(t: u64, what: &str) -> Result<i64, String> {
 }
 
 /// One OTLP span in the model, or why it is refused.
-fn span(s: &otlp::Span, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Result<Span, String> {
+/// Everything is checked before anything is moved out of `s`, so a refused
+/// span can still be named.
+fn span(s: &mut otlp::Span, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Result<Span, String> {
     let trace_id = trace_id(&s.trace_id)?;
     let id = span_id(&s.span_id, "span id")?;
     // An empty parent id means a root span; an all-zero one too (some
@@ -157,50 +168,60 @@ fn span(s: &otlp::Span, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Result<
         return Err(format!("end time {end_ns} is before start time {start_ns}"));
     }
     let kind = SpanKind::from_i32(s.kind).ok_or_else(|| format!("unknown span kind {}", s.kind))?;
-    let (status, status_message) = match &s.status {
-        None => (StatusCode::Unset, String::new()),
-        Some(st) => (
-            StatusCode::from_i32(st.code)
-                .ok_or_else(|| format!("unknown status code {}", st.code))?,
-            st.message.clone(),
-        ),
+    let status = match &s.status {
+        None => StatusCode::Unset,
+        Some(st) => StatusCode::from_i32(st.code)
+            .ok_or_else(|| format!("unknown status code {}", st.code))?,
     };
-    let events = s
+    let event_times = s
         .events
         .iter()
-        .map(|e| {
-            Ok(SpanEvent {
-                time_ns: time_ns(e.time_unix_nano, "event time")?,
-                name: e.name.clone(),
-                attributes: attributes(&e.attributes),
-                dropped_attributes: e.dropped_attributes_count,
-            })
-        })
+        .map(|e| time_ns(e.time_unix_nano, "event time"))
         .collect::<Result<Vec<_>, String>>()?;
-    let links = s
+    let link_ids = s
         .links
         .iter()
         .map(|l| {
-            Ok(SpanLink {
-                trace_id: self::trace_id(&l.trace_id).map_err(|e| format!("link {e}"))?,
-                span_id: self::span_id(&l.span_id, "link span id")?,
-                trace_state: l.trace_state.clone(),
-                attributes: attributes(&l.attributes),
-                dropped_attributes: l.dropped_attributes_count,
-            })
+            Ok((
+                self::trace_id(&l.trace_id).map_err(|e| format!("link {e}"))?,
+                self::span_id(&l.span_id, "link span id")?,
+            ))
         })
         .collect::<Result<Vec<_>, String>>()?;
+    // Valid: from here on the span's parts move into the model.
+    let status_message = s.status.take().map(|st| st.message).unwrap_or_default();
+    let events = std::mem::take(&mut s.events)
+        .into_iter()
+        .zip(event_times)
+        .map(|(e, time_ns)| SpanEvent {
+            time_ns,
+            name: e.name,
+            attributes: attributes(e.attributes),
+            dropped_attributes: e.dropped_attributes_count,
+        })
+        .collect();
+    let links = std::mem::take(&mut s.links)
+        .into_iter()
+        .zip(link_ids)
+        .map(|(l, (trace_id, span_id))| SpanLink {
+            trace_id,
+            span_id,
+            trace_state: l.trace_state,
+            attributes: attributes(l.attributes),
+            dropped_attributes: l.dropped_attributes_count,
+        })
+        .collect();
     Ok(Span {
         trace_id,
         span_id: id,
         parent_span_id,
-        trace_state: s.trace_state.clone(),
+        trace_state: std::mem::take(&mut s.trace_state),
         flags: s.flags,
-        name: s.name.clone(),
+        name: std::mem::take(&mut s.name),
         kind,
         start_ns,
         end_ns,
-        attributes: attributes(&s.attributes),
+        attributes: attributes(std::mem::take(&mut s.attributes)),
         dropped_attributes: s.dropped_attributes_count,
         events,
         dropped_events: s.dropped_events_count,
@@ -215,22 +236,28 @@ fn span(s: &otlp::Span, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Result<
 
 /// Translates a decoded request into spans, leaving out (and counting) the
 /// spans that break OTLP's rules.
-pub fn translate_traces(req: &ExportTraceServiceRequest) -> TranslatedSpans {
+pub fn translate_traces(req: ExportTraceServiceRequest) -> TranslatedSpans {
     let mut out = TranslatedSpans::default();
-    for rs in &req.resource_spans {
+    let spans: usize = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    out.batch.spans.reserve(spans);
+    for rs in req.resource_spans {
         let resource = Arc::new(
             rs.resource
-                .as_ref()
                 .map(|r| Resource {
-                    attributes: attributes(&r.attributes),
+                    attributes: attributes(r.attributes),
                     dropped_attributes: r.dropped_attributes_count,
                 })
                 .unwrap_or_default(),
         );
-        for ss in &rs.scope_spans {
-            let scope = Arc::new(scope(ss.scope.as_ref()));
-            for s in &ss.spans {
-                match span(s, &resource, &scope) {
+        for ss in rs.scope_spans {
+            let scope = Arc::new(scope(ss.scope));
+            for mut s in ss.spans {
+                match span(&mut s, &resource, &scope) {
                     Ok(sp) => out.batch.spans.push(sp),
                     Err(why) => out.reject(format!(
                         "span {:?} (span id {}): {why}",
@@ -414,7 +441,7 @@ mod tests {
         root.kind = 0;
         let body = request(vec![full_span(), root]).encode_to_vec();
         let req = decode_traces_request(&body, Encoding::Protobuf).unwrap();
-        let t = translate_traces(&req);
+        let t = translate_traces(req);
         assert_eq!((t.rejected_spans, t.error_message.as_str()), (0, ""));
         assert_eq!(t.batch.spans.len(), 2);
         check_full(&t.batch.spans[0]);
@@ -460,7 +487,7 @@ mod tests {
               "droppedLinksCount":5,
               "status":{"code":2,"message":"payment failed"}}]}]}]}"#;
         let req = decode_traces_request(body, Encoding::Json).unwrap();
-        let t = translate_traces(&req);
+        let t = translate_traces(req.clone());
         assert_eq!((t.rejected_spans, t.error_message.as_str()), (0, ""));
         assert_eq!(t.batch.spans.len(), 1);
         check_full(&t.batch.spans[0]);
@@ -506,7 +533,7 @@ mod tests {
         add(&|s| s.start_time_unix_nano = u64::MAX, "past the year 2262");
         for (sp, why) in &cases {
             let req = request(vec![full_span(), sp.clone()]);
-            let t = translate_traces(&req);
+            let t = translate_traces(req);
             assert_eq!(t.rejected_spans, 1, "{why}");
             assert!(t.error_message.contains(why), "{why}: {}", t.error_message);
             assert!(t.error_message.contains("GET /cart"), "{}", t.error_message);
@@ -515,7 +542,7 @@ mod tests {
         }
         // Many bad spans: all counted, the first named.
         let all: Vec<otlp::Span> = cases.iter().map(|(s, _)| s.clone()).collect();
-        let t = translate_traces(&request(all));
+        let t = translate_traces(request(all));
         assert_eq!(t.rejected_spans, cases.len() as i64);
         assert!(t.batch.spans.is_empty());
         assert!(
@@ -528,7 +555,7 @@ mod tests {
         // An all-zero parent id is a root, not an error.
         let mut zero_parent = full_span();
         zero_parent.parent_span_id = vec![0; 8];
-        let t = translate_traces(&request(vec![zero_parent]));
+        let t = translate_traces(request(vec![zero_parent]));
         assert_eq!(t.rejected_spans, 0);
         assert!(t.batch.spans[0].is_root());
     }
@@ -539,7 +566,7 @@ mod tests {
             {"traceId":"abcd","spanId":"0102030405060708","name":"short"},
             {"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"ok",
              "startTimeUnixNano":"5","endTimeUnixNano":"7"}]}]}]}"#;
-        let t = translate_traces(&decode_traces_request(body, Encoding::Json).unwrap());
+        let t = translate_traces(decode_traces_request(body, Encoding::Json).unwrap());
         assert_eq!(t.rejected_spans, 1);
         assert!(
             t.error_message.contains("trace id has 2 bytes"),
@@ -569,7 +596,7 @@ mod tests {
         let body = request(vec![full_span()]).encode_to_vec();
         assert!(decode_traces_request(&body[..body.len() - 3], Encoding::Protobuf).is_err());
         // An empty body is an empty request, as OTLP allows.
-        let t = translate_traces(&decode_traces_request(b"", Encoding::Protobuf).unwrap());
+        let t = translate_traces(decode_traces_request(b"", Encoding::Protobuf).unwrap());
         assert!(t.batch.spans.is_empty());
     }
 
@@ -578,7 +605,7 @@ mod tests {
         fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             for enc in [Encoding::Protobuf, Encoding::Json] {
                 if let Ok(req) = decode_traces_request(&body, enc) {
-                    let t = translate_traces(&req);
+                    let t = translate_traces(req);
                     proptest::prop_assert!(t.rejected_spans >= 0);
                 }
             }
@@ -595,7 +622,7 @@ mod tests {
             body[at % n] = byte;
             body.truncate(n - cut % n);
             if let Ok(req) = decode_traces_request(&body, Encoding::Protobuf) {
-                let t = translate_traces(&req);
+                let t = translate_traces(req);
                 proptest::prop_assert!(t.batch.spans.len() as i64 + t.rejected_spans <= 2);
             }
         }

@@ -28,6 +28,15 @@ pub enum AttrValue {
 }
 
 impl AttrValue {
+    /// [`AttrValue::to_text`], borrowing a string value instead of
+    /// copying it.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            AttrValue::Str(s) => std::borrow::Cow::Borrowed(s),
+            other => std::borrow::Cow::Owned(other.to_text()),
+        }
+    }
+
     /// The value as TraceQL and the search APIs compare it as text: strings
     /// as they are, numbers and booleans in their usual form, the rest as
     /// JSON-like text.

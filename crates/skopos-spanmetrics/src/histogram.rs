@@ -12,7 +12,22 @@ pub(crate) struct Histogram {
     counts: Vec<u64>,
     sum: f64,
     count: u64,
-    exemplars: Vec<Option<Exemplar>>,
+    exemplars: Vec<Option<PendingExemplar>>,
+}
+
+/// An exemplar as a span leaves it: the trace's labels are built only
+/// when the series is written, not for every span that replaces it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingExemplar {
+    pub trace: TraceId,
+    pub value: f64,
+    pub ts_ms: i64,
+}
+
+impl PendingExemplar {
+    pub(crate) fn build(&self) -> Exemplar {
+        exemplar(&self.trace, self.value, self.ts_ms)
+    }
 }
 
 impl Histogram {
@@ -38,7 +53,11 @@ impl Histogram {
         self.sum += v;
         self.count += 1;
         if let Some((id, ts_ms)) = trace {
-            self.exemplars[i] = Some(exemplar(id, v, ts_ms));
+            self.exemplars[i] = Some(PendingExemplar {
+                trace: *id,
+                value: v,
+                ts_ms,
+            });
         }
     }
 
@@ -67,7 +86,7 @@ impl Histogram {
             if let Some(e) = self.exemplars[i].take() {
                 exemplars.push(SeriesExemplars {
                     series: labels.clone(),
-                    exemplars: vec![e],
+                    exemplars: vec![e.build()],
                 });
             }
             out.push(labels, Sample::new(now_ms, cumulative as f64));

@@ -8,11 +8,11 @@ use std::hash::{Hash, Hasher};
 
 use skopos_model::fxhash::{FxHashMap, FxHasher};
 use skopos_model::{
-    find_attr, Exemplar, Labels, LabelsBuilder, Sample, SeriesExemplars, Span, SpanBatch, SpanKind,
+    find_attr, Labels, LabelsBuilder, Sample, SeriesExemplars, Span, SpanBatch, SpanKind,
     StatusCode, WriteBatch, METRIC_NAME,
 };
 
-use crate::histogram::{exemplar, named, ns_to_ms, sanitize_label_name, seconds, Histogram};
+use crate::histogram::{named, ns_to_ms, sanitize_label_name, seconds, Histogram, PendingExemplar};
 
 /// Tempo's default latency buckets, in seconds.
 pub const DEFAULT_LATENCY_BUCKETS: &[f64] = &[
@@ -100,7 +100,7 @@ struct Series {
     dims: Vec<Option<String>>,
     labels: Labels,
     calls: u64,
-    calls_exemplar: Option<Exemplar>,
+    calls_exemplar: Option<PendingExemplar>,
     latency: Histogram,
     /// Whether a span came since the last collect.
     touched: bool,
@@ -125,10 +125,7 @@ pub struct SpanMetrics {
 fn dim_value<'a>(span: &'a Span, key: &str) -> Option<std::borrow::Cow<'a, str>> {
     let v =
         find_attr(&span.attributes, key).or_else(|| find_attr(&span.resource.attributes, key))?;
-    Some(match v {
-        skopos_model::AttrValue::Str(s) => std::borrow::Cow::Borrowed(s.as_str()),
-        other => std::borrow::Cow::Owned(other.to_text()),
-    })
+    Some(v.text())
 }
 
 impl SpanMetrics {
@@ -245,7 +242,11 @@ impl SpanMetrics {
             let ts_ms = ns_to_ms(span.end_ns);
             s.calls += 1;
             s.touched = true;
-            s.calls_exemplar = Some(exemplar(&span.trace_id, 1.0, ts_ms));
+            s.calls_exemplar = Some(PendingExemplar {
+                trace: span.trace_id,
+                value: 1.0,
+                ts_ms,
+            });
             s.latency.observe(
                 &self.cfg.histogram_buckets,
                 seconds(span.duration_ns()),
@@ -276,7 +277,7 @@ impl SpanMetrics {
             if let Some(e) = s.calls_exemplar.take() {
                 exemplars.push(SeriesExemplars {
                     series: labels.clone(),
-                    exemplars: vec![e],
+                    exemplars: vec![e.build()],
                 });
             }
             out.push(labels, Sample::new(now_ms, s.calls as f64));

@@ -48,6 +48,8 @@ mod wal;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use skopos_model::fxhash::FxHashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -268,7 +270,8 @@ impl HeadTrace {
 
 #[derive(Default)]
 pub(crate) struct Head {
-    pub traces: HashMap<TraceId, HeadTrace>,
+    /// Trace ids are random: the unkeyed hash is as good as a keyed one.
+    pub traces: FxHashMap<TraceId, HeadTrace>,
     pub spans: usize,
     pub bytes: usize,
 }

@@ -27,7 +27,7 @@ use crate::{Head, Store, TracesError};
 
 /// Whether span `s` has `field` equal to `value` (as text).
 pub(crate) fn span_has(s: &Span, field: &SpanField, value: &str) -> bool {
-    let text = |v: Option<&AttrValue>| v.is_some_and(|v| v.to_text() == value);
+    let text = |v: Option<&AttrValue>| v.is_some_and(|v| v.text() == value);
     match field {
         SpanField::Name => s.name == value,
         SpanField::ServiceName => s.service_name() == value,
@@ -36,7 +36,7 @@ pub(crate) fn span_has(s: &Span, field: &SpanField, value: &str) -> bool {
         SpanField::SpanAttr(k) => text(find_attr(&s.attributes, k)),
         SpanField::ResourceAttr(k) => text(find_attr(&s.resource.attributes, k)),
         SpanField::AnyAttr(k) => match find_attr(&s.attributes, k) {
-            Some(v) => v.to_text() == value,
+            Some(v) => v.text() == value,
             None => text(find_attr(&s.resource.attributes, k)),
         },
     }

@@ -45,7 +45,7 @@
 //! (`group`), so that open can tell a flush cut short by a crash (some of
 //! the group missing while its WAL is still there) from one completed.
 
-use std::collections::HashMap;
+use skopos_model::fxhash::FxHashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -134,7 +134,7 @@ pub(crate) struct TraceEntry {
 pub(crate) struct KeyIndex {
     pub overflow: bool,
     /// Value text → (kinds, sorted block ordinals).
-    pub values: HashMap<String, (u8, Vec<u32>)>,
+    pub values: FxHashMap<String, (u8, Vec<u32>)>,
 }
 
 /// An open segment: its tables in memory, its blocks read on demand.
@@ -146,7 +146,7 @@ pub(crate) struct Segment {
     pub blocks: Vec<BlockMeta>,
     /// Sorted by id.
     pub traces: Vec<TraceEntry>,
-    pub index: HashMap<(u8, String), KeyIndex>,
+    pub index: FxHashMap<(u8, String), KeyIndex>,
     /// Per block, the sorted value hashes of the keys marked `overflow`.
     pub filters: Vec<Vec<u32>>,
     /// Ids of the traces marked `split`.
@@ -194,44 +194,69 @@ pub(crate) fn value_hash(key_hash: u64, text: &str) -> u32 {
 struct IndexBuilder {
     max_values: usize,
     /// By field byte then key.
-    keys: HashMap<String, (u64, KeyIndex)>,
+    keys: FxHashMap<String, (u64, KeyIndex)>,
     scratch: String,
-    /// Per block: (key hash, value hash) of every value added.
+    /// Per block: (key hash, value hash) of the values of overflowed keys.
     hashes: Vec<Vec<(u64, u32)>>,
 }
 
 impl IndexBuilder {
+    /// Indexes `text` as a value of `key` in `block`. A key's values are
+    /// kept exactly until it has `max_values` of them or one longer than
+    /// `MAX_INDEXED_TEXT`; from then on it overflows, and the block filters
+    /// hold the hash of every value it had in every block (those indexed so
+    /// far are added when it overflows, so a key that never does costs no
+    /// hashes).
     fn add(&mut self, field: u8, key: &str, text: &str, kinds: u8, block: u32) {
-        self.scratch.clear();
-        self.scratch.push(field as char);
-        self.scratch.push_str(key);
-        let (kh, k) = match self.keys.get_mut(self.scratch.as_str()) {
+        let IndexBuilder {
+            max_values,
+            keys,
+            scratch,
+            hashes,
+        } = self;
+        scratch.clear();
+        scratch.push(field as char);
+        scratch.push_str(key);
+        let (kh, k) = match keys.get_mut(scratch.as_str()) {
             Some(k) => k,
-            None => self
-                .keys
-                .entry(self.scratch.clone())
+            None => keys
+                .entry(scratch.clone())
                 .or_insert_with(|| (key_hash(field, key), KeyIndex::default())),
         };
-        while self.hashes.len() <= block as usize {
-            self.hashes.push(Vec::new());
-        }
-        self.hashes[block as usize].push((*kh, value_hash(*kh, text)));
-        if text.len() > MAX_INDEXED_TEXT {
-            k.overflow = true;
-            return;
-        }
-        let full = k.values.len() >= self.max_values;
-        match k.values.get_mut(text) {
-            Some((kd, blocks)) => {
-                *kd |= kinds;
-                if blocks.last() != Some(&block) {
-                    blocks.push(block);
+        let kh = *kh;
+        let mut overflows = text.len() > MAX_INDEXED_TEXT;
+        if !overflows {
+            let full = k.values.len() >= *max_values;
+            match k.values.get_mut(text) {
+                Some((kd, blocks)) => {
+                    *kd |= kinds;
+                    if blocks.last() != Some(&block) {
+                        blocks.push(block);
+                    }
+                }
+                None if full => overflows = true,
+                None => {
+                    k.values.insert(text.to_string(), (kinds, vec![block]));
                 }
             }
-            None if full => k.overflow = true,
-            None => {
-                k.values.insert(text.to_string(), (kinds, vec![block]));
+        }
+        let mut filter = |b: u32, h: u32| {
+            while hashes.len() <= b as usize {
+                hashes.push(Vec::new());
             }
+            hashes[b as usize].push((kh, h));
+        };
+        if overflows && !k.overflow {
+            k.overflow = true;
+            for (t, (_, blocks)) in &k.values {
+                let h = value_hash(kh, t);
+                for &b in blocks {
+                    filter(b, h);
+                }
+            }
+        }
+        if k.overflow {
+            filter(block, value_hash(kh, text));
         }
     }
 
@@ -243,7 +268,7 @@ impl IndexBuilder {
             self.add(
                 FIELD_SPAN,
                 &a.key,
-                &a.value.to_text(),
+                &a.value.text(),
                 kind_bit(&a.value),
                 block,
             );
@@ -251,7 +276,7 @@ impl IndexBuilder {
         if !resource_done {
             self.add(FIELD_SERVICE, "", s.service_name(), KIND_STR, block);
             for a in &s.resource.attributes {
-                let text = a.value.to_text();
+                let text = a.value.text();
                 self.add(FIELD_RESOURCE, &a.key, &text, kind_bit(&a.value), block);
             }
         }
@@ -277,19 +302,14 @@ impl IndexBuilder {
                 }
             }
         }
-        // Block filters: the value hashes of overflowed keys.
-        let overflowed: std::collections::HashSet<u64> = keys
-            .iter()
-            .filter(|(_, (_, k))| k.overflow)
-            .map(|(_, (kh, _))| *kh)
-            .collect();
+        // Block filters: the value hashes of overflowed keys (`hashes`
+        // holds only theirs).
         for b in 0..nblocks {
             let mut hs: Vec<u32> = self
                 .hashes
                 .get(b)
                 .into_iter()
                 .flatten()
-                .filter(|(kh, _)| overflowed.contains(kh))
                 .map(|(_, h)| *h)
                 .collect();
             hs.sort_unstable();
@@ -324,15 +344,15 @@ fn decode_filters(r: &mut Reader, nblocks: usize) -> Option<Vec<Vec<u32>>> {
     Some(out)
 }
 
-fn decode_index(r: &mut Reader, nblocks: u32) -> Option<HashMap<(u8, String), KeyIndex>> {
+fn decode_index(r: &mut Reader, nblocks: u32) -> Option<FxHashMap<(u8, String), KeyIndex>> {
     let n = r.len(r.remaining())?;
-    let mut out = HashMap::with_capacity(n);
+    let mut out = FxHashMap::with_capacity_and_hasher(n, Default::default());
     for _ in 0..n {
         let field = r.bytes(1)?[0];
         let key = r.string()?;
         let overflow = r.bytes(1)?[0] != 0;
         let nv = r.len(r.remaining())?;
-        let mut values = HashMap::with_capacity(nv);
+        let mut values = FxHashMap::with_capacity_and_hasher(nv, Default::default());
         for _ in 0..nv {
             let text = r.string()?;
             let kinds = r.bytes(1)?[0];

@@ -25,7 +25,7 @@ impl TraceService for OtlpTraces {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let st = &self.state;
         check_token(st, &request)?;
-        match crate::traces::ingest::export_traces(st, request.get_ref()).await {
+        match crate::traces::ingest::export_traces(st, request.into_inner()).await {
             Ok(partial) => Ok(Response::new(ExportTraceServiceResponse {
                 partial_success: partial,
             })),

@@ -93,20 +93,17 @@ impl AppState {
         let store = self.traces.clone();
         let derived = self.derived.clone();
         let result = crate::http::panic::blocking_or_error("span append", move || {
-            let Some(derived) = derived else {
-                return store.append(batch);
-            };
-            let copy = batch.clone();
-            let r = store.append(batch);
-            if let Ok(a) = &r {
-                if a.spans > 0 {
-                    // Tempo's generator sees what the distributor accepted;
-                    // spans a trace limit refused are counted there too.
-                    derived.span_metrics.lock().push(&copy);
-                    derived.service_graph.lock().push(&copy, now_ms());
-                }
+            // As in Tempo, where the distributor hands a batch to the
+            // ingesters and the metrics generator side by side, the span
+            // metrics see every span that passed validation, whether or
+            // not the store then keeps it (a trace limit, a failing disk).
+            // Fed before the append, they borrow the batch the store then
+            // takes, instead of a copy of it.
+            if let Some(derived) = derived {
+                derived.span_metrics.lock().push(&batch);
+                derived.service_graph.lock().push(&batch, now_ms());
             }
-            r
+            store.append(batch)
         })
         .await
         .map_err(|e| TracesUnavailable(e.to_string()))?;
@@ -136,7 +133,7 @@ impl AppState {
 /// Translates and stores one OTLP traces request (both transports).
 pub async fn export_traces(
     st: &AppState,
-    req: &ExportTraceServiceRequest,
+    req: ExportTraceServiceRequest,
 ) -> Result<Option<ExportTracePartialSuccess>, TracesUnavailable> {
     let t = skopos_ingest::otlp_traces::translate_traces(req);
     let out = st.append_spans("otlp_traces", t).await?;
@@ -166,7 +163,7 @@ pub async fn otlp_traces(
         Ok(x) => x,
         Err(resp) => return *resp,
     };
-    match export_traces(&st, &req).await {
+    match export_traces(&st, req).await {
         Ok(partial) => {
             let rejected = partial
                 .as_ref()
