@@ -146,6 +146,8 @@ pub(crate) struct Segment {
     pub blocks: Vec<BlockMeta>,
     /// Sorted by id.
     pub traces: Vec<TraceEntry>,
+    /// Where `find` looks: see [`Fence`].
+    fence: Fence,
     pub index: FxHashMap<(u8, String), KeyIndex>,
     /// Per block, the sorted value hashes of the keys marked `overflow`.
     pub filters: Vec<Vec<u32>>,
@@ -502,6 +504,52 @@ pub(crate) fn write_tmp(
     Ok(f.finish()?)
 }
 
+/// Where in a sorted trace table the ids with the same leading bits start:
+/// trace ids are random, so about two entries share a prefix and a lookup
+/// (one per new trace an append sees, in every segment) is a short search
+/// instead of a binary search over the whole table, most of whose steps
+/// miss the cache. Ids that are not random (leading zeros) fall into few
+/// prefixes and cost what a plain binary search does.
+struct Fence {
+    bits: u32,
+    /// `starts[p]`: the first entry whose prefix is at least `p`; one more
+    /// than there are prefixes.
+    starts: Vec<u32>,
+}
+
+impl Fence {
+    fn new(traces: &[TraceEntry]) -> Fence {
+        // About two entries a prefix; at most 2^20 prefixes (4 MiB).
+        let bits = (usize::BITS - traces.len().leading_zeros())
+            .saturating_sub(2)
+            .min(20);
+        let n = 1usize << bits;
+        let mut starts = Vec::with_capacity(n + 1);
+        let mut i = 0usize;
+        for p in 0..n {
+            while i < traces.len() && Self::prefix(bits, &traces[i].id) < p as u64 {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        starts.push(traces.len() as u32);
+        Fence { bits, starts }
+    }
+
+    fn prefix(bits: u32, id: &TraceId) -> u64 {
+        if bits == 0 {
+            return 0;
+        }
+        u64::from_be_bytes(id[..8].try_into().expect("8 bytes")) >> (64 - bits)
+    }
+
+    /// The entries that can hold `id`.
+    fn range(&self, id: &TraceId) -> std::ops::Range<usize> {
+        let p = Self::prefix(self.bits, id) as usize;
+        self.starts[p] as usize..self.starts[p + 1] as usize
+    }
+}
+
 impl Segment {
     pub fn open(path: &Path) -> Result<Segment, TracesError> {
         let io = |e| TracesError::io(path, e);
@@ -621,6 +669,7 @@ impl Segment {
             min_start: blocks.iter().map(|b| b.min_start).min().unwrap_or(0),
             max_start: blocks.iter().map(|b| b.max_start).max().unwrap_or(0),
             blocks,
+            fence: Fence::new(&traces),
             traces,
             index,
             spans,
@@ -631,10 +680,11 @@ impl Segment {
 
     /// The trace table entry of `id`.
     pub fn find(&self, id: &TraceId) -> Option<&TraceEntry> {
-        self.traces
-            .binary_search_by(|e| e.id.cmp(id))
+        let range = self.fence.range(id);
+        let part = &self.traces[range.clone()];
+        part.binary_search_by(|e| e.id.cmp(id))
             .ok()
-            .map(|i| &self.traces[i])
+            .map(|i| &part[i])
     }
 
     /// Reads, checks and decompresses block `i`.
@@ -695,5 +745,69 @@ fn decode_block(raw: &[u8], only: Option<&TraceId>) -> Option<Vec<(TraceId, Vec<
 pub(crate) fn remove_tmp(path: &Path) {
     if let Err(e) = fs::remove_file(path) {
         tracing::warn!(path = %path.display(), error = %e, "could not remove a temporary segment");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: TraceId) -> TraceEntry {
+        TraceEntry {
+            id,
+            block: 0,
+            spans: 1,
+            bytes: 1,
+            min_start: 0,
+            max_start: 0,
+            split: false,
+        }
+    }
+
+    /// The fence finds every id of a table and no other, for random ids,
+    /// ids with leading zero bytes (64-bit ids padded), one id and none.
+    #[test]
+    fn the_fence_finds_every_stored_trace_and_nothing_else() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let random: Vec<TraceId> = (0..5000)
+            .map(|_| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&next().to_be_bytes());
+                id[8..].copy_from_slice(&next().to_be_bytes());
+                id
+            })
+            .collect();
+        let padded: Vec<TraceId> = random
+            .iter()
+            .map(|r| {
+                let mut id = [0u8; 16];
+                id[8..].copy_from_slice(&r[8..]);
+                id
+            })
+            .collect();
+        for ids in [random, padded, vec![[7u8; 16]], vec![]] {
+            let (stored, absent) = ids.split_at(ids.len() / 2 + ids.len() % 2);
+            let mut table: Vec<TraceEntry> = stored.iter().copied().map(entry).collect();
+            table.sort_by_key(|e| e.id);
+            table.dedup_by(|a, b| a.id == b.id);
+            let fence = Fence::new(&table);
+            assert_eq!(fence.starts.len(), (1 << fence.bits) + 1);
+            let find = |id: &TraceId| {
+                let r = fence.range(id);
+                table[r.clone()].binary_search_by(|e| e.id.cmp(id)).is_ok()
+            };
+            for id in stored {
+                assert!(find(id), "{id:?} stored but not found");
+            }
+            for id in absent.iter().chain([&[0u8; 16], &[0xff; 16]]) {
+                assert_eq!(find(id), stored.contains(id), "{id:?}");
+            }
+        }
     }
 }
