@@ -30,6 +30,7 @@ mod eval;
 mod lexer;
 mod parser;
 mod parsers;
+pub mod patterns;
 mod pipeline;
 mod template;
 mod units;

@@ -223,3 +223,119 @@ async fn format_query_buildinfo_and_ready() {
     assert_eq!(get(&h, "/ready").await, (200, "ready\n".to_string()));
     h.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn patterns_cluster_the_lines_of_the_range_with_counts_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    // One stream a minute ago: 40 requests, 35 of one shape with varying
+    // numbers, and 5 of a rare shape (under Loki's 30-line cut).
+    let base = (now - 60_000_000_000) / 10_000_000_000 * 10_000_000_000;
+    let mut values: Vec<Value> = (0..35)
+        .map(|i| {
+            json!([
+                (base + i * 1_000_000_000).to_string(),
+                format!("GET /api/items/{i} 200 in {}ms", i * 3 + 1)
+            ])
+        })
+        .collect();
+    values.extend((0..5).map(|i| {
+        json!([
+            (base + i * 1_000_000_000 + 500).to_string(),
+            format!("worker {i} restarted after panic")
+        ])
+    }));
+    let push = json!({"streams": [{"stream": {"app": "web"}, "values": values}]});
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/loki/api/v1/push", h.listen))
+        .json(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let window = format!("&start={}&end={now}", now - 3_600_000_000_000);
+    let (code, body) = get(
+        &h,
+        &format!(
+            "/loki/api/v1/patterns?query={}{window}&step=10s",
+            enc(r#"{app="web"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{body}");
+    assert_eq!(data[0]["pattern"], "GET <_> 200 in <_>");
+    let samples: Vec<(i64, u64)> = data[0]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s[0].as_i64().unwrap(), s[1].as_u64().unwrap()))
+        .collect();
+    let b = base / 1_000_000_000;
+    assert_eq!(
+        samples,
+        vec![(b, 10), (b + 10, 10), (b + 20, 10), (b + 30, 5)]
+    );
+    // A 60 s step sums them (the buckets fall on multiples of the step).
+    let (code, body) = get(
+        &h,
+        &format!(
+            "/loki/api/v1/patterns?query={}{window}&step=60s",
+            enc(r#"{app="web"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let total: u64 = v["data"][0]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 35);
+    assert!(v["data"][0]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s[0].as_i64().unwrap() % 60 == 0));
+    // Nothing selected: an empty list. A pipeline or a metric query: 400.
+    let (code, body) = get(
+        &h,
+        &format!(
+            "/loki/api/v1/patterns?query={}{window}",
+            enc(r#"{app="none"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"{"data":[],"status":"success"}"#)
+    );
+    for q in [r#"{app="web"} |= "GET""#, r#"rate({app="web"}[1m])"#] {
+        let (code, body) = get(
+            &h,
+            &format!("/loki/api/v1/patterns?query={}{window}", enc(q)),
+        )
+        .await;
+        assert_eq!(code, 400, "{q}: {body}");
+        assert!(body.contains("stream selector only"), "{q}: {body}");
+    }
+    let (code, body) = get(
+        &h,
+        &format!(
+            "/loki/api/v1/patterns?query={}{window}&step=-5s",
+            enc(r#"{app="web"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    h.shutdown().await.unwrap();
+}

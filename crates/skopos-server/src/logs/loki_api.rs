@@ -219,7 +219,7 @@ struct QueryWindow {
     step: i64,
 }
 
-fn step_ns(p: &Params, start: i64, end: i64) -> Result<i64, ApiError> {
+pub(crate) fn step_ns(p: &Params, start: i64, end: i64) -> Result<i64, ApiError> {
     match p.get("step") {
         Some(s) if !s.is_empty() => {
             if let Ok(f) = s.parse::<f64>() {

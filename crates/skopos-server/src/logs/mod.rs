@@ -12,6 +12,7 @@ pub mod explore;
 pub mod grpc;
 pub mod loki_api;
 pub mod otlp;
+pub mod patterns;
 pub mod tail;
 
 /// The log routes of the main HTTP port.
@@ -65,6 +66,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(
             "/loki/api/v1/detected_fields",
             get(explore::detected_fields),
+        )
+        .route(
+            "/loki/api/v1/patterns",
+            get(patterns::patterns).post(patterns::patterns),
         )
         .route(
             "/loki/api/v1/format_query",
