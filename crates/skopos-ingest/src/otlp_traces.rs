@@ -190,27 +190,29 @@ fn span(s: &mut otlp::Span, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Res
         .collect::<Result<Vec<_>, String>>()?;
     // Valid: from here on the span's parts move into the model.
     let status_message = s.status.take().map(|st| st.message).unwrap_or_default();
-    let events = std::mem::take(&mut s.events)
-        .into_iter()
-        .zip(event_times)
-        .map(|(e, time_ns)| SpanEvent {
-            time_ns,
-            name: e.name,
-            attributes: attributes(e.attributes),
-            dropped_attributes: e.dropped_attributes_count,
-        })
-        .collect();
-    let links = std::mem::take(&mut s.links)
-        .into_iter()
-        .zip(link_ids)
-        .map(|(l, (trace_id, span_id))| SpanLink {
+    // Exact-size vectors, as in `attributes`.
+    let mut events = Vec::with_capacity(s.events.len());
+    events.extend(
+        std::mem::take(&mut s.events)
+            .into_iter()
+            .zip(event_times)
+            .map(|(e, time_ns)| SpanEvent {
+                time_ns,
+                name: e.name,
+                attributes: attributes(e.attributes),
+                dropped_attributes: e.dropped_attributes_count,
+            }),
+    );
+    let mut links = Vec::with_capacity(s.links.len());
+    links.extend(std::mem::take(&mut s.links).into_iter().zip(link_ids).map(
+        |(l, (trace_id, span_id))| SpanLink {
             trace_id,
             span_id,
             trace_state: l.trace_state,
             attributes: attributes(l.attributes),
             dropped_attributes: l.dropped_attributes_count,
-        })
-        .collect();
+        },
+    ));
     Ok(Span {
         trace_id,
         span_id: id,

@@ -60,6 +60,8 @@ struct Tokens {
 struct Cluster {
     tokens: Vec<String>,
     spaces: Vec<(usize, usize)>,
+    /// The keys from the token-count level down to its leaf.
+    path: Vec<String>,
     /// Lines per 10 s bucket (start of the bucket, ns).
     samples: BTreeMap<i64, u64>,
     last_used: u64,
@@ -78,6 +80,8 @@ pub struct Drain {
     clusters: Vec<Option<Cluster>>,
     live: usize,
     tick: u64,
+    /// Live clusters by when they were last used, oldest first.
+    lru: BTreeMap<u64, usize>,
 }
 
 impl Default for Drain {
@@ -94,6 +98,7 @@ impl Drain {
             clusters: Vec::new(),
             live: 0,
             tick: 0,
+            lru: BTreeMap::new(),
         }
     }
 
@@ -111,7 +116,7 @@ impl Drain {
             return;
         }
         self.tick += 1;
-        let bucket = ts - ts.rem_euclid(SAMPLE_INTERVAL_NS);
+        let bucket = ts.saturating_sub(ts.rem_euclid(SAMPLE_INTERVAL_NS));
         let id = match self.search(&t.tokens) {
             Some(id) => {
                 let c = self.clusters[id].as_mut().expect("a live cluster");
@@ -125,7 +130,9 @@ impl Drain {
             None => self.add(t),
         };
         let c = self.clusters[id].as_mut().expect("a live cluster");
+        self.lru.remove(&c.last_used);
         c.last_used = self.tick;
+        self.lru.insert(self.tick, id);
         *c.samples.entry(bucket).or_default() += 1;
     }
 
@@ -190,21 +197,13 @@ impl Drain {
 
     fn add(&mut self, t: Tokens) -> usize {
         if self.live >= MAX_CLUSTERS {
-            // The least recently used goes.
-            if let Some(old) = self
-                .clusters
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| c.as_ref().map(|c| (c.last_used, i)))
-                .min()
-                .map(|(_, i)| i)
-            {
-                self.clusters[old] = None;
-                self.live -= 1;
+            if let Some((_, old)) = self.lru.pop_first() {
+                self.evict(old);
             }
         }
         let id = self.clusters.len();
         let n = t.tokens.len();
+        let mut path = Vec::new();
         let mut node = self.by_length.entry(n).or_default();
         for (depth, tok) in t.tokens.iter().enumerate() {
             if depth + 1 >= MAX_DEPTH || depth + 1 >= n {
@@ -225,19 +224,49 @@ impl Drain {
             } else {
                 PARAM.to_string()
             };
-            node = node.children.entry(key).or_default();
+            node = node.children.entry(key.clone()).or_default();
+            path.push(key);
         }
-        let clusters = &self.clusters;
-        node.clusters.retain(|&i| clusters[i].is_some());
         node.clusters.push(id);
         self.clusters.push(Some(Cluster {
             tokens: t.tokens,
             spaces: t.spaces,
+            path,
             samples: BTreeMap::new(),
             last_used: self.tick,
         }));
+        self.lru.insert(self.tick, id);
         self.live += 1;
         id
+    }
+
+    /// Drops cluster `id` from its leaf, and the branches left empty, so
+    /// that neither the tree nor a leaf's list grows with evicted clusters.
+    fn evict(&mut self, id: usize) {
+        let Some(c) = self.clusters[id].take() else {
+            return;
+        };
+        self.live -= 1;
+        let n = c.tokens.len();
+        /// Removes `id` below `node` along `path`; whether `node` is empty.
+        fn prune(node: &mut Node, path: &[String], id: usize) -> bool {
+            match path.split_first() {
+                None => node.clusters.retain(|&i| i != id),
+                Some((key, rest)) => {
+                    if let Some(child) = node.children.get_mut(key) {
+                        if prune(child, rest, id) {
+                            node.children.remove(key);
+                        }
+                    }
+                }
+            }
+            node.clusters.is_empty() && node.children.is_empty()
+        }
+        if let Some(top) = self.by_length.get_mut(&n) {
+            if prune(top, &c.path, id) {
+                self.by_length.remove(&n);
+            }
+        }
     }
 }
 
@@ -553,6 +582,12 @@ mod tests {
             d.train(l, n as i64);
         }
         assert_eq!(d.live, MAX_CLUSTERS);
+        assert_eq!(d.lru.len(), MAX_CLUSTERS);
+        // Evicted clusters leave nothing behind in the tree.
+        fn count(n: &Node) -> usize {
+            n.clusters.len() + n.children.values().map(count).sum::<usize>()
+        }
+        assert_eq!(d.by_length.values().map(count).sum::<usize>(), MAX_CLUSTERS);
         let p = d.patterns();
         assert_eq!(p.len(), MAX_CLUSTERS);
         assert!(!p.contains_key(&lines[0]), "the oldest cluster was kept");

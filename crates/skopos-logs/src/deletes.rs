@@ -110,11 +110,14 @@ impl History {
         self.append(&buf)
     }
 
-    /// Appends `reqs` (from an older history) as they are.
+    /// Appends `reqs` (from an older history) as they are, leaving out
+    /// those whose id the history has already (an import repeated after a
+    /// crash).
     pub(crate) fn import(&self, reqs: &[DeleteRequest]) -> Result<(), LogsError> {
+        let have: std::collections::HashSet<u64> = self.list()?.iter().map(|r| r.id).collect();
         let mut last = self.last_id.lock();
         let mut buf = Vec::new();
-        for r in reqs {
+        for r in reqs.iter().filter(|r| !have.contains(&r.id)) {
             frame(&mut buf, REC_RECEIVED, |b| {
                 put_uvarint(b, r.id);
                 put_varint(b, r.created);
@@ -154,8 +157,14 @@ impl History {
             }
             f
         };
-        f.write_all(records).map_err(io)?;
-        f.sync_data().map_err(io)
+        let before = f.metadata().map_err(io)?.len();
+        if let Err(e) = f.write_all(records).and_then(|()| f.sync_data()) {
+            // A part written (the disk full) would stop every later read
+            // there: take it back.
+            let _ = f.set_len(before);
+            return Err(io(e));
+        }
+        Ok(())
     }
 }
 

@@ -709,12 +709,13 @@ impl Store {
             .iter()
             .filter_map(|m| regex::Regex::new(m).ok())
             .collect();
-        let keep = |ts: i64, line: &str| {
+        let keep_with = |regexes: &[regex::Regex], ts: i64, line: &str| {
             ts >= sel.start
                 && ts < sel.end
                 && sel.contains.iter().all(|c| line.contains(c.as_str()))
                 && regexes.iter().all(|r| r.is_match(line))
         };
+        let keep = |ts: i64, line: &str| keep_with(&regexes, ts, line);
         let wanted = |e: &LogEntry| keep(e.ts, &e.line);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         for (labels, srcs) in by_stream {
@@ -731,6 +732,10 @@ impl Store {
             self.blocks_read
                 .fetch_add(blocks.len() as u64, Ordering::Relaxed);
             let read = |part: &[(Arc<Segment>, usize, usize)]| -> Result<Vec<LogEntry>, LogsError> {
+                // A clone per reading thread: threads sharing one `Regex`
+                // contend for its pool of match caches (the regex crate's advice).
+                let regexes = regexes.clone();
+                let keep = |ts: i64, line: &str| keep_with(&regexes, ts, line);
                 let mut out = Vec::new();
                 for (seg, si, bi) in part {
                     out.extend(seg.read_block(&seg.streams[*si].blocks[*bi], &keep)?);

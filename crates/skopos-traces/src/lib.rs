@@ -48,8 +48,6 @@ mod wal;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-use skopos_model::fxhash::FxHashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -270,8 +268,9 @@ impl HeadTrace {
 
 #[derive(Default)]
 pub(crate) struct Head {
-    /// Trace ids are random: the unkeyed hash is as good as a keyed one.
-    pub traces: FxHashMap<TraceId, HeadTrace>,
+    /// Keyed hashing: clients choose trace ids, and could choose ones that
+    /// collide under an unkeyed hash.
+    pub traces: HashMap<TraceId, HeadTrace>,
     pub spans: usize,
     pub bytes: usize,
 }
@@ -459,6 +458,18 @@ impl Store {
     /// stored and readable when this returns, which is after their WAL
     /// record is written (and fsynced when configured).
     pub fn append(&self, batch: SpanBatch) -> Result<Appended, TracesError> {
+        self.append_observed(batch, &mut |_| {})
+    }
+
+    /// [`Store::append`], handing `observe` the spans the store keeps (past
+    /// the limits, without duplicates) once their WAL record is written and
+    /// before the head takes them, so a caller can derive from them (span
+    /// metrics) without a copy and without counting what was not stored.
+    pub fn append_observed(
+        &self,
+        batch: SpanBatch,
+        observe: &mut dyn FnMut(&SpanBatch),
+    ) -> Result<Appended, TracesError> {
         let mut out = Appended::default();
         let mut spans = batch.spans;
         let mut cache = limits::Cache::default();
@@ -534,9 +545,12 @@ impl Store {
             w.failed = true;
             return Err(e.into());
         }
+        let (spans, sizes): (Vec<Span>, Vec<u64>) = kept.into_iter().unzip();
+        let logged = SpanBatch { spans };
+        observe(&logged);
         let full = {
             let mut parts = self.parts.write();
-            for (s, bytes) in kept {
+            for (s, bytes) in logged.spans.into_iter().zip(sizes) {
                 if parts.insert(s, bytes) {
                     out.spans += 1;
                 }

@@ -45,7 +45,7 @@
 //! (`group`), so that open can tell a flush cut short by a crash (some of
 //! the group missing while its WAL is still there) from one completed.
 
-use skopos_model::fxhash::FxHashMap;
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -134,7 +134,7 @@ pub(crate) struct TraceEntry {
 pub(crate) struct KeyIndex {
     pub overflow: bool,
     /// Value text → (kinds, sorted block ordinals).
-    pub values: FxHashMap<String, (u8, Vec<u32>)>,
+    pub values: HashMap<String, (u8, Vec<u32>)>,
 }
 
 /// An open segment: its tables in memory, its blocks read on demand.
@@ -148,7 +148,7 @@ pub(crate) struct Segment {
     pub traces: Vec<TraceEntry>,
     /// Where `find` looks: see [`Fence`].
     fence: Fence,
-    pub index: FxHashMap<(u8, String), KeyIndex>,
+    pub index: HashMap<(u8, String), KeyIndex>,
     /// Per block, the sorted value hashes of the keys marked `overflow`.
     pub filters: Vec<Vec<u32>>,
     /// Ids of the traces marked `split`.
@@ -196,7 +196,7 @@ pub(crate) fn value_hash(key_hash: u64, text: &str) -> u32 {
 struct IndexBuilder {
     max_values: usize,
     /// By field byte then key.
-    keys: FxHashMap<String, (u64, KeyIndex)>,
+    keys: HashMap<String, (u64, KeyIndex)>,
     scratch: String,
     /// Per block: (key hash, value hash) of the values of overflowed keys.
     hashes: Vec<Vec<(u64, u32)>>,
@@ -346,15 +346,15 @@ fn decode_filters(r: &mut Reader, nblocks: usize) -> Option<Vec<Vec<u32>>> {
     Some(out)
 }
 
-fn decode_index(r: &mut Reader, nblocks: u32) -> Option<FxHashMap<(u8, String), KeyIndex>> {
+fn decode_index(r: &mut Reader, nblocks: u32) -> Option<HashMap<(u8, String), KeyIndex>> {
     let n = r.len(r.remaining())?;
-    let mut out = FxHashMap::with_capacity_and_hasher(n, Default::default());
+    let mut out = HashMap::with_capacity(n);
     for _ in 0..n {
         let field = r.bytes(1)?[0];
         let key = r.string()?;
         let overflow = r.bytes(1)?[0] != 0;
         let nv = r.len(r.remaining())?;
-        let mut values = FxHashMap::with_capacity_and_hasher(nv, Default::default());
+        let mut values = HashMap::with_capacity(nv);
         for _ in 0..nv {
             let text = r.string()?;
             let kinds = r.bytes(1)?[0];

@@ -447,8 +447,16 @@ fn spans_past_the_trace_limit_are_rejected_and_the_trace_keeps_what_it_had() {
     let mut spans: Vec<Span> = (4..=7).map(|i| full_span(1, i, i64::from(i))).collect();
     spans.push(full_span(2, 1, 1));
     spans.push(full_span(0, 1, 1)); // an all-zero trace id
-    let a = store.append(batch(spans)).unwrap();
-    assert_eq!((a.spans, a.rejected), (3, 3), "{a:?}");
+                                    // A span twice in the batch too; the observer sees only what is kept.
+    spans.push(full_span(1, 4, 4));
+    let mut observed = Vec::new();
+    let a = store
+        .append_observed(batch(spans), &mut |kept| {
+            observed.extend(kept.spans.iter().map(|s| (s.trace_id[0], s.span_id[0])));
+        })
+        .unwrap();
+    assert_eq!((a.spans, a.rejected, a.duplicates), (3, 3, 1), "{a:?}");
+    assert_eq!(observed, [(1, 4), (1, 5), (2, 1)]);
     let why = a.reject_reason.unwrap();
     assert!(why.contains("limit of 5 spans per trace"), "{why}");
     assert!(why.contains(&"01".repeat(16)), "{why}");

@@ -746,8 +746,13 @@ pub(crate) fn import_legacy_delete_log(logs: &skopos_logs::Store) -> Result<usiz
             }
         })
         .collect();
+    // Idempotent: a crash before the old file is gone imports it again,
+    // and the requests already there are left out.
     logs.import_delete_requests(&reqs)?;
     std::fs::remove_file(&path).map_err(|e| LogsError::io(&path, e))?;
+    std::fs::File::open(logs.dir())
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogsError::io(logs.dir(), e))?;
     Ok(reqs.len())
 }
 

@@ -68,7 +68,7 @@ pub async fn patterns(
             "zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_STEPS {
+    if end.saturating_sub(start) / step > MAX_STEPS {
         return Err(ApiError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -76,6 +76,12 @@ pub async fn patterns(
     let step = step.max(SAMPLE_INTERVAL_NS);
     let logs = st.logs.clone();
     let found = crate::http::panic::blocking(move || {
+        // Refused before anything is read: the index knows how many lines
+        // the blocks of the range hold (a stream is read whole).
+        let held = logs.index_stats(&log.matchers, start, end).entries;
+        if held > MAX_LINES {
+            return Err(too_many_lines());
+        }
         let sel = LogSelect {
             matchers: log.matchers,
             start,
@@ -85,11 +91,11 @@ pub async fn patterns(
         };
         let mut merged: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
         let mut lines = 0u64;
-        let mut too_many = false;
+        let mut over = false;
         logs.select_logs(&sel, &mut |s| {
             lines += s.entries.len() as u64;
             if lines > MAX_LINES {
-                too_many = true;
+                over = true;
                 return false;
             }
             let mut drain = Drain::new();
@@ -105,10 +111,8 @@ pub async fn patterns(
             true
         })
         .map_err(|e| ApiError::internal(e.to_string()))?;
-        if too_many {
-            return Err(ApiError::bad_data(format!(
-                "the selected streams hold more than {MAX_LINES} lines in the range; narrow the selector or the range"
-            )));
+        if over {
+            return Err(too_many_lines());
         }
         Ok(merged)
     })
@@ -136,6 +140,12 @@ pub async fn patterns(
     Ok(axum::Json(json!({ "status": "success", "data": data })).into_response())
 }
 
+fn too_many_lines() -> ApiError {
+    ApiError::bad_data(format!(
+        "the selected streams hold more than {MAX_LINES} lines in the range; narrow the selector or the range"
+    ))
+}
+
 /// 10 s counts summed into buckets at multiples of `step` (ns), 10 s
 /// steps as they are; from each chunk's first bucket to its last, the
 /// empty ones answered as 0.
@@ -146,18 +156,18 @@ fn steps(samples: &BTreeMap<i64, u64>, step: i64) -> Vec<(i64, u64)> {
     let mut out: Vec<(i64, u64)> = Vec::new();
     let mut chunk_start: Option<i64> = None;
     for (&t, &n) in samples {
-        let b = t - t.rem_euclid(step);
-        let same_chunk = chunk_start.is_some_and(|c| t < c + CHUNK_NS);
+        let b = t.saturating_sub(t.rem_euclid(step));
+        let same_chunk = chunk_start.is_some_and(|c| t < c.saturating_add(CHUNK_NS));
         if !same_chunk {
             chunk_start = Some(t);
         }
         match out.last_mut() {
             Some(last) if last.0 == b => last.1 += n,
             Some(last) if same_chunk => {
-                let mut at = last.0 + step;
+                let mut at = last.0.saturating_add(step);
                 while at < b {
                     out.push((at, 0));
-                    at += step;
+                    at = at.saturating_add(step);
                 }
                 out.push((b, n));
             }

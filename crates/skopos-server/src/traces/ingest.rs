@@ -93,17 +93,16 @@ impl AppState {
         let store = self.traces.clone();
         let derived = self.derived.clone();
         let result = crate::http::panic::blocking_or_error("span append", move || {
-            // As in Tempo, where the distributor hands a batch to the
-            // ingesters and the metrics generator side by side, the span
-            // metrics see every span that passed validation, whether or
-            // not the store then keeps it (a trace limit, a failing disk).
-            // Fed before the append, they borrow the batch the store then
-            // takes, instead of a copy of it.
-            if let Some(derived) = derived {
-                derived.span_metrics.lock().push(&batch);
-                derived.service_graph.lock().push(&batch, now_ms());
+            // The span metrics and service graph see what the store keeps,
+            // once it is in the WAL: nothing a failed write or a retry would
+            // count twice. They borrow the spans on their way into the head.
+            match derived {
+                None => store.append(batch),
+                Some(derived) => store.append_observed(batch, &mut |kept| {
+                    derived.span_metrics.lock().push(kept);
+                    derived.service_graph.lock().push(kept, now_ms());
+                }),
             }
-            store.append(batch)
         })
         .await
         .map_err(|e| TracesUnavailable(e.to_string()))?;
