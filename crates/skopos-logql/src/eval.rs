@@ -321,7 +321,49 @@ fn range_agg(
     let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
     let max_samples = ctx.opts.max_samples;
     let mut held = ctx.samples;
+    // Only line filters and no unwrap: an entry without metadata keeps its
+    // stream's labels, so its series is found once per stream, not built
+    // per line (the common `count_over_time({...} |= "x" [5m])`).
+    let filters_only = lr.unwrap.is_none()
+        && r.op != RangeOp::AbsentOverTime
+        && lr
+            .log
+            .stages
+            .iter()
+            .all(|s| matches!(s, Stage::LineFilter(_)));
+    let mut stream_series: Option<(Labels, Labels)> = None;
     ctx.each_entry(&sel, |stream, e| {
+        if filters_only && e.metadata.is_empty() {
+            let kept = lr.log.stages.iter().all(|s| match s {
+                Stage::LineFilter(f) => f.matches(&e.line),
+                _ => true,
+            });
+            if !kept {
+                return Ok(());
+            }
+            let value = match r.op {
+                RangeOp::BytesRate | RangeOp::BytesOverTime => e.line.len() as f64,
+                _ => 1.0,
+            };
+            held += 1;
+            if held > max_samples {
+                return Err(QueryError::TooManySamples(max_samples));
+            }
+            let labels = match &stream_series {
+                Some((s, g)) if s == stream => g,
+                _ => {
+                    let g = EntryLabels::new(stream, &e.metadata).grouped(&group_names, without);
+                    &stream_series.insert((stream.clone(), g)).1
+                }
+            };
+            match series.get_mut(labels) {
+                Some(points) => points.push((e.ts, value)),
+                None => {
+                    series.insert(labels.clone(), vec![(e.ts, value)]);
+                }
+            }
+            return Ok(());
+        }
         let mut lbs = EntryLabels::new(stream, &e.metadata);
         let Some(line) = run_stages(&lr.log.stages, e.ts, &e.line, &mut lbs) else {
             return Ok(());
