@@ -417,18 +417,7 @@ fn join_logfmt(tokens: &[String]) -> String {
             || v.chars()
                 .any(|c| c <= ' ' || c == '=' || c == '"' || c == '\u{7f}')
         {
-            out.push('"');
-            for c in v.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
+            out.push_str(&crate::units::go_quote(v));
         } else {
             out.push_str(v);
         }
