@@ -14,7 +14,7 @@
 //!
 //! Drain: clusters live at the leaves of a tree whose first level is the
 //! number of tokens and whose next levels are the leading tokens (up to
-//! [`MAX_DEPTH`]; a token with a digit, or one past [`MAX_CHILDREN`]
+//! [`MAX_DEPTH`]; a token with a number (any script), or one past [`MAX_CHILDREN`]
 //! children, goes down the `<_>` branch). A line joins the most similar
 //! cluster of its leaf (the share of positions with the same token, `<_>`
 //! not counted; ties to the one with more `<_>`) when that share is at
@@ -211,7 +211,7 @@ impl Drain {
             }
             let key = if node.children.contains_key(tok.as_str()) {
                 tok.clone()
-            } else if tok.bytes().any(|b| b.is_ascii_digit()) {
+            } else if tok.chars().any(char::is_numeric) {
                 PARAM.to_string()
             } else if node.children.contains_key(PARAM) {
                 if node.children.len() < MAX_CHILDREN {
@@ -516,6 +516,14 @@ mod tests {
                 2
             )]
         );
+    }
+
+    #[test]
+    fn numbers_of_any_script_take_the_wildcard_branch() {
+        // Arabic-Indic digits differ in the first token: without the
+        // wildcard branch the lines would land in different leaves.
+        let got = patterns(&["job ٣ done in time", "job ٤ done in time"]);
+        assert_eq!(got, vec![("job <_> done in time".to_string(), 2)]);
     }
 
     #[test]
