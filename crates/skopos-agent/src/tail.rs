@@ -31,6 +31,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use skopos_units::now_ns;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::FileSourceConfig;
@@ -93,8 +94,6 @@ enum DirChange {
 fn key_of(m: &std::fs::Metadata) -> FileKey {
     (m.dev(), m.ino())
 }
-
-use skopos_units::now_ns;
 
 /// A line read from a file, with the offset just after it.
 struct Line {

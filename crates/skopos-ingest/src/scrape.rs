@@ -28,10 +28,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use skopos_model::{Labels, Sample, SampleSink, WriteBatch, METRIC_NAME, STALE_NAN};
+use skopos_units::now_ms;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -362,12 +363,6 @@ fn forget_status(inner: &Inner, job: &str, key: &str, status: &Arc<Mutex<TargetS
     if statuses.get(&k).is_some_and(|s| Arc::ptr_eq(s, status)) {
         statuses.remove(&k);
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The stable offset of a target within its interval.

@@ -7,7 +7,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use axum::extract::{MatchedPath, Request, State};
@@ -18,6 +18,7 @@ use skopos_ingest::otlp::{Translator, TranslatorOptions};
 use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
 use skopos_model::{Lifecycle, SampleSink};
 use skopos_tsdb::Db;
+use skopos_units::now_ms;
 use tokio::task::JoinHandle;
 
 use crate::http::auth::Token;
@@ -172,13 +173,6 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     let l = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} ({what})"))?;
     l.set_nonblocking(true)?;
     Ok(l)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }
 
 /// Opens storage and starts every listener and loop.

@@ -8,6 +8,7 @@ use skopos_ingest::otlp::Translator;
 use skopos_ingest::scrape::{ScrapeConfigFile, ScrapeManager};
 use skopos_model::{AppendError, AppendOutcome, LogBatch, SampleSink, WriteBatch};
 use skopos_tsdb::Db;
+pub(crate) use skopos_units::now_ns;
 
 use crate::metrics::selfmon::SelfMetrics;
 
@@ -91,8 +92,6 @@ impl TimeBounds {
         None
     }
 }
-
-pub(crate) use skopos_units::now_ns;
 
 /// A lifecycle request made over HTTP, carried out by the binary (only it
 /// knows the config file and the process).

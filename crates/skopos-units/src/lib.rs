@@ -181,6 +181,11 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
+/// The wall clock as Unix milliseconds.
+pub fn now_ms() -> i64 {
+    now_ns() / 1_000_000
+}
+
 /// Parses an RFC 3339 time (`2024-01-02T03:04:05.678Z`,
 /// `2024-01-02T03:04:05+01:00`; `t`/`z` in lower case too) to Unix
 /// nanoseconds. A time zone offset is required.

@@ -16,13 +16,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use skopos_logs::LogsError;
 use skopos_model::{LogBatch, LogQueryable};
+pub(crate) use skopos_units::now_ns;
 
 use crate::http::api::{parse_selector, ApiError, Params};
 use crate::state::AppState;
 
 const PROTO: &str = "loki_push";
-
-pub(crate) use skopos_units::now_ns;
 
 fn decode(headers: &HeaderMap, raw: &[u8], limit: usize) -> Result<LogBatch, (StatusCode, String)> {
     let ct = headers

@@ -10,7 +10,7 @@
 //! because the handler future — and the guard it holds — is dropped.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -18,6 +18,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use skopos_promql::{CancelToken, QueryError, Value};
+use skopos_units::now_ms;
 
 use crate::http::api::{parse_time, ApiError, Params};
 use crate::state::AppState;
@@ -32,13 +33,6 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }
 
 /// Parses a step or timeout: a Prometheus duration (`15s`, `1m`) or float seconds.

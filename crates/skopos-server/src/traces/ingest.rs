@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use skopos_ingest::otlp_traces::TranslatedSpans;
 use skopos_spanmetrics::{ServiceGraph, SpanMetrics};
+use skopos_units::now_ms;
 
 use crate::state::AppState;
 
@@ -38,13 +39,6 @@ pub struct SpansOutcome {
 
 /// Storing spans failed as a whole: the store cannot take writes now.
 pub struct TracesUnavailable(pub String);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl AppState {
     /// Stores translated spans off the async runtime, then feeds the span

@@ -30,6 +30,7 @@ use skopos_model::{
     parse_hex_id, to_hex, AttrValue, Attribute, LogSelect, SpanField, Trace, TraceId,
     TraceQueryable,
 };
+pub(crate) use skopos_units::now_ns;
 
 use crate::http::api::Params;
 use crate::state::AppState;
@@ -82,8 +83,6 @@ fn query_error(e: skopos_traceql::QueryError) -> TempoError {
         Q::Storage(_) => TempoError::internal(e.to_string()),
     }
 }
-
-pub(crate) use skopos_units::now_ns;
 
 /// Query parameters of a GET.
 pub(crate) async fn params(q: Option<String>) -> Result<Params, TempoError> {
