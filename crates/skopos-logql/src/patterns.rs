@@ -527,6 +527,30 @@ mod tests {
     }
 
     #[test]
+    fn hostile_lines_never_panic() {
+        let mut d = Drain::new();
+        let nasty = [
+            String::new(),
+            " ".repeat(10),
+            "é=ü \"ß\" (日本語) , ; \u{2028} x".to_string(),
+            "\0 \0 \0 \0 \0".to_string(),
+            "=".repeat(200),
+            format!("{} a b c", "é".repeat(MAX_LINE_BYTES / 2)),
+            format!("{}é b c d", "x".repeat(MAX_LINE_BYTES - 7)),
+            "{\"msg\":\"é ü ß 1\"".to_string(),
+            "k=\"\\é\" x=1 y=2 z=3".to_string(),
+        ];
+        for (i, l) in nasty.iter().enumerate() {
+            d.train(l, i64::MIN + i as i64);
+            d.train(l, i64::MAX - i as i64);
+        }
+        for (p, samples) in d.patterns() {
+            assert!(!p.is_empty());
+            assert!(samples.values().all(|&n| n > 0));
+        }
+    }
+
+    #[test]
     fn too_short_too_long_and_different_lengths_stay_apart() {
         let long = format!("a b c {}", "x".repeat(MAX_LINE_BYTES));
         let got = patterns(&[
